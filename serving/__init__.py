@@ -1,0 +1,1 @@
+"""Serving floor of cacaomap: contract, ONNX Runtime inference, baseline. Never torch."""

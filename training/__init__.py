@@ -1,0 +1,1 @@
+"""Training side of cacaomap: TorchGeo data, the Lightning task, the CLI and export."""

@@ -1,0 +1,282 @@
+"""The Lightning data module: imagery & labels, blocked split, statistics, augmentation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import kornia.augmentation as K
+import torch
+from torch import Tensor
+from torchgeo.datamodules import GeoDataModule
+from torchgeo.datasets import GeoDataset, IntersectionDataset
+from torchgeo.samplers import GridGeoSampler, RandomBatchGeoSampler
+
+from serving.classes import ClassSchema, load_classes
+from training.datasets import (
+    DATED_FILENAME_REGEX,
+    LandCoverRaster,
+    LandCoverVectors,
+    MultispectralImagery,
+)
+from training.splits import BlockAssignment, assign_blocks, split_by_blocks
+from training.synthetic.spectra import S2_BANDS
+
+
+class LandCoverDataModule(GeoDataModule):
+    """Imagery + labels → spatially blocked train/val/test patches.
+
+    Normalisation statistics (per-band mean and std over valid pixels) are computed on
+    the training split only, travel in the checkpoint (``state_dict``) and are logged
+    with the run; image pixels equal to ``image_nodata`` (or NaN) become label nodata.
+    """
+
+    def __init__(
+        self,
+        images: str,
+        labels: str,
+        label_kind: Literal["raster", "vector"] = "raster",
+        all_bands: list[str] | None = None,
+        bands: list[str] | None = None,
+        rgb_bands: list[str] | None = None,
+        image_glob: str = "s2l2a_*.tif",
+        label_glob: str = "labels_*.tif",
+        filename_regex: str = DATED_FILENAME_REGEX,
+        label_field: str = "class",
+        label_map: dict[int, int] | None = None,
+        classes: str | None = None,
+        image_nodata: float | None = 0,
+        reflectance_scale: float = 10000.0,
+        block_size: int = 128,
+        split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+        split_seed: int = 0,
+        batch_size: int = 8,
+        patch_size: int = 64,
+        length: int | None = None,
+        num_workers: int = 0,
+        stats_max_patches: int | None = None,
+        augment: bool = True,
+    ) -> None:
+        """Configure the data; nothing is read until ``setup``.
+
+        Args:
+            images: Folder (or file) of imagery GeoTIFFs.
+            labels: Folder (or file) of label rasters or vector labels.
+            label_kind: ``raster`` (class codes) or ``vector`` (polygons/points).
+            all_bands: Band names of the imagery in file order (default: S2 L2A 10).
+            bands: Bands the model uses (default: all).
+            rgb_bands: Bands for RGB composites in figures.
+            image_glob: Glob of the imagery files.
+            label_glob: Glob of the label files.
+            filename_regex: Regex with an optional ``date`` group pairing images and
+                labels of the same date.
+            label_field: Attribute holding the class code (vector labels).
+            label_map: Recode source label values to schema codes (others → nodata).
+            classes: Class schema YAML (default: ``datasets/classes.yaml``).
+            image_nodata: Image value marking no observation (``None``: none).
+            reflectance_scale: Digital numbers per unit reflectance (for the contract).
+            block_size: Side of the split blocks in pixels.
+            split_fractions: Train, val and test fractions of the blocks.
+            split_seed: Seed of the block assignment.
+            batch_size: Patches per batch.
+            patch_size: Patch side in pixels.
+            length: Training patches per epoch (default: the sampler's estimate).
+            num_workers: Data-loader worker processes.
+            stats_max_patches: Patches read for the statistics (None: all of train).
+            augment: Random flips and 90° rotations in training.
+        """
+        super().__init__(
+            GeoDataset, batch_size=batch_size, patch_size=patch_size, length=length,
+            num_workers=num_workers,
+        )
+        self.save_hyperparameters()
+        self.schema: ClassSchema = load_classes(classes)
+        self.all_bands = list(all_bands or S2_BANDS)
+        self.bands = list(bands or self.all_bands)
+        unknown = set(self.bands) - set(self.all_bands)
+        if unknown:
+            raise ValueError(f"bands {sorted(unknown)} are not in all_bands")
+        self.rgb_bands = list(rgb_bands or self.bands[:3][::-1])
+        self.mean: Tensor | None = None  # type: ignore[assignment]
+        self.std: Tensor | None = None  # type: ignore[assignment]
+        self.class_pixels: Tensor | None = None
+        self.assignment: BlockAssignment | None = None
+
+    # ----------------------------------------------------- linked to the model
+    @property
+    def num_classes(self) -> int:
+        """Logit channels, nodata included (codes are channel indices)."""
+        return self.schema.num_classes
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels of the model."""
+        return len(self.bands)
+
+    @property
+    def class_schema(self) -> dict[str, Any]:
+        """The class schema as a dict, carried by the model's hyperparameters."""
+        return self.schema.to_dict()
+
+    @property
+    def rgb_indices(self) -> list[int]:
+        """Channel indices of the RGB composite bands."""
+        return [self.bands.index(b) for b in self.rgb_bands if b in self.bands]
+
+    # ------------------------------------------------------------------ setup
+    def build_dataset(self) -> IntersectionDataset:
+        """Imagery ∩ labels over the configured files (all dates)."""
+        hp = self.hparams
+        image = MultispectralImagery(
+            hp["images"], bands=self.bands, all_bands=self.all_bands,
+            filename_glob=hp["image_glob"], filename_regex=hp["filename_regex"],
+        )
+        mask: GeoDataset
+        if hp["label_kind"] == "raster":
+            mask = LandCoverRaster(
+                hp["labels"], filename_glob=hp["label_glob"],
+                filename_regex=hp["filename_regex"], label_map=hp["label_map"],
+            )
+        else:
+            mask = LandCoverVectors(
+                hp["labels"], label_field=hp["label_field"],
+                filename_glob=hp["label_glob"], filename_regex=hp["filename_regex"],
+                label_map=hp["label_map"], res=image.res[0],
+            )
+        return image & mask
+
+    def setup(self, stage: str) -> None:
+        """Build the dataset, the blocked split and the samplers."""
+        dataset = self.build_dataset()
+        res = dataset.res[0]
+        self.assignment = assign_blocks(
+            tuple(dataset.index.total_bounds),  # type: ignore[arg-type]
+            self.hparams["block_size"] * res,
+            self.hparams["split_fractions"],
+            self.hparams["split_seed"],
+        )
+        train, val, test = split_by_blocks(dataset, self.assignment)
+        self.train_dataset, self.val_dataset, self.test_dataset = train, val, test
+        size = self.patch_size
+        if stage == "fit":
+            self.train_batch_sampler = RandomBatchGeoSampler(
+                train, size, self.batch_size, self.length
+            )
+        if stage in ("fit", "validate"):
+            self.val_sampler = GridGeoSampler(val, size, size)
+        if stage == "test":
+            self.test_sampler = GridGeoSampler(test, size, size)
+
+    def _dataloader_factory(self, split: str) -> Any:
+        self.ensure_statistics()
+        return super()._dataloader_factory(split)
+
+    # ------------------------------------------------------------- statistics
+    def ensure_statistics(self) -> None:
+        """Compute normalisation statistics on the training split if not loaded."""
+        if self.mean is None or self.std is None:
+            self.compute_statistics()
+        self._build_augmentations()
+
+    def compute_statistics(self) -> None:
+        """Per-band mean/std over valid training pixels, and class pixel counts."""
+        assert self.train_dataset is not None, "call setup('fit') first"
+        sampler = GridGeoSampler(self.train_dataset, self.patch_size, self.patch_size)
+        limit = self.hparams["stats_max_patches"]
+        n_bands = len(self.bands)
+        total = torch.zeros(n_bands, dtype=torch.float64)
+        total_sq = torch.zeros(n_bands, dtype=torch.float64)
+        count = 0
+        classes = torch.zeros(self.num_classes, dtype=torch.float64)
+        for i, query in enumerate(sampler):
+            if limit is not None and i >= limit:
+                break
+            sample = self.train_dataset[query]
+            image = sample["image"].double().flatten(1)
+            valid = self._valid_pixels(sample["image"]).flatten()
+            total += image[:, valid].sum(1)
+            total_sq += (image[:, valid] ** 2).sum(1)
+            count += int(valid.sum())
+            mask = sample["mask"].flatten()[valid].clamp(0, self.num_classes - 1)
+            classes += torch.bincount(mask, minlength=self.num_classes).double()
+        if count == 0:
+            raise ValueError("the training split has no valid image pixels")
+        mean = total / count
+        std = (total_sq / count - mean**2).clamp_min(1e-12).sqrt()
+        self.mean, self.std = mean.float(), std.float()
+        self.class_pixels = classes
+
+    def _valid_pixels(self, image: Tensor) -> Tensor:
+        """Boolean (…, H, W): pixels observed in every band (not nodata, not NaN)."""
+        valid = torch.isfinite(image).all(dim=-3)
+        nodata = self.hparams["image_nodata"]
+        if nodata is not None:
+            valid &= ~(image == nodata).all(dim=-3)
+        return valid
+
+    def statistics(self) -> dict[str, Any]:
+        """What the contract and the run record: bands, scale, mean, std, nodata."""
+        assert self.mean is not None and self.std is not None
+        return {
+            "bands": self.bands,
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "image_nodata": self.hparams["image_nodata"],
+            "reflectance_scale": self.hparams["reflectance_scale"],
+            "class_pixels": None if self.class_pixels is None
+            else self.class_pixels.long().tolist(),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved into checkpoints: the normalisation the model was trained with."""
+        if self.mean is None:
+            return {}
+        return {"statistics": json.dumps(self.statistics())}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the normalisation from a checkpoint (resume, validate, test)."""
+        if "statistics" in state_dict:
+            stats = json.loads(state_dict["statistics"])
+            self.mean = torch.tensor(stats["mean"])
+            self.std = torch.tensor(stats["std"])
+            if stats.get("class_pixels") is not None:
+                self.class_pixels = torch.tensor(stats["class_pixels"], dtype=torch.float64)
+
+    def _build_augmentations(self) -> None:
+        assert self.mean is not None and self.std is not None
+        normalize = K.Normalize(mean=self.mean, std=self.std)
+        self.aug = K.AugmentationSequential(normalize, data_keys=None, keepdim=True)
+        if self.hparams["augment"]:
+            self.train_aug = K.AugmentationSequential(
+                normalize,
+                K.RandomHorizontalFlip(),
+                K.RandomVerticalFlip(),
+                K.RandomRotation90(times=(0, 3)),
+                data_keys=None,
+                keepdim=True,
+            )
+
+    # --------------------------------------------------------------- batches
+    def on_after_batch_transfer(
+        self, batch: dict[str, Tensor], dataloader_idx: int
+    ) -> dict[str, Tensor]:
+        """Mask nodata pixels out of the loss, fill them with the mean, normalise."""
+        assert self.mean is not None
+        image = batch["image"]
+        valid = self._valid_pixels(image)
+        fill = self.mean.to(image.device)[None, :, None, None].expand_as(image)
+        batch["image"] = torch.where(valid[:, None], image, fill)
+        if "mask" in batch:
+            batch["mask"] = torch.where(
+                valid, batch["mask"], torch.full_like(batch["mask"], self.schema.nodata)
+            )
+        return super().on_after_batch_transfer(batch, dataloader_idx)
+
+    def dataset_files(self) -> list[Path]:
+        """The image and label files the dataset reads (for the fingerprint)."""
+        dataset = self.build_dataset()
+        files: set[str] = set()
+        for ds in dataset.datasets:
+            files.update(str(f) for f in ds.index["filepath"])
+        return sorted(Path(f) for f in files)

@@ -1,0 +1,275 @@
+"""The Lightning task: TorchGeo's segmentation task with per-class metrics and figures."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch.loggers import MLFlowLogger
+from rich.console import Console
+from rich.table import Table
+from torch import Tensor
+from torchgeo.trainers import SemanticSegmentationTask
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassJaccardIndex,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+from serving.classes import ClassSchema, load_classes
+from training.figures import confusion_matrix_figure, overlay_figure
+
+#: Metrics computed per class; each is also logged as a macro average over the
+#: observed classes (nodata excluded), never micro-averaged alone.
+PER_CLASS_METRICS = ("IoU", "F1", "precision", "recall")
+
+
+class LandCoverSegmentationTask(SemanticSegmentationTask):
+    """U-Net (or another smp model) land-cover segmentation.
+
+    Extends TorchGeo's task with: the class schema and band names carried in the
+    hyperparameters (so a checkpoint is self-describing), per-class IoU/F1/precision/
+    recall with macro averages, confusion matrices and prediction overlays logged to
+    MLflow, balanced class weights, and local-file weights only (nothing downloaded).
+    """
+
+    def __init__(
+        self,
+        model: Literal["unet", "deeplabv3+", "fcn", "upernet", "segformer"] = "unet",
+        backbone: str = "resnet18",
+        weights: str | None = None,
+        in_channels: int = 10,
+        num_classes: int = 6,
+        class_schema: dict[str, Any] | None = None,
+        band_names: list[str] | None = None,
+        loss: Literal["ce", "jaccard", "focal"] = "ce",
+        class_weights: list[float] | Literal["balanced"] | None = None,
+        lr: float = 1e-3,
+        patience: int = 10,
+        freeze_backbone: bool = False,
+        freeze_decoder: bool = False,
+        overlay_samples: int = 4,
+    ) -> None:
+        """Build the model, loss and metrics.
+
+        Args:
+            model: smp architecture.
+            backbone: Encoder name (timm/smp), e.g. ``resnet18``.
+            weights: None (random init) or a local file: a cacaomap checkpoint to
+                fine-tune from (every tensor of matching shape is loaded, so a new class
+                schema gets a fresh head) or an encoder state dict.
+            in_channels: Input bands (linked from the data).
+            num_classes: Logit channels including nodata (linked from the data).
+            class_schema: The class schema dict (linked from the data).
+            band_names: Input band names (linked from the data).
+            loss: Loss function.
+            class_weights: Per-class loss weights, ``balanced`` (inverse square-root
+                frequency on the training split) or None.
+            lr: Learning rate (AdamW).
+            patience: ReduceLROnPlateau patience in epochs.
+            freeze_backbone: Train the decoder only.
+            freeze_decoder: Train the encoder only.
+            overlay_samples: Patches drawn in each overlay figure.
+        """
+        if weights is not None and not os.path.isfile(weights):
+            raise ValueError(
+                f"weights must be a local file (nothing is downloaded): {weights!r}"
+            )
+        schema = ClassSchema.from_dict(class_schema) if class_schema else load_classes()
+        if schema.num_classes != num_classes:
+            raise ValueError(
+                f"num_classes={num_classes} but the class schema has "
+                f"{schema.num_classes} classes"
+            )
+        self.schema = schema
+        super().__init__(
+            model=model, backbone=backbone, weights=None, in_channels=in_channels,
+            num_classes=num_classes, loss=loss, ignore_index=schema.nodata, lr=lr,
+            patience=patience, freeze_backbone=freeze_backbone,
+            freeze_decoder=freeze_decoder,
+        )
+        if weights is not None:
+            self._load_local_weights(weights)
+        self._overlay_batch: dict[str, Tensor] | None = None
+
+    # ------------------------------------------------------------ configure
+    def _load_local_weights(self, path: str) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if "state_dict" in state:  # a Lightning checkpoint of this task
+            own = self.state_dict()
+            loaded = {
+                k: v for k, v in state["state_dict"].items()
+                if k in own and own[k].shape == v.shape
+            }
+            self.load_state_dict(loaded, strict=False)
+            self.fine_tuned_tensors = len(loaded)
+        else:  # a plain encoder state dict
+            self.model.encoder.load_state_dict(state)
+
+    def configure_models(self) -> None:
+        """Build the smp model (TorchGeo's factory) from this task's hyperparameters."""
+        for key, value in (("task", "multiclass"), ("num_labels", None),
+                           ("num_filters", 3), ("ignore_index", self.schema.nodata)):
+            self.hparams.setdefault(key, value)
+        super().configure_models()
+
+    def configure_losses(self) -> None:
+        """Cross-entropy (or other) ignoring nodata; weights may come later."""
+        weights = self.hparams["class_weights"]
+        if weights == "balanced":
+            self.hparams["class_weights"] = None
+            super().configure_losses()
+            self.hparams["class_weights"] = "balanced"
+        else:
+            super().configure_losses()
+
+    def configure_metrics(self) -> None:
+        """Per-class metrics (average=None) per split, and confusion matrices."""
+        kwargs: dict[str, Any] = {
+            "num_classes": self.hparams["num_classes"],
+            "ignore_index": self.schema.nodata,
+        }
+        metrics = MetricCollection(
+            {
+                "IoU": MulticlassJaccardIndex(average="none", **kwargs),
+                "F1": MulticlassF1Score(average="none", **kwargs),
+                "precision": MulticlassPrecision(average="none", **kwargs),
+                "recall": MulticlassRecall(average="none", **kwargs),
+            }
+        )
+        self.train_metrics = metrics.clone(prefix="train_")
+        self.val_metrics = metrics.clone(prefix="val_")
+        self.test_metrics = metrics.clone(prefix="test_")
+        self.val_confusion = MulticlassConfusionMatrix(**kwargs)
+        self.test_confusion = MulticlassConfusionMatrix(**kwargs)
+
+    def on_fit_start(self) -> None:
+        """Set balanced class weights from the training split's class counts."""
+        if self.hparams["class_weights"] != "balanced":
+            return
+        dm = self.trainer.datamodule  # type: ignore[attr-defined]
+        dm.ensure_statistics()
+        counts = dm.class_pixels.float().clamp_min(1)
+        weights = (counts.sum() / counts).sqrt()
+        weights[self.schema.nodata] = 0
+        weights = weights / weights[weights > 0].mean()
+        self.criterion = torch.nn.CrossEntropyLoss(
+            weight=weights.to(self.device), ignore_index=self.schema.nodata
+        )
+
+    # ---------------------------------------------------------------- steps
+    def _step(self, batch: dict[str, Tensor], split: str) -> Tensor:
+        x, y = batch["image"], batch["mask"]
+        logits = self(x)
+        loss: Tensor = self.criterion(logits, y)
+        if torch.isnan(loss):  # a batch made only of nodata
+            loss = logits.sum() * 0
+        self.log(f"{split}_loss", loss, batch_size=x.shape[0], prog_bar=split == "train")
+        preds = logits.argmax(1)
+        getattr(self, f"{split}_metrics").update(preds, y)
+        if split != "train":
+            getattr(self, f"{split}_confusion").update(preds, y)
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """Loss and per-class metrics on a training batch."""
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Loss and metrics; keeps the first batch for the overlay figure."""
+        self._step(batch, "val")
+        if batch_idx == 0:
+            self._overlay_batch = {k: v.detach().cpu() for k, v in batch.items()}
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Loss and metrics on a test batch."""
+        self._step(batch, "test")
+        if batch_idx == 0:
+            self._overlay_batch = {k: v.detach().cpu() for k, v in batch.items()}
+
+    # ------------------------------------------------------------ epoch ends
+    def _log_metrics(self, split: str) -> dict[str, dict[str, float]]:
+        collection = getattr(self, f"{split}_metrics")
+        values = collection.compute()
+        collection.reset()
+        table: dict[str, dict[str, float]] = {}
+        valid = self.schema.valid_codes
+        for name in PER_CLASS_METRICS:
+            per_class = values[f"{split}_{name}"].float().cpu()
+            row = {self.schema.classes[c].name: float(per_class[c]) for c in valid}
+            row["macro"] = float(per_class[valid].mean())
+            table[name] = row
+            for cls, value in row.items():
+                self.log(f"{split}_{name}_{cls}", value, prog_bar=(
+                    split == "val" and name == "IoU" and cls == "macro"))
+        return table
+
+    def on_train_epoch_end(self) -> None:
+        """Log per-class training metrics."""
+        self._log_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        """Log per-class validation metrics, the confusion matrix and an overlay."""
+        self._log_metrics("val")
+        confusion = self.val_confusion.compute().cpu().numpy()
+        self.val_confusion.reset()
+        if not self.trainer.sanity_checking:
+            self._log_figures("val", confusion, f"epoch_{self.current_epoch:03d}")
+
+    def on_test_epoch_end(self) -> None:
+        """Log per-class test metrics and figures, and print the per-class table."""
+        table = self._log_metrics("test")
+        confusion = self.test_confusion.compute().cpu().numpy()
+        self.test_confusion.reset()
+        self._log_figures("test", confusion, "final")
+        self.test_table = table
+        if self.trainer.is_global_zero:
+            print_metrics_table(table, "Test metrics per class (held-out blocks)")
+
+    def _log_figures(self, split: str, confusion: Any, tag: str) -> None:
+        loggers = [lg for lg in self.loggers if isinstance(lg, MLFlowLogger)]
+        if not loggers or not self.trainer.is_global_zero:
+            return
+        import matplotlib.pyplot as plt
+
+        figures = {
+            f"figures/{split}/confusion_{tag}.png": confusion_matrix_figure(
+                confusion, self.schema, f"{split} confusion matrix ({tag})"
+            )
+        }
+        batch = self._overlay_batch
+        dm = getattr(self.trainer, "datamodule", None)
+        if batch is not None and dm is not None and dm.mean is not None:
+            n = min(self.hparams["overlay_samples"], batch["image"].shape[0])
+            with torch.no_grad():
+                preds = self(batch["image"][:n].to(self.device)).argmax(1).cpu()
+            image = batch["image"][:n] * dm.std[None, :, None, None] + dm.mean[
+                None, :, None, None]
+            rgb = image[:, dm.rgb_indices].numpy()
+            figures[f"figures/{split}/overlay_{tag}.png"] = overlay_figure(
+                list(rgb), list(batch["mask"][:n].numpy()), list(preds.numpy()),
+                self.schema, f"{split} patches ({tag})",
+            )
+        for logger in loggers:
+            for path, fig in figures.items():
+                logger.experiment.log_figure(logger.run_id, fig, path)
+        for fig in figures.values():
+            plt.close(fig)
+
+
+def print_metrics_table(table: dict[str, dict[str, float]], title: str) -> None:
+    """Print per-class metrics as a rich table: classes as rows, metrics as columns."""
+    metrics = list(table)
+    rows = list(next(iter(table.values())))
+    out = Table(title=title)
+    out.add_column("class")
+    for m in metrics:
+        out.add_column(m, justify="right")
+    for r in rows:
+        out.add_row(r, *(f"{table[m][r]:.3f}" for m in metrics),
+                    style="bold" if r == "macro" else None)
+    Console().print(out)

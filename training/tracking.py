@@ -1,0 +1,160 @@
+"""MLflow tracking: the project's logger defaults, run lineage and the config record."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import MLFlowLogger
+from matplotlib.figure import Figure
+
+#: Where runs go unless MLFLOW_TRACKING_URI says otherwise.
+DEFAULT_TRACKING_URI = "sqlite:///experiments/mlflow.db"
+DEFAULT_ARTIFACT_ROOT = "experiments/mlartifacts"
+
+
+def git_sha(cwd: str | Path | None = None) -> str:
+    """The checked-out commit (``-dirty`` when the tree has changes), or ``unknown``."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        return f"{sha}-dirty" if dirty else sha
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    """sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dataset_fingerprint(files: Iterable[str | Path]) -> str:
+    """sha256 over the names and contents of the files a dataset reads.
+
+    Names count by basename, so the same data in another folder has the same print.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(Path(f) for f in files):
+        digest.update(path.name.encode())
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+class CacaoMLFlowLogger(MLFlowLogger):
+    """MLFlowLogger with the project's defaults and a figure helper.
+
+    Tracking URI: ``MLFLOW_TRACKING_URI`` if set, else a sqlite store under
+    ``experiments/``; artifacts under ``experiments/mlartifacts`` for new experiments.
+    """
+
+    def __init__(
+        self,
+        experiment_name: str = "cacaomap",
+        run_name: str | None = None,
+        tracking_uri: str | None = None,
+        artifact_location: str | None = None,
+        log_model: Literal[True, False, "all"] = True,
+        tags: dict[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        """Create (lazily) a run in the given experiment.
+
+        Args:
+            experiment_name: MLflow experiment.
+            run_name: Display name of the run.
+            tracking_uri: Tracking server or store (default: env, then sqlite).
+            artifact_location: Artifact root for a new experiment.
+            log_model: Log checkpoints as artifacts (True: the best/last at the end).
+            tags: Extra run tags.
+            run_id: Continue this run instead of starting a new one.
+        """
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        if artifact_location is None and not uri.startswith(("http://", "https://")):
+            artifact_location = Path(DEFAULT_ARTIFACT_ROOT).resolve().as_uri()
+        all_tags = {"git_sha": git_sha(), **(tags or {})}
+        super().__init__(
+            experiment_name=experiment_name, run_name=run_name, tracking_uri=uri,
+            tags=all_tags, log_model=log_model, artifact_location=artifact_location,
+            run_id=run_id, save_dir=None,
+        )
+
+    def log_figure(self, figure: Figure, artifact_file: str) -> None:
+        """Log a matplotlib figure as a PNG artifact of this run."""
+        self.experiment.log_figure(self.run_id, figure, artifact_file)
+
+    def log_dict(self, data: dict[str, Any], artifact_file: str) -> None:
+        """Log a JSON artifact of this run."""
+        self.experiment.log_dict(self.run_id, data, artifact_file)
+
+
+class MLflowSaveConfigCallback(SaveConfigCallback):
+    """Record the full resolved LightningCLI config as the run's ``config.yaml``."""
+
+    def save_config(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str
+    ) -> None:
+        """Log the config text to the MLflow run (and nothing to disk)."""
+        config = self.parser.dump(self.config, skip_none=False)
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger):
+                logger.experiment.log_text(logger.run_id, config, "config.yaml")
+
+
+class RunLineage(pl.Callback):
+    """Log what a run was made from: data fingerprint, bands, classes, statistics."""
+
+    def _log(self, trainer: pl.Trainer, stage: str) -> None:
+        dm = trainer.datamodule  # type: ignore[attr-defined]
+        for logger in trainer.loggers:
+            if not isinstance(logger, MLFlowLogger):
+                continue
+            files = dm.dataset_files()
+            params = {
+                "lineage.dataset_fingerprint": dataset_fingerprint(files),
+                "lineage.dataset_files": len(files),
+                "lineage.bands": ",".join(dm.bands),
+                "lineage.classes": ",".join(dm.schema.names),
+            }
+            logger.log_hyperparams(params)
+            logger.experiment.set_tag(logger.run_id, "git_sha", git_sha())
+            logger.experiment.log_dict(logger.run_id, dm.class_schema, "classes.json")
+            if dm.mean is not None:
+                logger.experiment.log_dict(
+                    logger.run_id, dm.statistics(), "normalization.json"
+                )
+            if dm.assignment is not None:
+                logger.experiment.log_text(
+                    logger.run_id,
+                    json.dumps({"split": dm.assignment.split,
+                                "blocks": [b.bounds for b in dm.assignment.blocks]}),
+                    "split_blocks.json",
+                )
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Record lineage once training data (and statistics) are ready."""
+        trainer.datamodule.ensure_statistics()  # type: ignore[attr-defined]
+        self._log(trainer, "fit")
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Record lineage for a test-only run."""
+        if trainer.state.fn == "test":
+            self._log(trainer, "test")
