@@ -87,7 +87,8 @@ class LandCoverDataModule(GeoDataModule):
             augment: Random flips and 90° rotations in training.
         """
         super().__init__(
-            GeoDataset, batch_size=batch_size, patch_size=patch_size, length=length,
+            GeoDataset,  # type: ignore[type-abstract]  # datasets are built in setup()
+            batch_size=batch_size, patch_size=patch_size, length=length,
             num_workers=num_workers,
         )
         self.save_hyperparameters()
@@ -181,8 +182,9 @@ class LandCoverDataModule(GeoDataModule):
 
     def compute_statistics(self) -> None:
         """Per-band mean/std over valid training pixels, and class pixel counts."""
-        assert self.train_dataset is not None, "call setup('fit') first"
-        sampler = GridGeoSampler(self.train_dataset, self.patch_size, self.patch_size)
+        train = self.train_dataset
+        assert isinstance(train, GeoDataset), "call setup('fit') first"
+        sampler = GridGeoSampler(train, self.patch_size, self.patch_size)
         limit = self.hparams["stats_max_patches"]
         n_bands = len(self.bands)
         total = torch.zeros(n_bands, dtype=torch.float64)
@@ -192,7 +194,7 @@ class LandCoverDataModule(GeoDataModule):
         for i, query in enumerate(sampler):
             if limit is not None and i >= limit:
                 break
-            sample = self.train_dataset[query]
+            sample = train[query]
             image = sample["image"].double().flatten(1)
             valid = self._valid_pixels(sample["image"]).flatten()
             total += image[:, valid].sum(1)

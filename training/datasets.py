@@ -34,10 +34,12 @@ class LabelRemap:
 
     def __init__(self, mapping: Mapping[int, int], fill: int = 0) -> None:
         """Build the lookup table from ``{source_code: target_code}``."""
-        size = max(max(mapping), 0) + 1
-        table = torch.full((size,), fill, dtype=torch.long)
-        for src, dst in mapping.items():
-            table[int(src)] = int(dst)
+        pairs = {int(src): int(dst) for src, dst in mapping.items()}
+        if min(pairs) < 0:
+            raise ValueError(f"label_map source codes must be >= 0: {sorted(pairs)}")
+        table = torch.full((max(pairs) + 1,), fill, dtype=torch.long)
+        for src, dst in pairs.items():
+            table[src] = dst
         self.table = table
         self.fill = fill
 

@@ -21,16 +21,27 @@ def class_colormap(schema: ClassSchema) -> ListedColormap:
     return ListedColormap([c.colour for c in schema.classes])
 
 
-def rgb_composite(image: NDArray[np.floating], percentiles: tuple[float, float] = (2, 98)
-                  ) -> NDArray[np.float32]:
-    """Stretch a (3, H, W) array to an (H, W, 3) display image in [0, 1]."""
-    out = np.empty((*image.shape[1:], 3), np.float32)
-    for i in range(3):
-        band = image[i]
-        finite = band[np.isfinite(band)]
-        lo, hi = np.percentile(finite, percentiles) if finite.size else (0.0, 1.0)
-        out[..., i] = np.clip((band - lo) / max(hi - lo, 1e-6), 0, 1)
-    return out
+def rgb_composite(
+    image: NDArray[np.floating], limits: tuple[float, float] | None = None
+) -> NDArray[np.float32]:
+    """Stretch a (3, H, W) array to an (H, W, 3) display image in [0, 1].
+
+    One stretch for all three bands keeps the colour balance (a forest stays green);
+    ``limits`` (low, high) lets several patches share it, else the 2-98 percentiles.
+    """
+    lo, hi = limits if limits is not None else stretch_limits([image])
+    out = np.clip((np.moveaxis(image, 0, -1) - lo) / max(hi - lo, 1e-6), 0, 1)
+    return out.astype(np.float32)
+
+
+def stretch_limits(images: list[NDArray[np.floating]]) -> tuple[float, float]:
+    """Joint 2nd and 98th percentiles of the finite values of several images."""
+    values = np.concatenate([np.ravel(i) for i in images])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(values, (2, 98))
+    return float(lo), float(hi)
 
 
 def confusion_matrix_figure(
@@ -72,8 +83,9 @@ def overlay_figure(
     cmap = class_colormap(schema)
     vmax = schema.num_classes - 1
     fig, axes = plt.subplots(n, 3, figsize=(9, 3 * n + 0.8), squeeze=False)
+    limits = stretch_limits(rgb)
     for i in range(n):
-        axes[i, 0].imshow(rgb_composite(rgb[i]))
+        axes[i, 0].imshow(rgb_composite(rgb[i], limits))
         axes[i, 1].imshow(truth[i], cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
         axes[i, 2].imshow(prediction[i], cmap=cmap, vmin=0, vmax=vmax,
                           interpolation="nearest")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from training.datamodule import LandCoverDataModule
@@ -31,7 +32,8 @@ class CacaomapLightningCLI(LightningCLI):
         if self.trainer.limit_test_batches == 0 or self.trainer.interrupted:
             return
         best = self.trainer.checkpoint_callback
-        ckpt = "best" if best is not None and getattr(best, "best_model_path", "") else None
+        has_best = isinstance(best, ModelCheckpoint) and bool(best.best_model_path)
+        ckpt = "best" if has_best else None
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
@@ -92,9 +94,11 @@ class LandCoverSegmentationTask(SemanticSegmentationTask):
             patience=patience, freeze_backbone=freeze_backbone,
             freeze_decoder=freeze_decoder,
         )
+        self._overlay_batch: dict[str, Tensor] | None = None
+        self.init_weights: str | None = None
+        self.init_tensors_loaded = 0
         if weights is not None:
             self._load_local_weights(weights)
-        self._overlay_batch: dict[str, Tensor] | None = None
 
     # ------------------------------------------------------------ configure
     def _load_local_weights(self, path: str) -> None:
@@ -106,26 +110,49 @@ class LandCoverSegmentationTask(SemanticSegmentationTask):
                 if k in own and own[k].shape == v.shape
             }
             self.load_state_dict(loaded, strict=False)
-            self.fine_tuned_tensors = len(loaded)
+            self.init_tensors_loaded = len(loaded)
         else:  # a plain encoder state dict
             self.model.encoder.load_state_dict(state)
+            self.init_tensors_loaded = len(state)
+        self.init_weights = path
+
+    @contextmanager
+    def _torchgeo_hparams(self) -> Iterator[None]:
+        """Lend TorchGeo's factories the hyperparameters this task fixes.
+
+        They are removed afterwards so that checkpoints hold only this task's own
+        arguments (LightningCLI feeds a checkpoint's hyperparameters back to __init__).
+        """
+        fixed = {"task": "multiclass", "num_labels": None, "num_filters": 3,
+                 "ignore_index": self.schema.nodata}
+        added = [k for k in fixed if k not in self.hparams]
+        self.hparams.update({k: fixed[k] for k in added})
+        weights = self.hparams.get("class_weights")
+        if weights == "balanced":  # set from the data in on_fit_start
+            self.hparams["class_weights"] = None
+        try:
+            yield
+        finally:
+            for k in added:
+                del self.hparams[k]
+            if weights == "balanced":
+                self.hparams["class_weights"] = weights
 
     def configure_models(self) -> None:
-        """Build the smp model (TorchGeo's factory) from this task's hyperparameters."""
-        for key, value in (("task", "multiclass"), ("num_labels", None),
-                           ("num_filters", 3), ("ignore_index", self.schema.nodata)):
-            self.hparams.setdefault(key, value)
-        super().configure_models()
+        """Build the smp model with TorchGeo's factory."""
+        with self._torchgeo_hparams():
+            super().configure_models()
 
     def configure_losses(self) -> None:
-        """Cross-entropy (or other) ignoring nodata; weights may come later."""
-        weights = self.hparams["class_weights"]
-        if weights == "balanced":
-            self.hparams["class_weights"] = None
+        """TorchGeo's loss ignoring nodata; balanced weights come in on_fit_start."""
+        with self._torchgeo_hparams():
             super().configure_losses()
-            self.hparams["class_weights"] = "balanced"
-        else:
-            super().configure_losses()
+        if self.hparams["class_weights"] == "balanced":
+            # A weight buffer from the start, so checkpoints load before on_fit_start.
+            self.criterion = torch.nn.CrossEntropyLoss(
+                weight=torch.ones(self.hparams["num_classes"]),
+                ignore_index=self.schema.nodata,
+            )
 
     def configure_metrics(self) -> None:
         """Per-class metrics (average=None) per split, and confusion matrices."""
@@ -144,6 +171,7 @@ class LandCoverSegmentationTask(SemanticSegmentationTask):
         self.train_metrics = metrics.clone(prefix="train_")
         self.val_metrics = metrics.clone(prefix="val_")
         self.test_metrics = metrics.clone(prefix="test_")
+        self.train_confusion = MulticlassConfusionMatrix(**kwargs)
         self.val_confusion = MulticlassConfusionMatrix(**kwargs)
         self.test_confusion = MulticlassConfusionMatrix(**kwargs)
 
@@ -157,9 +185,9 @@ class LandCoverSegmentationTask(SemanticSegmentationTask):
         weights = (counts.sum() / counts).sqrt()
         weights[self.schema.nodata] = 0
         weights = weights / weights[weights > 0].mean()
-        self.criterion = torch.nn.CrossEntropyLoss(
-            weight=weights.to(self.device), ignore_index=self.schema.nodata
-        )
+        buffer: Tensor = self.criterion.weight  # type: ignore[assignment]
+        with torch.no_grad():
+            buffer.copy_(weights.to(buffer.device))
 
     # ---------------------------------------------------------------- steps
     def _step(self, batch: dict[str, Tensor], split: str) -> Tensor:
@@ -171,8 +199,7 @@ class LandCoverSegmentationTask(SemanticSegmentationTask):
         self.log(f"{split}_loss", loss, batch_size=x.shape[0], prog_bar=split == "train")
         preds = logits.argmax(1)
         getattr(self, f"{split}_metrics").update(preds, y)
-        if split != "train":
-            getattr(self, f"{split}_confusion").update(preds, y)
+        getattr(self, f"{split}_confusion").update(preds, y)
         return loss
 
     def training_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
@@ -192,21 +219,38 @@ class LandCoverSegmentationTask(SemanticSegmentationTask):
             self._overlay_batch = {k: v.detach().cpu() for k, v in batch.items()}
 
     # ------------------------------------------------------------ epoch ends
-    def _log_metrics(self, split: str) -> dict[str, dict[str, float]]:
+    def _log_metrics(self, split: str) -> tuple[dict[str, dict[str, float]], Any]:
+        """Log per-class metrics and their macro average over the classes present.
+
+        A class with no reference pixels in the split gets NaN (nothing to measure)
+        and stays out of the macro average, so absent classes neither inflate nor
+        deflate it.
+
+        Returns:
+            The table {metric: {class or "macro": value}} and the confusion matrix.
+        """
         collection = getattr(self, f"{split}_metrics")
+        confusion_metric = getattr(self, f"{split}_confusion")
         values = collection.compute()
+        confusion = confusion_metric.compute().cpu()
         collection.reset()
+        confusion_metric.reset()
+        support = confusion.sum(1)
+        present = [c for c in self.schema.valid_codes if support[c] > 0]
         table: dict[str, dict[str, float]] = {}
-        valid = self.schema.valid_codes
         for name in PER_CLASS_METRICS:
             per_class = values[f"{split}_{name}"].float().cpu()
-            row = {self.schema.classes[c].name: float(per_class[c]) for c in valid}
-            row["macro"] = float(per_class[valid].mean())
+            row = {
+                self.schema.classes[c].name: float(per_class[c]) if c in present
+                else float("nan")
+                for c in self.schema.valid_codes
+            }
+            row["macro"] = float(per_class[present].mean()) if present else float("nan")
             table[name] = row
             for cls, value in row.items():
                 self.log(f"{split}_{name}_{cls}", value, prog_bar=(
                     split == "val" and name == "IoU" and cls == "macro"))
-        return table
+        return table, confusion.numpy()
 
     def on_train_epoch_end(self) -> None:
         """Log per-class training metrics."""
@@ -214,17 +258,13 @@ class LandCoverSegmentationTask(SemanticSegmentationTask):
 
     def on_validation_epoch_end(self) -> None:
         """Log per-class validation metrics, the confusion matrix and an overlay."""
-        self._log_metrics("val")
-        confusion = self.val_confusion.compute().cpu().numpy()
-        self.val_confusion.reset()
+        _, confusion = self._log_metrics("val")
         if not self.trainer.sanity_checking:
             self._log_figures("val", confusion, f"epoch_{self.current_epoch:03d}")
 
     def on_test_epoch_end(self) -> None:
         """Log per-class test metrics and figures, and print the per-class table."""
-        table = self._log_metrics("test")
-        confusion = self.test_confusion.compute().cpu().numpy()
-        self.test_confusion.reset()
+        table, confusion = self._log_metrics("test")
         self._log_figures("test", confusion, "final")
         self.test_table = table
         if self.trainer.is_global_zero:

@@ -122,7 +122,7 @@ class MLflowSaveConfigCallback(SaveConfigCallback):
 class RunLineage(pl.Callback):
     """Log what a run was made from: data fingerprint, bands, classes, statistics."""
 
-    def _log(self, trainer: pl.Trainer, stage: str) -> None:
+    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dm = trainer.datamodule  # type: ignore[attr-defined]
         for logger in trainer.loggers:
             if not isinstance(logger, MLFlowLogger):
@@ -133,6 +133,8 @@ class RunLineage(pl.Callback):
                 "lineage.dataset_files": len(files),
                 "lineage.bands": ",".join(dm.bands),
                 "lineage.classes": ",".join(dm.schema.names),
+                "lineage.init_weights": getattr(pl_module, "init_weights", None) or "none",
+                "lineage.init_tensors_loaded": getattr(pl_module, "init_tensors_loaded", 0),
             }
             logger.log_hyperparams(params)
             logger.experiment.set_tag(logger.run_id, "git_sha", git_sha())
@@ -152,9 +154,9 @@ class RunLineage(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Record lineage once training data (and statistics) are ready."""
         trainer.datamodule.ensure_statistics()  # type: ignore[attr-defined]
-        self._log(trainer, "fit")
+        self._log(trainer, pl_module)
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Record lineage for a test-only run."""
         if trainer.state.fn == "test":
-            self._log(trainer, "test")
+            self._log(trainer, pl_module)

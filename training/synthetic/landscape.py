@@ -151,7 +151,7 @@ class Landscape:
         cur = np.where((ref == COCOA) & (w > 0.97), DEGRADED, cur).astype(np.uint8)
 
         bands = len(S2_BANDS)
-        base_gain = rng.normal(1.0, 0.07, (n, 1)) * rng.normal(1.0, 0.035, (n, bands))
+        base_gain = rng.normal(1.0, 0.09, (n, 1)) * rng.normal(1.0, 0.045, (n, bands))
         date_gain = rng.normal(1.0, 0.03, (2, n, bands))
         return _Parcels(
             centres=centres,
@@ -249,20 +249,23 @@ class Landscape:
         def paint(mask: NDArray[np.bool_], value: NDArray[np.float32]) -> None:
             refl[:, mask] = value[:, mask] if value.shape[1:] else value[:, 0]
 
-        canopy = 0.85 + 0.3 * value_noise(rows, cols, 1.6, sd + 5)
-        paint(cover == FOREST, endmember("forest") * canopy[None])
+        canopy = 0.8 + 0.4 * value_noise(rows, cols, 1.6, sd + 5)
+        # Crown gaps and treefall let understorey through: some forest pixels look
+        # like the sunlit layer of a cocoa farm.
+        gaps = np.clip((value_noise(rows, cols, 1.3, sd + 4) - 0.7) * 2.5, 0, 0.8)
+        paint(cover == FOREST, mix(gaps, "cocoa_leaf", "forest") * canopy[None])
         shade = np.clip(
-            p.shade[parcel] * (0.4 + 1.2 * value_noise(rows, cols, 2.5, sd + 6)), 0, 1
+            p.shade[parcel] * (0.1 + 1.8 * value_noise(rows, cols, 2.0, sd + 6)), 0, 1
         )
         paint(cover == COCOA, mix(shade, "forest", "cocoa_leaf") * canopy[None])
         angle = p.palm_angle[parcel]
         rows_pattern = 0.5 + 0.5 * np.sin(
             2 * np.pi * (cc * np.cos(angle) + rr * np.sin(angle)) / 2.7
         )
-        crown = np.clip(p.palm_canopy[parcel] * (0.55 + 0.6 * rows_pattern), 0, 1)
+        crown = np.clip(p.palm_canopy[parcel] * (0.1 + 1.1 * rows_pattern), 0, 1)
         paint(cover == PALM, mix(crown.astype(np.float32), "palm_crown", "palm_interrow"))
         kind = np.clip(
-            p.degraded_kind[parcel] + 0.5 * (value_noise(rows, cols, 5, sd + 7) - 0.5),
+            p.degraded_kind[parcel] + 0.9 * (value_noise(rows, cols, 3, sd + 7) - 0.5),
             0, 1,
         ).astype(np.float32)
         degraded = np.where(
@@ -309,7 +312,7 @@ class Landscape:
         refl[:, shadow] *= 0.35
         cloud = endmember("cloud") * (0.9 + 0.2 * value_noise(rows, cols, 4, sd + 12))
         refl = alpha[None] * cloud + (1 - alpha[None]) * refl
-        noise_sigma = 0.003 + 0.02 * refl
+        noise_sigma = 0.004 + 0.03 * refl
         for b in range(refl.shape[0]):
             refl[b] += noise_sigma[b] * gaussian_noise(rows, cols, sd + 200 + b)
 

@@ -1,0 +1,36 @@
+# The README's commands. Every target sets itself up from nothing on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+DEMO_DATA := datasets/synthetic/data/demo
+DEMO_SIZE ?= 768
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+# torch and torchvision first, as their own step: this pair is the one that lies on
+# this machine's disk (a CUDA build that also runs on CPU); pip takes it from there.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+demo: install
+	$(BIN)/cacaomap synth --out $(DEMO_DATA) --size $(DEMO_SIZE)
+	$(BIN)/cacaomap train fit --config experiments/demo.yaml
+	$(BIN)/cacaomap mlflow-ui
+
+lint: install
+	$(BIN)/ruff check training serving tests
+	$(BIN)/mypy
+
+test: install lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(DEMO_DATA) experiments/runs experiments/mlartifacts experiments/mlflow.db
