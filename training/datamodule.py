@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torchgeo.datamodules import GeoDataModule
 from torchgeo.datasets import GeoDataset, IntersectionDataset
-from torchgeo.samplers import GridGeoSampler, RandomBatchGeoSampler
+from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
 
 from serving.classes import ClassSchema, load_classes
 from training.datasets import (
@@ -161,9 +161,9 @@ class LandCoverDataModule(GeoDataModule):
         self.train_dataset, self.val_dataset, self.test_dataset = train, val, test
         size = self.patch_size
         if stage == "fit":
-            self.train_batch_sampler = RandomBatchGeoSampler(
-                train, size, self.batch_size, self.length
-            )
+            # Patches drawn one by one from any block (RandomBatchGeoSampler would take
+            # a whole batch from one block: correlated batches, unstable BatchNorm).
+            self.train_sampler = RandomGeoSampler(train, size, self.length)
         if stage in ("fit", "validate"):
             self.val_sampler = GridGeoSampler(val, size, size)
         if stage == "test":
