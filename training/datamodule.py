@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import kornia.augmentation as K
+import rasterio
 import torch
 from torch import Tensor
 from torchgeo.datamodules import GeoDataModule
@@ -22,6 +23,7 @@ from training.datasets import (
 )
 from training.splits import BlockAssignment, assign_blocks, split_by_blocks
 from training.synthetic.spectra import S2_BANDS
+from training.tracking import dataset_fingerprint
 
 
 class LandCoverDataModule(GeoDataModule):
@@ -103,6 +105,7 @@ class LandCoverDataModule(GeoDataModule):
         self.std: Tensor | None = None  # type: ignore[assignment]
         self.class_pixels: Tensor | None = None
         self.assignment: BlockAssignment | None = None
+        self.provenance: dict[str, Any] = {}
 
     # ----------------------------------------------------- linked to the model
     @property
@@ -208,6 +211,13 @@ class LandCoverDataModule(GeoDataModule):
         std = (total_sq / count - mean**2).clamp_min(1e-12).sqrt()
         self.mean, self.std = mean.float(), std.float()
         self.class_pixels = classes
+        images, labels = self.files()
+        with rasterio.open(images[0]) as src:
+            input_dtype = str(src.dtypes[0])
+        self.provenance = {
+            "input_dtype": input_dtype,
+            "dataset_fingerprint": dataset_fingerprint(images + labels),
+        }
 
     def _valid_pixels(self, image: Tensor) -> Tensor:
         """Boolean (…, H, W): pixels observed in every band (not nodata, not NaN)."""
@@ -228,6 +238,7 @@ class LandCoverDataModule(GeoDataModule):
             "reflectance_scale": self.hparams["reflectance_scale"],
             "class_pixels": None if self.class_pixels is None
             else self.class_pixels.long().tolist(),
+            **self.provenance,
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -242,6 +253,7 @@ class LandCoverDataModule(GeoDataModule):
             stats = json.loads(state_dict["statistics"])
             self.mean = torch.tensor(stats["mean"])
             self.std = torch.tensor(stats["std"])
+            self.provenance = {k: stats.get(k) for k in ("input_dtype", "dataset_fingerprint")}
             if stats.get("class_pixels") is not None:
                 self.class_pixels = torch.tensor(stats["class_pixels"], dtype=torch.float64)
 
@@ -275,10 +287,13 @@ class LandCoverDataModule(GeoDataModule):
             )
         return super().on_after_batch_transfer(batch, dataloader_idx)
 
+    def files(self) -> tuple[list[Path], list[Path]]:
+        """The imagery files and the label files the dataset reads."""
+        image, mask = self.build_dataset().datasets
+        return (sorted(Path(f) for f in image.index["filepath"]),
+                sorted(Path(f) for f in mask.index["filepath"]))
+
     def dataset_files(self) -> list[Path]:
-        """The image and label files the dataset reads (for the fingerprint)."""
-        dataset = self.build_dataset()
-        files: set[str] = set()
-        for ds in dataset.datasets:
-            files.update(str(f) for f in ds.index["filepath"])
-        return sorted(Path(f) for f in files)
+        """All files the dataset reads (for the fingerprint)."""
+        images, labels = self.files()
+        return images + labels

@@ -57,6 +57,34 @@ def dataset_fingerprint(files: Iterable[str | Path]) -> str:
     return digest.hexdigest()
 
 
+def resolve_tracking_uri() -> str:
+    """The tracking URI in force: ``MLFLOW_TRACKING_URI`` or the project's sqlite store."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def default_artifact_location(uri: str) -> str | None:
+    """Artifact root for new experiments: local stores keep artifacts in experiments/."""
+    if uri.startswith(("http://", "https://")):
+        return None  # the tracking server decides
+    return Path(DEFAULT_ARTIFACT_ROOT).resolve().as_uri()
+
+
+def ensure_experiment(name: str) -> str:
+    """Id of experiment ``name`` in the current store, created if needed."""
+    import mlflow
+
+    uri = resolve_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    return str(client.create_experiment(name, default_artifact_location(uri)))
+
+
 class CacaoMLFlowLogger(MLFlowLogger):
     """MLFlowLogger with the project's defaults and a figure helper.
 
@@ -85,11 +113,9 @@ class CacaoMLFlowLogger(MLFlowLogger):
             tags: Extra run tags.
             run_id: Continue this run instead of starting a new one.
         """
-        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        if artifact_location is None and not uri.startswith(("http://", "https://")):
-            artifact_location = Path(DEFAULT_ARTIFACT_ROOT).resolve().as_uri()
+        uri = tracking_uri or resolve_tracking_uri()
+        if artifact_location is None:
+            artifact_location = default_artifact_location(uri)
         all_tags = {"git_sha": git_sha(), **(tags or {})}
         super().__init__(
             experiment_name=experiment_name, run_name=run_name, tracking_uri=uri,

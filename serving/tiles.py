@@ -1,0 +1,117 @@
+"""Tile classification on ONNX Runtime: check input against the contract, normalise,
+run, and turn logits into class probabilities with nodata kept as nodata.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from serving.contract import ModelContract, load_model_dir
+from serving.session import create_session
+
+#: Model inputs are padded to a multiple of this (U-Net encoders downsample 32x).
+SIZE_MULTIPLE = 32
+
+
+class InputError(ValueError):
+    """Input that does not match the model contract; the message names the mismatch."""
+
+
+class TileClassifier:
+    """A loaded model: contract + ONNX Runtime session."""
+
+    def __init__(
+        self, onnx_path: str | Path, contract: ModelContract,
+        session: ort.InferenceSession | None = None,
+    ) -> None:
+        """Wrap a model file and its (already validated) contract."""
+        self.contract = contract
+        self.session = session or create_session(onnx_path)
+        inputs = self.session.get_inputs()
+        if inputs[0].name != contract.input_name:
+            raise ValueError(f"ONNX input is {inputs[0].name!r}, contract says "
+                             f"{contract.input_name!r}")
+        self._mean = np.asarray(contract.mean, np.float32)[None, :, None, None]
+        self._std = np.asarray(contract.std, np.float32)[None, :, None, None]
+        self.num_classes = contract.schema.num_classes
+        self.nodata_class = contract.schema.nodata
+
+    @classmethod
+    def from_model_dir(cls, model_dir: str | Path) -> TileClassifier:
+        """Load ``model.onnx`` + ``contract.json``, refusing an inconsistent pair."""
+        onnx_path, contract = load_model_dir(model_dir)
+        return cls(onnx_path, contract)
+
+    @property
+    def provider(self) -> str:
+        """The execution provider in use."""
+        return str(self.session.get_providers()[0])
+
+    # ------------------------------------------------------------ validation
+    def check_tiles(self, tiles: NDArray[np.generic], allow_nodata: bool = True) -> None:
+        """Refuse tiles whose shape, band count, dtype or values break the contract.
+
+        Raises:
+            InputError: Naming the mismatch.
+        """
+        c = self.contract
+        if not isinstance(tiles, np.ndarray):
+            raise InputError("tiles must be a numeric array")
+        if tiles.ndim != 4:
+            raise InputError(
+                f"tiles must be 4-D (N, bands, H, W); got {tiles.ndim}-D shape {tiles.shape}"
+            )
+        n, bands, h, w = tiles.shape
+        if n == 0 or h == 0 or w == 0:
+            raise InputError(f"tiles must not be empty; got shape {tiles.shape}")
+        if bands != c.num_bands:
+            raise InputError(
+                f"expected {c.num_bands} bands ({', '.join(c.bands)}); got {bands}"
+            )
+        if tiles.dtype != np.dtype(c.input_dtype):
+            raise InputError(f"expected dtype {c.input_dtype}; got {tiles.dtype}")
+        if np.issubdtype(tiles.dtype, np.floating) and not np.isfinite(tiles).all():
+            raise InputError("tiles contain NaN or Inf values")
+
+    # ------------------------------------------------------------- inference
+    def valid_mask(self, tiles: NDArray[np.generic]) -> NDArray[np.bool_]:
+        """(N, H, W): pixels observed in every band."""
+        valid = np.ones((tiles.shape[0], *tiles.shape[2:]), bool)
+        if np.issubdtype(tiles.dtype, np.floating):
+            valid &= np.isfinite(tiles).all(axis=1)
+        if self.contract.image_nodata is not None:
+            valid &= ~(tiles == self.contract.image_nodata).all(axis=1)
+        return valid
+
+    def probabilities(self, tiles: NDArray[np.generic]) -> NDArray[np.float32]:
+        """Softmax class probabilities (N, classes, H, W) over the observed classes.
+
+        The nodata channel gets probability 0 everywhere; invalid input pixels are
+        filled with the band mean before the model sees them (as in training).
+        """
+        valid = self.valid_mask(tiles)
+        x = (tiles.astype(np.float32) - self._mean) / self._std
+        x = np.where(valid[:, None], x, 0.0).astype(np.float32)
+        h, w = x.shape[2:]
+        ph, pw = (-h) % SIZE_MULTIPLE, (-w) % SIZE_MULTIPLE
+        if ph or pw:
+            x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)))  # 0 = the band mean
+        (logits,) = self.session.run(None, {self.contract.input_name: x})
+        logits = logits[:, :, :h, :w]
+        logits[:, self.nodata_class] = -np.inf
+        logits -= logits.max(axis=1, keepdims=True)
+        np.exp(logits, out=logits)
+        logits /= logits.sum(axis=1, keepdims=True)
+        return logits.astype(np.float32, copy=False)
+
+    def classify(self, tiles: NDArray[np.generic]) -> NDArray[np.uint8]:
+        """Class codes (N, H, W); nodata where any input pixel is unobserved."""
+        self.check_tiles(tiles)
+        probs = self.probabilities(tiles)
+        classes = probs.argmax(axis=1).astype(np.uint8)
+        classes[~self.valid_mask(tiles)] = self.nodata_class
+        return classes
