@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1sum | cut -c1-12)
 DEMO_DATA := datasets/synthetic/data/demo
 DEMO_SIZE ?= 768
 
@@ -13,11 +13,13 @@ install: $(STAMP)
 
 # torch and torchvision first, as their own step: this pair is the one that lies on
 # this machine's disk (a CUDA build that also runs on CPU); pip takes it from there.
-$(STAMP): pyproject.toml
+# requirements.lock pins every other package (pip freeze of a working environment), so
+# the resolver has nothing to search.
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: install

@@ -1,5 +1,7 @@
-"""Tile classification on ONNX Runtime: check input against the contract, normalise,
-run, and turn logits into class probabilities with nodata kept as nodata.
+"""Tile classification on ONNX Runtime.
+
+Checks input against the contract, normalises, runs, and turns logits into class
+probabilities with nodata kept as nodata.
 """
 
 from __future__ import annotations

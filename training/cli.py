@@ -33,6 +33,77 @@ def synth(
     print(f"wrote synthetic landscape ({size}x{size} px, seed {seed}) to {path}")
 
 
+def export(
+    checkpoint: Path | None = None,
+    run_id: str | None = None,
+    name: str = "cacaomap",
+    models_dir: Path = Path("models"),
+    tile_size: int = 256,
+    overlap: int = 32,
+    parity_images: Path | None = None,
+    register: bool = True,
+    alias: str = "candidate",
+) -> None:
+    """Export a checkpoint (or a run's best checkpoint) to ONNX + contract.
+
+    Parity with PyTorch is checked on random and real tiles before anything is
+    registered (MLflow registered model + alias, BentoML model store); the model folder
+    models/<name>/<version>/ appears only when everything succeeded.
+
+    Args:
+        checkpoint: A Lightning checkpoint of the task.
+        run_id: Or an MLflow run whose best checkpoint to export.
+        name: Registered model name.
+        models_dir: Root of the model folders.
+        tile_size: Tile side the service works at.
+        overlap: Default overlap between scene windows.
+        parity_images: Imagery for the parity check (default: the training imagery).
+        register: Register in MLflow and the BentoML store.
+        alias: MLflow alias set on the new version.
+    """
+    from training.export import checkpoint_from_run, export_model, test_metrics_of_run
+
+    if (checkpoint is None) == (run_id is None):
+        raise SystemExit("give exactly one of --checkpoint or --run_id")
+    ckpt = checkpoint or checkpoint_from_run(str(run_id))
+    metrics = test_metrics_of_run(run_id) if run_id else {}
+    path = export_model(
+        ckpt, name=name, models_dir=models_dir, tile_size=tile_size, overlap=overlap,
+        parity_images=parity_images, mlflow_run_id=run_id, register=register,
+        alias=alias, test_metrics=metrics,
+    )
+    print(f"exported {path}")
+
+
+def classify(
+    scene: Path,
+    out: Path,
+    model: Path | None = None,
+    overlap: int | None = None,
+    batch_size: int = 8,
+) -> None:
+    """Classify a GeoTIFF scene into a COG class map, offline (no server).
+
+    Args:
+        scene: Input GeoTIFF with the model's bands and dtype.
+        out: Output class-map COG.
+        model: Model folder (default: the newest under models/cacaomap/).
+        overlap: Overlap between windows (default: the contract's).
+        batch_size: Windows per ONNX Runtime call.
+    """
+    from serving.model_store import resolve_model_dir
+    from serving.scene import classify_file
+    from serving.tiles import TileClassifier
+
+    classifier = TileClassifier.from_model_dir(resolve_model_dir(model))
+    result = classify_file(scene, out, classifier, overlap=overlap, batch_size=batch_size,
+                           progress=True)
+    print(f"wrote {result.path} ({result.width} x {result.height}) on {classifier.provider}")
+    if result.hectares is not None:
+        for name, ha in result.hectares.items():
+            print(f"  {name:<20} {ha:12.2f} ha")
+
+
 def mlflow_ui_command() -> str:
     """The command that opens the MLflow UI on this project's runs."""
     import os
@@ -60,7 +131,10 @@ def main(argv: list[str] | None = None) -> None:
         else:
             run_lightning_cli(args[1:])
         return
-    auto_cli({"synth": synth, "mlflow-ui": ui_hint}, args=args)
+    auto_cli(
+        {"synth": synth, "export": export, "classify": classify, "mlflow-ui": ui_hint},
+        args=args,
+    )
 
 
 if __name__ == "__main__":

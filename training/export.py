@@ -34,7 +34,7 @@ from serving.contract import (
 )
 from serving.tiles import TileClassifier
 from training.task import LandCoverSegmentationTask
-from training.tracking import ensure_experiment, git_sha
+from training.tracking import ensure_experiment, git_sha, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def checkpoint_from_run(run_id: str, tracking_uri: str | None = None) -> Path:
     """Download the best checkpoint logged by a training run."""
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri or resolve_tracking_uri())
     dirs = [a.path for a in client.list_artifacts(run_id) if a.is_dir]
     candidates = [d for d in dirs if d.startswith(("best", "epoch"))] or [
         d for d in dirs if d == "last"
@@ -86,6 +86,14 @@ def checkpoint_from_run(run_id: str, tracking_uri: str | None = None) -> Path:
         raise ExportError(f"run {run_id} logged no checkpoint")
     local = Path(client.download_artifacts(run_id, candidates[-1]))
     return next(local.rglob("*.ckpt"))
+
+
+def test_metrics_of_run(run_id: str) -> dict[str, float]:
+    """The test metrics a training run logged (they go into the contract)."""
+    import mlflow
+
+    run = mlflow.MlflowClient(resolve_tracking_uri()).get_run(run_id)
+    return {k: v for k, v in run.data.metrics.items() if k.startswith("test_")}
 
 
 def real_tiles(

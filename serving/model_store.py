@@ -1,0 +1,48 @@
+"""Where a served model comes from: a models/ folder or the BentoML model store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from serving.contract import CONTRACT_FILE, ContractError
+
+#: Default root of exported model folders.
+MODELS_DIR = Path("models")
+DEFAULT_NAME = "cacaomap"
+
+
+def newest_version(root: Path) -> Path:
+    """The highest ``v<N>`` folder under ``root``.
+
+    Raises:
+        ContractError: If there is none.
+    """
+    versions = [p for p in root.glob("v*") if p.name[1:].isdigit() and p.is_dir()]
+    if not versions:
+        raise ContractError(f"no exported model under {root} (run `cacaomap export`)")
+    return max(versions, key=lambda p: int(p.name[1:]))
+
+
+def resolve_model_dir(model: str | Path | None = None) -> Path:
+    """Resolve a model reference to a folder holding model.onnx + contract.json.
+
+    Accepted: a model folder; a models/<name> folder (its newest version); None, then
+    ``CACAOMAP_MODEL`` or the newest ``models/cacaomap/v<N>``; or a BentoML store tag
+    ``bento:<name>[:<version>]`` (``CACAOMAP_MODEL=bento:cacaomap:latest``).
+    """
+    ref = str(model) if model is not None else os.environ.get("CACAOMAP_MODEL", "")
+    if ref.startswith("bento:"):
+        import bentoml
+
+        tag = ref.removeprefix("bento:")
+        try:
+            return Path(bentoml.models.get(tag).path)
+        except bentoml.exceptions.NotFound as err:
+            raise ContractError(f"no model {tag!r} in the BentoML store") from err
+    path = Path(ref) if ref else MODELS_DIR / DEFAULT_NAME
+    if (path / CONTRACT_FILE).is_file() or (path / "model.onnx").is_file():
+        return path
+    if path.is_dir():
+        return newest_version(path)
+    raise ContractError(f"model {path} does not exist")
