@@ -5,8 +5,9 @@ probabilities are weighted by a window that is 0 within ``overlap // 4`` pixels 
 edge shared with a neighbour and ramps to 1 over the next ``overlap // 4`` pixels, then
 summed and renormalised: seams are blended, not cut, and the pixels a window sees with
 too little context (zero padding at its inner edges) never count. For a model whose
-receptive-field radius is at most ``overlap // 4`` the stitched map therefore equals the
-map of the scene classified whole.
+receptive-field radius r is at most ``overlap // 4`` the stitched map therefore equals the
+map of the scene classified whole, away from a margin of r pixels at the scene's own
+edges (where a whole-scene run pads the input to a multiple of 32).
 
 Memory holds one strip of window rows (classes x tile x width floats), not the scene.
 """

@@ -218,13 +218,7 @@ def export_model(
         if (real_parity["max_abs_logit_diff"] > MAX_ABS_LOGIT_DIFF
                 or real_parity["argmax_agreement"] < MIN_ARGMAX_AGREEMENT):
             raise ExportError(f"ONNX Runtime vs PyTorch parity failed: {contract.parity}")
-        # Embed the contract (without the file's own hash), then hash the file.
-        model = onnx.load(str(onnx_path))
-        onnx.helper.set_model_props(model, {METADATA_KEY: contract.to_json()})
-        onnx.save(model, str(onnx_path))
-        contract.onnx_sha256 = sha256_file(onnx_path)
-        (tmp / CONTRACT_FILE).write_text(contract.to_json(), encoding="utf-8")
-        (tmp / CARD_FILE).write_text(model_card(contract), encoding="utf-8")
+        package_model(tmp, contract)
         if register:
             register_model(tmp, contract, alias)
         final = root / version
@@ -234,6 +228,22 @@ def export_model(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def package_model(folder: Path, contract: ModelContract) -> None:
+    """Embed the contract in ``folder/model.onnx``, hash it, write contract and card.
+
+    The embedded copy has no ``onnx_sha256`` (a file cannot hold its own hash); the
+    sidecar ``contract.json`` has it.
+    """
+    onnx_path = folder / ONNX_FILE
+    contract.onnx_sha256 = ""
+    model = onnx.load(str(onnx_path))
+    onnx.helper.set_model_props(model, {METADATA_KEY: contract.to_json()})
+    onnx.save(model, str(onnx_path))
+    contract.onnx_sha256 = sha256_file(onnx_path)
+    (folder / CONTRACT_FILE).write_text(contract.to_json(), encoding="utf-8")
+    (folder / CARD_FILE).write_text(model_card(contract), encoding="utf-8")
 
 
 def register_model(model_dir: Path, contract: ModelContract, alias: str) -> None:

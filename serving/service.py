@@ -1,0 +1,175 @@
+"""The BentoML service: tiles and whole scenes classified on ONNX Runtime.
+
+Start it with ``bentoml serve serving.service:CacaoMap`` (``CACAOMAP_MODEL`` names the
+model: a models/ folder, or ``bento:<name>:<version>`` from the BentoML store; default
+the newest ``models/cacaomap/v<N>``). Endpoints: ``/classify_tiles`` (adaptive
+batching), ``/classify_scene`` (GeoTIFF in, COG class map out),
+``/classify_scene_summary`` (per-class pixels and hectares as JSON), ``/model`` (the
+contract), and BentoML's ``/livez``, ``/readyz`` and ``/metrics``.
+
+The model's contract is read at import (a small JSON file), because request schemas are
+built from it: a tile with the wrong band count, size or dtype is refused with a 4xx
+before it can reach a batch. The ONNX Runtime session is created in ``__init__``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import bentoml
+import numpy as np
+from bentoml.exceptions import InvalidArgument
+from bentoml.validators import ContentType, DType, Shape
+from pydantic import BeforeValidator
+from rasterio.errors import RasterioError
+from rasterio.io import MemoryFile
+
+from serving.areas import AreaError
+from serving.contract import CONTRACT_FILE, ModelContract
+from serving.model_store import resolve_model_dir
+from serving.scene import DEFAULT_MAX_PIXELS, SceneResult, classify_scene
+from serving.tiles import InputError, TileClassifier
+
+log = logging.getLogger(__name__)
+
+MODEL_DIR = resolve_model_dir()
+CONTRACT = ModelContract.from_json((MODEL_DIR / CONTRACT_FILE).read_text(encoding="utf-8"))
+#: Largest scene upload in bytes (env ``CACAOMAP_MAX_UPLOAD_MB``, default 2048 MB).
+MAX_UPLOAD_BYTES = int(float(os.environ.get("CACAOMAP_MAX_UPLOAD_MB", "2048")) * 2**20)
+#: Largest scene in pixels (env ``CACAOMAP_MAX_PIXELS``).
+MAX_PIXELS = int(os.environ.get("CACAOMAP_MAX_PIXELS", str(DEFAULT_MAX_PIXELS)))
+#: Adaptive batching limits of /classify_tiles.
+MAX_BATCH_SIZE = int(os.environ.get("CACAOMAP_MAX_BATCH_SIZE", "32"))
+MAX_LATENCY_MS = int(os.environ.get("CACAOMAP_MAX_LATENCY_MS", "1000"))
+
+def check_tile_payload(value: Any) -> Any:
+    """Validate tiles as sent, before any cast or reshape.
+
+    BentoML's own ndarray conversion casts to the dtype and reshapes to the declared
+    shape; a (4, 10, 32, 32) payload would silently become one (1, 10, 64, 64) tile.
+    This check runs first and refuses anything that is not exactly
+    (N, bands, tile, tile) of in-range, finite numbers (integers for integer dtypes).
+    """
+    expected = (CONTRACT.num_bands, CONTRACT.tile_size, CONTRACT.tile_size)
+    try:
+        arr = np.asarray(value)
+    except ValueError as err:
+        raise ValueError(f"tiles are ragged (not one rectangular array): {err}") from err
+    if arr.dtype == object:
+        raise ValueError("tiles are ragged (not one rectangular array)")
+    if arr.ndim != 4 or arr.shape[1:] != expected or arr.shape[0] == 0:
+        raise ValueError(
+            f"tiles must have shape (N, {', '.join(map(str, expected))}) for bands "
+            f"{', '.join(CONTRACT.bands)}; got {arr.shape}"
+        )
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ValueError(f"tiles must be numbers; got {arr.dtype}")
+    if isinstance(value, np.ndarray) and arr.dtype != np.dtype(CONTRACT.input_dtype):
+        raise ValueError(f"expected dtype {CONTRACT.input_dtype}; got {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise ValueError("tiles contain NaN or Inf values")
+    target = np.dtype(CONTRACT.input_dtype)
+    if np.issubdtype(target, np.integer):
+        if not np.issubdtype(arr.dtype, np.integer) and not (arr == np.round(arr)).all():
+            raise ValueError(f"expected integer {target} values; got fractions")
+        info = np.iinfo(target)
+        if arr.min() < info.min or arr.max() > info.max:
+            raise ValueError(f"values outside the {target} range [{info.min}, {info.max}]")
+    return value
+
+
+Tiles = Annotated[
+    np.ndarray,
+    BeforeValidator(check_tile_payload),
+    Shape((-1, CONTRACT.num_bands, CONTRACT.tile_size, CONTRACT.tile_size)),
+    DType(CONTRACT.input_dtype),
+]
+GeoTiff = Annotated[Path, ContentType("image/tiff")]
+
+
+def _open_upload(path: Path) -> MemoryFile:
+    """The uploaded bytes as an in-memory GeoTIFF (never a path GDAL could follow)."""
+    size = path.stat().st_size
+    if size == 0:
+        raise InvalidArgument("the uploaded scene is empty (0 bytes)")
+    if size > MAX_UPLOAD_BYTES:
+        raise InvalidArgument(
+            f"the uploaded scene is {size:,} bytes, over the limit of {MAX_UPLOAD_BYTES:,}"
+        )
+    return MemoryFile(path.read_bytes())
+
+
+@bentoml.service(name="cacaomap", traffic={"timeout": 900}, workers=1)
+class CacaoMap:
+    """Land-cover classification of Sentinel-2 tiles and scenes."""
+
+    def __init__(self) -> None:
+        """Load the model (contract-checked) into an ONNX Runtime session."""
+        self.classifier = TileClassifier.from_model_dir(MODEL_DIR)
+        self.contract = self.classifier.contract
+        log.info("model %s %s on %s", self.contract.name, self.contract.version,
+                 self.classifier.provider)
+
+    def __is_ready__(self) -> bool:
+        """Ready once the model is loaded."""
+        return getattr(self, "classifier", None) is not None
+
+    @bentoml.api(batchable=True, batch_dim=(0, 0), max_batch_size=MAX_BATCH_SIZE,
+                 max_latency_ms=MAX_LATENCY_MS)
+    def classify_tiles(self, tiles: Tiles) -> np.ndarray:
+        """Classify tiles (N, bands, tile, tile) into class codes (N, tile, tile), uint8."""
+        try:
+            return self.classifier.classify(tiles)
+        except InputError as err:
+            raise InvalidArgument(str(err)) from err
+
+    def _classify(self, scene: Path, out_dir: Path) -> SceneResult:
+        try:
+            with _open_upload(scene) as memfile, memfile.open(driver="GTiff") as src:
+                return classify_scene(src, out_dir / "classes.tif", self.classifier,
+                                      max_pixels=MAX_PIXELS)
+        except InvalidArgument:
+            raise
+        except (InputError, AreaError) as err:
+            raise InvalidArgument(str(err)) from err
+        except RasterioError as err:
+            raise InvalidArgument(f"the upload is not a readable GeoTIFF: {err}") from err
+
+    @bentoml.api
+    def classify_scene(self, scene: GeoTiff) -> GeoTiff:
+        """Classify a GeoTIFF scene; returns the class map as a Cloud Optimized GeoTIFF."""
+        out_dir = Path(tempfile.mkdtemp(prefix="cacaomap-scene-"))
+        try:
+            return self._classify(scene, out_dir).path
+        except BaseException:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise
+
+    @bentoml.api
+    def classify_scene_summary(self, scene: GeoTiff) -> dict[str, Any]:
+        """Classify a GeoTIFF scene; returns per-class pixels and ground hectares."""
+        out_dir = Path(tempfile.mkdtemp(prefix="cacaomap-summary-"))
+        try:
+            result = self._classify(scene, out_dir)
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        return {
+            "width": result.width,
+            "height": result.height,
+            "crs": result.crs,
+            "class_pixels": result.class_pixels,
+            "hectares": result.hectares,
+            "model": {"name": self.contract.name, "version": self.contract.version,
+                      "onnx_sha256": self.contract.onnx_sha256},
+        }
+
+    @bentoml.api(route="/model")
+    def model(self) -> dict[str, Any]:
+        """The model contract in force (classes, bands, normalisation, lineage)."""
+        return dict(json.loads(self.contract.to_json()))

@@ -1,0 +1,50 @@
+"""Small real ONNX models for serving tests, exported from torch like the real one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from serving.classes import load_classes
+from serving.contract import ModelContract
+from training.export import OPSET, package_model
+from training.synthetic.spectra import S2_BANDS
+
+
+class LocalConvNet(torch.nn.Module):
+    """Three 3x3 convolutions: a receptive-field radius of 3 pixels, no downsampling."""
+
+    def __init__(self, bands: int, classes: int) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(bands, 16, 3, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(16, classes, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def write_local_model(folder: Path, tile_size: int = 64, overlap: int = 16,
+                      mean: float = 1500.0, std: float = 1000.0) -> Path:
+    """A model folder (model.onnx + contract.json) for the default bands and classes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    schema = load_classes()
+    net = LocalConvNet(len(S2_BANDS), schema.num_classes).eval()
+    torch.onnx.export(
+        net, (torch.zeros(1, len(S2_BANDS), tile_size, tile_size),),
+        str(folder / "model.onnx"), input_names=["image"], output_names=["logits"],
+        opset_version=OPSET, dynamo=False,
+        dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                      "logits": {0: "batch", 2: "height", 3: "width"}},
+    )
+    contract = ModelContract(
+        name="local-test", version="v1", classes=schema.to_dict(), bands=list(S2_BANDS),
+        input_dtype="uint16", mean=[mean] * len(S2_BANDS), std=[std] * len(S2_BANDS),
+        tile_size=tile_size, overlap=overlap, opset=OPSET, created="2026-01-01T00:00:00",
+    )
+    package_model(folder, contract)
+    return folder

@@ -1,0 +1,199 @@
+"""A real `bentoml serve` on 127.0.0.1, called over HTTP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import rasterio
+from rio_cogeo.cogeo import cog_validate
+
+from model_factory import write_local_model
+from serving.scene import classify_file
+from serving.tiles import TileClassifier
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_local_model(tmp_path_factory.mktemp("svc") / "v1", tile_size=64, overlap=16)
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    home = tmp_path_factory.mktemp("bentoml")
+    env = os.environ | {"CACAOMAP_MODEL": str(model_dir), "BENTOML_HOME": str(home),
+                        "BENTOML_DO_NOT_TRACK": "true"}
+    log = open(home / "serve.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bentoml", "serve", "serving.service:CacaoMap",
+         "--host", "127.0.0.1", "--port", str(port)],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError((home / "serve.log").read_text()[-3000:])
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("bentoml serve did not become ready in 120 s")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_health_metrics_and_contract(server: str, model_dir: Path) -> None:
+    assert httpx.get(f"{server}/livez").status_code == 200
+    assert httpx.get(f"{server}/readyz").status_code == 200
+    metrics = httpx.get(f"{server}/metrics").text
+    assert "bentoml_service_request" in metrics
+    contract = httpx.post(f"{server}/model", json={}).json()
+    assert contract["bands"][0] == "B02" and contract["tile_size"] == 64
+    assert contract["onnx_sha256"] == TileClassifier.from_model_dir(model_dir
+                                                                    ).contract.onnx_sha256
+
+
+def test_classify_tiles_matches_in_process(server: str, model_dir: Path) -> None:
+    tiles = np.random.default_rng(1).integers(1, 4000, (3, 10, 64, 64)).astype(np.uint16)
+    tiles[0, :, :8, :8] = 0  # unobserved corner
+    r = httpx.post(f"{server}/classify_tiles", json={"tiles": tiles.tolist()}, timeout=60)
+    assert r.status_code == 200, r.text
+    got = np.asarray(r.json(), np.uint8)
+    expected = TileClassifier.from_model_dir(model_dir).classify(tiles)
+    assert got.shape == (3, 64, 64)
+    assert np.array_equal(got, expected)
+    assert (got[0, :8, :8] == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("payload", "needle"),
+    [
+        (np.ones((1, 6, 64, 64), int).tolist(), "got (1, 6, 64, 64)"),
+        (np.ones((4, 10, 32, 32), int).tolist(), "got (4, 10, 32, 32)"),  # same size
+        (np.ones((10, 64, 64), int).tolist(), "got (10, 64, 64)"),
+        ((np.ones((1, 10, 64, 64)) * 1.5).tolist(), "fractions"),
+        ((np.ones((1, 10, 64, 64)) * -3).astype(int).tolist(), "outside the uint16 range"),
+        ([[[[1, 2], [3]]]], "ragged"),
+    ],
+)
+def test_classify_tiles_refuses_what_breaks_the_contract(
+    server: str, payload: list, needle: str
+) -> None:
+    r = httpx.post(f"{server}/classify_tiles", json={"tiles": payload}, timeout=60)
+    assert r.status_code == 400, r.text
+    assert needle in r.text
+
+
+def _post_scene(server: str, path: Path, endpoint: str) -> httpx.Response:
+    with open(path, "rb") as f:
+        return httpx.post(f"{server}/{endpoint}", timeout=120,
+                          files={"scene": (path.name, f, "image/tiff")})
+
+
+def test_classify_scene_returns_a_cog_like_offline(
+    server: str, model_dir: Path, landscape: Path, tmp_path: Path
+) -> None:
+    scene = landscape / "images" / "s2l2a_20240820.tif"
+    r = _post_scene(server, scene, "classify_scene")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("image/tiff")
+    out = tmp_path / "served.tif"
+    out.write_bytes(r.content)
+    assert cog_validate(str(out))[0]
+    offline = classify_file(scene, tmp_path / "offline.tif",
+                            TileClassifier.from_model_dir(model_dir))
+    with rasterio.open(out) as got, rasterio.open(scene) as src, \
+            rasterio.open(offline.path) as ref:
+        assert got.crs == src.crs and got.transform == src.transform
+        assert np.array_equal(got.read(1), ref.read(1))
+    summary = _post_scene(server, scene, "classify_scene_summary").json()
+    assert summary["class_pixels"] == offline.class_pixels
+    for name, ha in offline.hectares.items():
+        assert summary["hectares"][name] == pytest.approx(ha, rel=1e-9)
+    # 10 m UTM pixels: ground hectares within 0.1% of pixels x 0.01 ha.
+    total_px = sum(summary["class_pixels"].values())
+    assert sum(summary["hectares"].values()) == pytest.approx(total_px * 0.01, rel=1e-3)
+
+
+def test_bad_scenes_get_400_naming_the_problem(server: str, tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.tif"
+    garbage.write_bytes(b"II*\x00 not really a tiff")
+    r = _post_scene(server, garbage, "classify_scene")
+    assert r.status_code == 400 and "not a readable GeoTIFF" in r.text
+    six = tmp_path / "six.tif"
+    with rasterio.open(six, "w", driver="GTiff", width=16, height=16, count=6,
+                       dtype="uint16", crs="EPSG:32718",
+                       transform=rasterio.transform.from_origin(0, 0, 10, 10)) as dst:
+        dst.write(np.ones((6, 16, 16), np.uint16))
+    r = _post_scene(server, six, "classify_scene_summary")
+    assert r.status_code == 400 and "expected 10 bands" in r.text
+    nocrs = tmp_path / "nocrs.tif"
+    with rasterio.open(nocrs, "w", driver="GTiff", width=16, height=16, count=10,
+                       dtype="uint16") as dst:
+        dst.write(np.ones((10, 16, 16), np.uint16))
+    r = _post_scene(server, nocrs, "classify_scene_summary")
+    assert r.status_code == 400 and "no CRS" in r.text
+    assert httpx.get(f"{server}/livez").status_code == 200
+
+
+def test_service_module_never_imports_torch(model_dir: Path) -> None:
+    code = ("import sys, serving.service; "
+            "bad = [m for m in ('torch', 'lightning', 'torchgeo', 'training') "
+            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    env = os.environ | {"CACAOMAP_MODEL": str(model_dir)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_bento_builds_without_torch(model_dir: Path, tmp_path: Path) -> None:
+    env = os.environ | {"BENTOML_HOME": str(tmp_path / "home"),
+                        "CACAOMAP_MODEL": str(model_dir), "BENTOML_DO_NOT_TRACK": "true"}
+    save = ("import bentoml, shutil, pathlib, sys\n"
+            "with bentoml.models.create('cacaomap') as m:\n"
+            "    for f in pathlib.Path(sys.argv[1]).iterdir():\n"
+            "        shutil.copy2(f, pathlib.Path(m.path) / f.name)\n")
+    subprocess.run([sys.executable, "-c", save, str(model_dir)], env=env, check=True,
+                   cwd=REPO, timeout=120)
+    build = subprocess.run([sys.executable, "-m", "bentoml", "build", "-f", "bentofile.yaml"],
+                           env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
+    (bento,) = [p for p in (tmp_path / "home" / "bentos" / "cacaomap").iterdir()
+                if p.is_dir() and p.name != "latest"]
+    sources = {p.relative_to(bento / "src").as_posix() for p in (bento / "src").rglob("*.py")}
+    assert "serving/service.py" in sources
+    assert not any(s.startswith("training/") for s in sources)
+    requirements = "\n".join(p.read_text() for p in (bento / "env").rglob("requirements*.txt"))
+    assert "onnxruntime" in requirements
+    assert "torch" not in requirements.lower()
+    shutil.rmtree(tmp_path / "home", ignore_errors=True)
