@@ -25,6 +25,7 @@ class LocalConvNet(torch.nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, classes, H, W)."""
         return self.net(x)
 
 

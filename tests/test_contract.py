@@ -3,8 +3,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from model_factory import write_local_model
+
 from serving.contract import ContractError, ModelContract, load_model_dir
 from serving.tiles import TileClassifier
 
@@ -42,14 +42,14 @@ def test_refuses_a_sidecar_that_disagrees_with_the_model(model_dir: Path, tmp_pa
     data = json.loads((bad / "contract.json").read_text())
     data["tile_size"] = 128
     (bad / "contract.json").write_text(json.dumps(data))
-    with pytest.raises(ContractError, match="disagree on \\['tile_size'\\]"):
+    with pytest.raises(ContractError, match=r"disagree on \['tile_size'\]"):
         load_model_dir(bad)
 
 
 def test_refuses_missing_files_and_bad_fields(model_dir: Path, tmp_path: Path) -> None:
     bad = _copy(model_dir, tmp_path)
     (bad / "contract.json").unlink()
-    with pytest.raises(ContractError, match="no contract.json"):
+    with pytest.raises(ContractError, match=r"no contract\.json"):
         load_model_dir(bad)
     data = json.loads((model_dir / "contract.json").read_text())
     with pytest.raises(ContractError, match="10 bands but 9 means"):

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from model_factory import write_local_model
 from pyproj import Geod, Transformer
 from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 
-from model_factory import write_local_model
 from serving.areas import AreaError, pixel_areas
 from serving.contract import load_model_dir
 from serving.scene import classify_file, edge_weights, window_starts

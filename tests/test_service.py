@@ -15,9 +15,9 @@ import httpx
 import numpy as np
 import pytest
 import rasterio
+from model_factory import write_local_model
 from rio_cogeo.cogeo import cog_validate
 
-from model_factory import write_local_model
 from serving.scene import classify_file
 from serving.tiles import TileClassifier
 
@@ -42,7 +42,7 @@ def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     home = tmp_path_factory.mktemp("bentoml")
     env = os.environ | {"CACAOMAP_MODEL": str(model_dir), "BENTOML_HOME": str(home),
                         "BENTOML_DO_NOT_TRACK": "true"}
-    log = open(home / "serve.log", "w")  # noqa: SIM115
+    log = open(home / "serve.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", "serving.service:CacaoMap",
          "--host", "127.0.0.1", "--port", str(port)],

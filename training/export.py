@@ -40,8 +40,11 @@ log = logging.getLogger(__name__)
 
 #: Pinned ONNX opset of exported models.
 OPSET = 18
-#: Parity thresholds (fp32): max |Δlogit| and argmax agreement on real tiles.
+#: Parity thresholds (fp32) on real tiles: max |Δlogit| ≤ 1e-3, or — for models whose
+#: logits run into the hundreds, where fp32 accumulation error grows with magnitude —
+#: max |Δlogit| / max |logit| ≤ 1e-5 (~80 fp32 ulps); and argmax agreement ≥ 99.9%.
 MAX_ABS_LOGIT_DIFF = 1e-3
+MAX_REL_LOGIT_DIFF = 1e-5
 MIN_ARGMAX_AGREEMENT = 0.999
 
 
@@ -134,8 +137,17 @@ def measure_parity(
         ref = task(torch.from_numpy(x)).numpy()
     (got,) = classifier.session.run(None, {contract.input_name: x})
     diff = float(np.abs(ref - got).max())
+    scale = float(np.abs(ref).max())
     agree = float((ref.argmax(1) == got.argmax(1))[valid].mean()) if valid.any() else 1.0
-    return {"max_abs_logit_diff": diff, "argmax_agreement": agree}
+    return {"max_abs_logit_diff": diff, "max_abs_logit": scale,
+            "rel_logit_diff": diff / max(scale, 1e-12), "argmax_agreement": agree}
+
+
+def parity_ok(parity: dict[str, float]) -> bool:
+    """The export gate (see MAX_ABS_LOGIT_DIFF)."""
+    close = (parity["max_abs_logit_diff"] <= MAX_ABS_LOGIT_DIFF
+             or parity["rel_logit_diff"] <= MAX_REL_LOGIT_DIFF)
+    return close and parity["argmax_agreement"] >= MIN_ARGMAX_AGREEMENT
 
 
 def _export_onnx(task: LandCoverSegmentationTask, path: Path, bands: int, tile: int) -> None:
@@ -209,14 +221,9 @@ def export_model(
         real = real_tiles(images, contract.input_dtype, len(bands), tile_size, parity_tiles)
         random_parity = measure_parity(task, classifier, random)
         real_parity = measure_parity(task, classifier, real)
-        contract.parity = {
-            "random_max_abs_logit_diff": random_parity["max_abs_logit_diff"],
-            "random_argmax_agreement": random_parity["argmax_agreement"],
-            "real_max_abs_logit_diff": real_parity["max_abs_logit_diff"],
-            "real_argmax_agreement": real_parity["argmax_agreement"],
-        }
-        if (real_parity["max_abs_logit_diff"] > MAX_ABS_LOGIT_DIFF
-                or real_parity["argmax_agreement"] < MIN_ARGMAX_AGREEMENT):
+        contract.parity = {f"random_{k}": v for k, v in random_parity.items()} | {
+            f"real_{k}": v for k, v in real_parity.items()}
+        if not (parity_ok(real_parity) and parity_ok(random_parity)):
             raise ExportError(f"ONNX Runtime vs PyTorch parity failed: {contract.parity}")
         package_model(tmp, contract)
         if register:
