@@ -25,6 +25,7 @@ $(STAMP): pyproject.toml requirements.lock
 demo: install
 	$(BIN)/cacaomap synth --out $(DEMO_DATA) --size $(DEMO_SIZE)
 	$(BIN)/cacaomap train fit --config experiments/demo.yaml
+	$(BIN)/cacaomap demo-serve
 	$(BIN)/cacaomap mlflow-ui
 
 lint: install

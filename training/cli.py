@@ -104,6 +104,17 @@ def classify(
             print(f"  {name:<20} {ha:12.2f} ha")
 
 
+def demo_serve(experiment: str = "cacaomap-demo") -> None:
+    """Export the newest demo run, serve it with bentoml on 127.0.0.1, classify over HTTP.
+
+    Args:
+        experiment: MLflow experiment whose newest finished run is exported.
+    """
+    from training.demo import run_demo_serving
+
+    run_demo_serving(experiment)
+
+
 def mlflow_ui_command() -> str:
     """The command that opens the MLflow UI on this project's runs."""
     import os
@@ -132,7 +143,8 @@ def main(argv: list[str] | None = None) -> None:
             run_lightning_cli(args[1:])
         return
     auto_cli(
-        {"synth": synth, "export": export, "classify": classify, "mlflow-ui": ui_hint},
+        {"synth": synth, "export": export, "classify": classify, "demo-serve": demo_serve,
+         "mlflow-ui": ui_hint},
         args=args,
     )
 
