@@ -94,7 +94,7 @@ def test_offline_classify_cli(trained: dict[str, str], landscape: Path, tmp_path
     export_module.export_model(trained["ckpt"], models_dir=models, tile_size=64,
                                register=False)
     out = tmp_path / "classes.tif"
-    main(["classify", str(landscape / "images" / "s2l2a_20240820.tif"), str(out),
+    main(["classify", str(landscape / "images" / "s2l2a_20240820.tif"), "--out", str(out),
           "--model", str(models / "cacaomap")])
     printed = capsys.readouterr().out
     assert "forest" in printed and " ha" in printed

@@ -77,7 +77,7 @@ def export(
 
 def classify(
     scene: Path,
-    out: Path,
+    out: Path | None = None,
     model: Path | None = None,
     overlap: int | None = None,
     batch_size: int = 8,
@@ -86,7 +86,7 @@ def classify(
 
     Args:
         scene: Input GeoTIFF with the model's bands and dtype.
-        out: Output class-map COG.
+        out: Output class-map COG (default: <scene>_classes.tif beside the scene).
         model: Model folder (default: the newest under models/cacaomap/).
         overlap: Overlap between windows (default: the contract's).
         batch_size: Windows per ONNX Runtime call.
@@ -96,6 +96,7 @@ def classify(
     from serving.tiles import TileClassifier
 
     classifier = TileClassifier.from_model_dir(resolve_model_dir(model))
+    out = out or scene.with_name(f"{scene.stem}_classes.tif")
     result = classify_file(scene, out, classifier, overlap=overlap, batch_size=batch_size,
                            progress=True)
     print(f"wrote {result.path} ({result.width} x {result.height}) on {classifier.provider}")
