@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,15 +18,10 @@ from rio_cogeo.cogeo import cog_validate
 
 from serving.scene import classify_file
 from serving.tiles import TileClassifier
+from training.demo import served_model
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -38,38 +31,10 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
     home = tmp_path_factory.mktemp("bentoml")
-    env = os.environ | {"CACAOMAP_MODEL": str(model_dir), "BENTOML_HOME": str(home),
-                        "BENTOML_DO_NOT_TRACK": "true"}
-    log = open(home / "serve.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "serving.service:CacaoMap",
-         "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError((home / "serve.log").read_text()[-3000:])
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise RuntimeError("bentoml serve did not become ready in 120 s")
+    with served_model(model_dir, home / "serve.log", {"BENTOML_HOME": str(home)},
+                      cwd=REPO) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_health_metrics_and_contract(server: str, model_dir: Path) -> None:

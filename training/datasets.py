@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from pyproj import CRS
 from torchgeo.datasets import RasterDataset, VectorDataset
@@ -53,6 +52,18 @@ class LabelRemap:
         return sample
 
 
+def configure_files(
+    dataset: RasterDataset | VectorDataset,
+    filename_glob: str | None,
+    filename_regex: str | None,
+) -> None:
+    """Override a dataset class's file pattern attributes on one instance."""
+    if filename_glob is not None:
+        dataset.filename_glob = filename_glob
+    if filename_regex is not None:
+        dataset.filename_regex = filename_regex
+
+
 class MultispectralImagery(RasterDataset):
     """Multispectral surface-reflectance GeoTIFFs, one file per date.
 
@@ -92,10 +103,7 @@ class MultispectralImagery(RasterDataset):
         """
         if all_bands is not None:
             self.all_bands = tuple(all_bands)
-        if filename_glob is not None:
-            self.filename_glob = filename_glob
-        if filename_regex is not None:
-            self.filename_regex = filename_regex
+        configure_files(self, filename_glob, filename_regex)
         super().__init__(paths, crs=crs, res=res, bands=bands, transforms=transforms)
 
 
@@ -117,10 +125,7 @@ class LandCoverRaster(RasterDataset):
         res: float | None = None,
     ) -> None:
         """Index the label rasters; ``label_map`` recodes source codes to the schema."""
-        if filename_glob is not None:
-            self.filename_glob = filename_glob
-        if filename_regex is not None:
-            self.filename_regex = filename_regex
+        configure_files(self, filename_glob, filename_regex)
         transforms = LabelRemap(label_map) if label_map else None
         super().__init__(paths, crs=crs, res=res, transforms=transforms)
 
@@ -147,21 +152,8 @@ class LandCoverVectors(VectorDataset):
         res: float = 10.0,
     ) -> None:
         """Index the vector files; ``label_field`` holds integer class codes."""
-        if filename_glob is not None:
-            self.filename_glob = filename_glob
-        if filename_regex is not None:
-            self.filename_regex = filename_regex
+        configure_files(self, filename_glob, filename_regex)
         transforms = LabelRemap(label_map) if label_map else None
         super().__init__(
             paths, crs=crs, res=res, transforms=transforms, label_name=label_field
         )
-
-
-def class_histogram(masks: Iterable[torch.Tensor], num_classes: int) -> np.ndarray:
-    """Count pixels per class code over an iterable of masks."""
-    counts = np.zeros(num_classes, np.int64)
-    for mask in masks:
-        counts += np.bincount(
-            mask.flatten().clamp(0, num_classes - 1).numpy(), minlength=num_classes
-        )
-    return counts

@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -38,40 +40,65 @@ def latest_run(experiment: str) -> str:
     return str(runs[0].info.run_id)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"bentoml serve exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"bentoml serve was not ready after {READY_TIMEOUT_S} s")
+@contextmanager
+def served_model(
+    model_dir: Path, log_path: Path | None = None, extra_env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Iterator[str]:
+    """Run ``bentoml serve`` for ``model_dir`` on 127.0.0.1 until the block exits.
 
+    Yields the base URL once ``/readyz`` answers 200; stops the server afterwards.
 
-def serve_and_classify(
-    scene: Path, out: Path, model_dir: Path, port: int | None = None
-) -> dict[str, object]:
-    """Serve ``model_dir`` on loopback, classify ``scene`` over HTTP into ``out``."""
-    port = port or _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = os.environ | {"CACAOMAP_MODEL": str(model_dir), "BENTOML_DO_NOT_TRACK": "true"}
+    Raises:
+        RuntimeError: If the server exits or is not ready in time (with its log tail).
+    """
+    url = f"http://127.0.0.1:{free_port()}"
+    env = os.environ | {"CACAOMAP_MODEL": str(model_dir), "BENTOML_DO_NOT_TRACK": "true",
+                        **(extra_env or {})}
+    log = open(log_path, "w") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", "serving.service:CacaoMap",
-         "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+         "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]],
+        env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
     )
+
+    def tail() -> str:
+        return log_path.read_text()[-3000:] if log_path else ""
+
     try:
-        _wait_ready(url, proc)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited with {proc.returncode}\n{tail()}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"bentoml serve not ready in {READY_TIMEOUT_S} s\n{tail()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if log_path:
+            log.close()  # type: ignore[union-attr]
+
+
+def serve_and_classify(scene: Path, out: Path, model_dir: Path) -> dict[str, object]:
+    """Serve ``model_dir`` on loopback, classify ``scene`` over HTTP into ``out``."""
+    with served_model(model_dir) as url:
         with open(scene, "rb") as f:
             r = httpx.post(f"{url}/classify_scene", timeout=600,
                            files={"scene": (scene.name, f, "image/tiff")})
@@ -83,12 +110,6 @@ def serve_and_classify(
                            files={"scene": (scene.name, f, "image/tiff")})
         r.raise_for_status()
         return dict(r.json())
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def run_demo_serving(
