@@ -169,6 +169,47 @@ class CacaoMap:
                       "onnx_sha256": self.contract.onnx_sha256},
         }
 
+    @bentoml.api
+    def baseline(
+        self, reference: GeoTiff, current: GeoTiff,
+        zones: Path,
+    ) -> dict[str, Any]:
+        """Deforestation baseline from two class maps (+ zones GeoJSON): the JSON report.
+
+        The class maps are this model's outputs (``/classify_scene``) at the reference
+        and the current date; the report carries the model's lineage.
+        """
+        from serving.baseline import BaselineError
+        from serving.baseline_report import build_report
+
+        work = Path(tempfile.mkdtemp(prefix="cacaomap-baseline-"))
+        try:
+            paths = []
+            for name, upload in (("reference", reference), ("current", current)):
+                with _open_upload(upload) as memfile, memfile.open(driver="GTiff") as src:
+                    if src.count != 1 or src.dtypes[0] != "uint8":
+                        raise InvalidArgument(
+                            f"{name} must be a one-band uint8 class map; got {src.count} "
+                            f"band(s) of {src.dtypes[0]}")
+                target = work / f"{name}.tif"
+                target.write_bytes(upload.read_bytes())
+                paths.append(target)
+            lineage = {"model": {"name": self.contract.name,
+                                 "version": self.contract.version,
+                                 "onnx_sha256": self.contract.onnx_sha256,
+                                 "mlflow_run_id": self.contract.mlflow_run_id}}
+            report, _, _ = build_report(paths[0], paths[1], self.contract.schema, zones,
+                                        lineage=lineage)
+            return report
+        except InvalidArgument:
+            raise
+        except (BaselineError, AreaError, ValueError) as err:
+            raise InvalidArgument(str(err)) from err
+        except RasterioError as err:
+            raise InvalidArgument(f"a class map is not a readable GeoTIFF: {err}") from err
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
     @bentoml.api(route="/model")
     def model(self) -> dict[str, Any]:
         """The model contract in force (classes, bands, normalisation, lineage)."""

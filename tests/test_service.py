@@ -131,6 +131,32 @@ def test_bad_scenes_get_400_naming_the_problem(server: str, tmp_path: Path) -> N
     assert httpx.get(f"{server}/livez").status_code == 200
 
 
+def test_baseline_endpoint_matches_offline(server: str, landscape: Path) -> None:
+    from serving.baseline_report import build_report
+    from serving.classes import load_classes
+
+    ref = landscape / "labels" / "labels_20201215.tif"
+    cur = landscape / "labels" / "labels_20240820.tif"
+    plots = landscape / "plots.geojson"
+    with open(ref, "rb") as a, open(cur, "rb") as b, open(plots, "rb") as z:
+        r = httpx.post(f"{server}/baseline", timeout=120, files={
+            "reference": (ref.name, a, "image/tiff"), "current": (cur.name, b, "image/tiff"),
+            "zones": (plots.name, z, "application/geo+json")})
+    assert r.status_code == 200, r.text
+    served = r.json()
+    offline, _, _ = build_report(ref, cur, load_classes(), plots)
+    assert served["verdicts"] == offline["verdicts"]
+    assert served["landscape"]["forest_loss_ha"] == pytest.approx(
+        offline["landscape"]["forest_loss_ha"])
+    assert served["lineage"]["model"]["name"] == "local-test"
+    scene = landscape / "images" / "s2l2a_20201215.tif"
+    with open(scene, "rb") as a, open(cur, "rb") as b, open(plots, "rb") as z:
+        r = httpx.post(f"{server}/baseline", timeout=120, files={
+            "reference": (scene.name, a, "image/tiff"), "current": (cur.name, b, "image/tiff"),
+            "zones": (plots.name, z, "application/geo+json")})
+    assert r.status_code == 400 and "one-band uint8 class map" in r.text
+
+
 def test_service_module_never_imports_torch(model_dir: Path) -> None:
     code = ("import sys, serving.service; "
             "bad = [m for m in ('torch', 'lightning', 'torchgeo', 'training') "

@@ -105,6 +105,91 @@ def classify(
             print(f"  {name:<20} {ha:12.2f} ha")
 
 
+def baseline(
+    *,
+    reference: Path,
+    current: Path,
+    out: Path = Path("report"),
+    zones: Path | None = None,
+    reference_sample: Path | None = None,
+    classes: Path | None = None,
+    min_loss_ha: float = 0.1,
+    min_loss_fraction: float = 0.01,
+    min_valid_fraction: float = 0.8,
+) -> None:
+    """Deforestation baseline: forest at the reference date and its loss by driver.
+
+    Args:
+        reference: Class map at the reference date (e.g. before 2020-12-31).
+        current: Class map at the monitoring date (aligned to the reference grid).
+        out: Report folder (report.json, zones.geojson, zones.csv, map.png).
+        zones: Farm plots or districts (GeoJSON/GeoPackage, any CRS).
+        reference_sample: Labelled points (field ``reference``) for accuracy and area
+            estimates with 95% confidence intervals (Olofsson et al. 2014).
+        classes: Class schema YAML (default: datasets/classes.yaml).
+        min_loss_ha: Loss under this is map noise.
+        min_loss_fraction: ... and under this share of the plot.
+        min_valid_fraction: Less observed than this (and no loss) → insufficient_data.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from serving.baseline import Thresholds
+    from serving.baseline_report import build_report, write_report
+    from serving.classes import load_classes
+
+    schema = load_classes(classes)
+    thresholds = Thresholds(min_loss_ha, min_loss_fraction, min_valid_fraction)
+    report, maps, zone_frame = build_report(reference, current, schema, zones, thresholds,
+                                            reference_sample)
+    written = write_report(report, maps, zone_frame, schema, out)
+    land = report["landscape"]
+    table = Table(title="Landscape baseline (ground hectares)")
+    table.add_column("quantity")
+    table.add_column("ha", justify="right")
+    table.add_row("forest at reference date", f"{land['forest_ref_ha']:,.2f}")
+    table.add_row("stable forest", f"{land['stable_forest_ha']:,.2f}")
+    for driver, ha in land["forest_loss_by_driver_ha"].items():
+        table.add_row(f"forest → {driver}", f"{ha:,.2f}")
+    unobserved = land["forest_ref_unobserved_now_ha"]
+    table.add_row("forest unobserved at current date", f"{unobserved:,.2f}")
+    console = Console()
+    console.print(table)
+    if "zones" in report:
+        plots = Table(title="Plots")
+        for col in ("plot", "forest ha", "loss ha", "valid", "verdict"):
+            plots.add_column(col)
+        for z in report["zones"]:
+            plots.add_row(z["zone_id"], f"{z['forest_ref_ha']:.2f}",
+                          f"{z['forest_loss_ha']:.2f}", f"{z['valid_fraction']:.0%}",
+                          z["verdict"])
+        console.print(plots)
+        console.print(f"verdicts: {report['verdicts']}")
+    console.print("wrote " + ", ".join(str(p) for p in written))
+
+
+def sample_points(
+    class_map: Path, out: Path, classes: Path | None = None, users_accuracy: float = 0.8,
+    target_se_overall: float = 0.01, seed: int = 0,
+) -> None:
+    """Draw a stratified random sample of points to label (Olofsson et al. 2014, 5.1).
+
+    Args:
+        class_map: The map whose classes are the strata.
+        out: GeoJSON of points with ``map_class`` and an empty ``reference`` field.
+        classes: Class schema YAML.
+        users_accuracy: Anticipated user's accuracy of every class.
+        target_se_overall: Target standard error of overall accuracy.
+        seed: Random seed.
+    """
+    from serving.baseline_report import draw_sample
+    from serving.classes import load_classes
+
+    path = draw_sample(class_map, out, load_classes(classes), users_accuracy,
+                       target_se_overall, seed)
+    print(f"wrote {path}")
+
+
 def demo_serve(experiment: str = "cacaomap-demo") -> None:
     """Export the newest demo run, serve it with bentoml on 127.0.0.1, classify over HTTP.
 
@@ -144,8 +229,8 @@ def main(argv: list[str] | None = None) -> None:
             run_lightning_cli(args[1:])
         return
     auto_cli(
-        {"synth": synth, "export": export, "classify": classify, "demo-serve": demo_serve,
-         "mlflow-ui": ui_hint},
+        {"synth": synth, "export": export, "classify": classify, "baseline": baseline,
+         "sample-points": sample_points, "demo-serve": demo_serve, "mlflow-ui": ui_hint},
         args=args,
     )
 

@@ -15,9 +15,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import mlflow
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -96,29 +98,51 @@ def served_model(
             log.close()  # type: ignore[union-attr]
 
 
-def serve_and_classify(scene: Path, out: Path, model_dir: Path) -> dict[str, object]:
-    """Serve ``model_dir`` on loopback, classify ``scene`` over HTTP into ``out``."""
+def _post(url: str, endpoint: str, files: dict[str, Path]) -> httpx.Response:
+    handles = {k: open(p, "rb") for k, p in files.items()}
+    try:
+        r = httpx.post(f"{url}/{endpoint}", timeout=900, files={
+            k: (files[k].name, h, "application/geo+json" if files[k].suffix == ".geojson"
+                else "image/tiff") for k, h in handles.items()})
+    finally:
+        for h in handles.values():
+            h.close()
+    r.raise_for_status()
+    return r
+
+
+def serve_and_classify(
+    scenes: list[Path], out_dir: Path, model_dir: Path, zones: Path | None = None
+) -> dict[str, Any]:
+    """Serve ``model_dir`` on loopback; classify each scene over HTTP into ``out_dir``.
+
+    With two scenes (reference, current) and ``zones``, also asks ``/baseline``.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"maps": []}
     with served_model(model_dir) as url:
-        with open(scene, "rb") as f:
-            r = httpx.post(f"{url}/classify_scene", timeout=600,
-                           files={"scene": (scene.name, f, "image/tiff")})
-        r.raise_for_status()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(r.content)
-        with open(scene, "rb") as f:
-            r = httpx.post(f"{url}/classify_scene_summary", timeout=600,
-                           files={"scene": (scene.name, f, "image/tiff")})
-        r.raise_for_status()
-        return dict(r.json())
+        for scene in scenes:
+            target = out_dir / f"classes_{scene.stem.split('_')[-1]}.tif"
+            target.write_bytes(_post(url, "classify_scene", {"scene": scene}).content)
+            result["maps"].append(target)
+        result["summary"] = _post(url, "classify_scene_summary", {"scene": scenes[-1]}).json()
+        if zones is not None and len(scenes) == 2:
+            result["baseline"] = _post(url, "baseline", {
+                "reference": result["maps"][0], "current": result["maps"][1],
+                "zones": zones}).json()
+    return result
 
 
 def run_demo_serving(
     experiment: str = "cacaomap-demo",
-    scene: Path = Path("datasets/synthetic/data/demo/images/s2l2a_20240820.tif"),
-    out: Path = Path("experiments/demo-output/classes_20240820.tif"),
+    data: Path = Path("datasets/synthetic/data/demo"),
+    out_dir: Path = Path("experiments/demo-output"),
     models_dir: Path = Path("models"),
 ) -> None:
-    """Export the newest demo run, serve it, classify the monitoring-date scene."""
+    """Export the newest demo run, serve it, classify both dates, run the baseline."""
+    from serving.baseline_report import build_report, write_report
+    from serving.classes import load_classes
+
     console = Console()
     run_id = latest_run(experiment)
     console.print(f"Exporting run {run_id} (parity check, MLflow registry, BentoML store)")
@@ -126,16 +150,46 @@ def run_demo_serving(
         checkpoint_from_run(run_id), models_dir=models_dir, mlflow_run_id=run_id,
         test_metrics=test_metrics_of_run(run_id),
     )
-    console.print(f"Serving {model_dir} with bentoml on 127.0.0.1, classifying {scene}")
-    summary = serve_and_classify(scene, out, model_dir)
-    table = Table(title=f"Classes of {scene.name} (served by {model_dir})")
-    table.add_column("class")
-    table.add_column("pixels", justify="right")
-    table.add_column("hectares", justify="right")
-    hectares = summary["hectares"]
-    pixels = summary["class_pixels"]
-    assert isinstance(hectares, dict) and isinstance(pixels, dict)
-    for name, ha in hectares.items():
-        table.add_row(name, f"{pixels[name]:,}", f"{ha:,.2f}")
+    scenes = sorted((data / "images").glob("s2l2a_*.tif"))
+    plots = data / "plots.geojson"
+    console.print(f"Serving {model_dir} with bentoml on 127.0.0.1; classifying "
+                  f"{', '.join(s.name for s in scenes)} over HTTP")
+    served = serve_and_classify(scenes, out_dir, model_dir, plots)
+    summary = served["summary"]
+    table = Table(title=f"Classes of {scenes[-1].name} (served by {model_dir})")
+    for col in ("class", "pixels", "hectares"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name, ha in summary["hectares"].items():
+        table.add_row(name, f"{summary['class_pixels'][name]:,}", f"{ha:,.2f}")
     console.print(table)
-    console.print(f"Class map (Cloud Optimized GeoTIFF): {out}")
+    console.print(f"Class maps (Cloud Optimized GeoTIFF): {', '.join(map(str, served['maps']))}")
+
+    # The baseline on the model's maps (the service's answer), written as reports, and
+    # compared plot by plot with the generator's truth.
+    schema = load_classes()
+    model_ref, model_cur = served["maps"]
+    report, maps, zones = build_report(model_ref, model_cur, schema, plots,
+                                       lineage=served["baseline"]["lineage"])
+    written = write_report(report, maps, zones, schema, out_dir / "baseline")
+    truth_ref, truth_cur = sorted((data / "labels").glob("labels_*.tif"))
+    truth, _, _ = build_report(truth_ref, truth_cur, schema, plots)
+    land = report["landscape"]
+    base = Table(title="Deforestation baseline since the reference date (model maps)")
+    base.add_column("quantity")
+    base.add_column("model ha", justify="right")
+    base.add_column("truth ha", justify="right")
+    base.add_row("forest at reference", f"{land['forest_ref_ha']:,.1f}",
+                 f"{truth['landscape']['forest_ref_ha']:,.1f}")
+    for driver, ha in land["forest_loss_by_driver_ha"].items():
+        base.add_row(f"forest → {driver}", f"{ha:,.1f}",
+                     f"{truth['landscape']['forest_loss_by_driver_ha'][driver]:,.1f}")
+    console.print(base)
+    errors = [abs(m["forest_loss_ha"] - t["forest_loss_ha"])
+              for m, t in zip(report["zones"], truth["zones"], strict=True)]
+    agree = sum(m["verdict"] == t["verdict"]
+                for m, t in zip(report["zones"], truth["zones"], strict=True))
+    console.print(
+        f"Plot verdicts (model): {report['verdicts']}; truth: {truth['verdicts']}; "
+        f"verdicts agreeing with truth: {agree}/{len(errors)}; per-plot forest-loss "
+        f"error: mean {np.mean(errors):.2f} ha, max {np.max(errors):.2f} ha")
+    console.print("Reports: " + ", ".join(str(p) for p in written))

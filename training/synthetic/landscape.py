@@ -206,8 +206,14 @@ class Landscape:
                     continue
                 taken[r0 : r0 + h, c0 : c0 + w] = True
             plots.append(Plot(f"P{len(plots) + 1:04d}", r0, c0, h, w, purpose))
-        # One plot sits half under a cloud at the monitoring date.
-        clouded = plots[len(plots) // 2]
+        # One plot of stable forest sits half under a cloud at the monitoring date: it
+        # must come out "insufficient data", never "deforestation free".
+        def stable_forest(plot: Plot) -> bool:
+            _, idx = p.tree.query([plot.row + plot.height / 2, plot.col + plot.width / 2])
+            return bool(p.cover[0][idx] == FOREST and p.cover[1][idx] == FOREST)
+
+        stable = [q for q in plots if q.purpose == "random" and stable_forest(q)]
+        clouded = stable[len(stable) // 2] if stable else plots[len(plots) // 2]
         clouded.purpose = "half_clouded"
         self.forced_clouds = [
             (clouded.row - 2, clouded.col - 2, clouded.height + 4, clouded.width // 2 + 2)

@@ -1,0 +1,246 @@
+"""Baseline reports: the JSON summary, zones as GeoJSON and CSV, and a map picture.
+
+Also the reference-sample side: drawing a stratified random sample of points for
+labelling, and turning a labelled sample into accuracy and area estimates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from numpy.typing import NDArray
+
+from serving.accuracy import sample_sizes, stratified_estimate
+from serving.baseline import (
+    ClassMaps,
+    Thresholds,
+    landscape_summary,
+    load_class_maps,
+    thresholds_dict,
+    zone_statistics,
+)
+from serving.classes import ClassSchema
+from serving.contract import sha256_file
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write bytes to ``path`` via a temporary file and a rename (no partial files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_zones(path: str | Path) -> Any:
+    """Zones from GeoJSON/GeoPackage, validated (polygons, non-empty, with a CRS).
+
+    Raises:
+        ValueError: Naming the problem.
+    """
+    import geopandas as gpd
+
+    zones = gpd.read_file(path)
+    if zones.empty:
+        raise ValueError(f"{path}: no zones")
+    if zones.crs is None:
+        raise ValueError(f"{path}: zones have no CRS")
+    kinds = set(zones.geom_type)
+    if not kinds <= {"Polygon", "MultiPolygon"}:
+        raise ValueError(f"{path}: zones must be polygons; got {sorted(kinds)}")
+    if not zones.is_valid.all():
+        zones = zones.set_geometry(zones.make_valid())
+    return zones
+
+
+def build_report(
+    reference: str | Path, current: str | Path, schema: ClassSchema,
+    zones_path: str | Path | None = None, thresholds: Thresholds | None = None,
+    reference_sample: str | Path | None = None, lineage: dict[str, Any] | None = None,
+    id_field: str | None = None,
+) -> tuple[dict[str, Any], ClassMaps, Any]:
+    """Compute the landscape summary, zone statistics and (optionally) estimates."""
+    thresholds = thresholds or Thresholds()
+    maps = load_class_maps(reference, current)
+    report: dict[str, Any] = {
+        "landscape": landscape_summary(maps, schema),
+        "lineage": {
+            "reference": {"file": Path(reference).name, "sha256": sha256_file(reference)},
+            "current": {"file": Path(current).name, "sha256": sha256_file(current)},
+            "thresholds": thresholds_dict(thresholds),
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            **(lineage or {}),
+        },
+    }
+    zones = None
+    if zones_path is not None:
+        zones = read_zones(zones_path)
+        if id_field is None and "plot_id" in zones.columns:
+            id_field = "plot_id"
+        report["zones"] = zone_statistics(maps, zones, schema, thresholds, id_field)
+        report["lineage"]["zones"] = {"file": Path(zones_path).name,
+                                      "sha256": sha256_file(zones_path)}
+        counts: dict[str, int] = {}
+        for z in report["zones"]:
+            counts[z["verdict"]] = counts.get(z["verdict"], 0) + 1
+        report["verdicts"] = counts
+    if reference_sample is not None:
+        report["estimates"] = estimate_from_sample(maps, schema, reference_sample)
+    return report, maps, zones
+
+
+def write_report(
+    report: dict[str, Any], maps: ClassMaps, zones: Any, schema: ClassSchema,
+    out_dir: str | Path,
+) -> list[Path]:
+    """Write report.json, zones.geojson, zones.csv and map.png into ``out_dir``."""
+    out = Path(out_dir)
+    written = [out / "report.json"]
+    _atomic_write(written[0], json.dumps(report, indent=2).encode())
+    if zones is not None and "zones" in report:
+        import pandas as pd
+
+        table = pd.DataFrame(report["zones"])
+        frame = zones.reset_index(drop=True)[["geometry"]].join(table)
+        _atomic_write(out / "zones.geojson", frame.to_crs(4326).to_json().encode())
+        _atomic_write(out / "zones.csv", table.to_csv(index=False).encode())
+        written += [out / "zones.geojson", out / "zones.csv"]
+    png = out / "map.png"
+    _atomic_write(png, render_map(maps, zones, report, schema))
+    written.append(png)
+    return written
+
+
+def render_map(maps: ClassMaps, zones: Any, report: dict[str, Any], schema: ClassSchema
+               ) -> bytes:
+    """PNG: reference map, current map, forest loss by driver, plot outlines, legend."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    cmap = ListedColormap([c.colour for c in schema.classes])
+    forest = schema.code_of("forest")
+    loss = np.where(
+        (maps.reference == forest) & (maps.current != forest)
+        & (maps.current != schema.nodata), maps.current, 0,
+    )
+    t = maps.profile["transform"]
+    h, w = maps.reference.shape
+    extent = (t.c, t.c + t.a * w, t.f + t.e * h, t.f)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 6))
+    titles = ("reference date", "current date", "forest loss by driver")
+    for ax, data, title in zip(axes, (maps.reference, maps.current, loss), titles,
+                               strict=True):
+        ax.imshow(data, cmap=cmap, vmin=0, vmax=schema.num_classes - 1, extent=extent,
+                  interpolation="nearest")
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if zones is not None:
+            outline = zones.to_crs(maps.profile["crs"]).boundary
+            colours = {"deforestation_detected": "red", "insufficient_data": "orange",
+                       "deforestation_free": "cyan"}
+            verdicts = [z["verdict"] for z in report.get("zones", [])]
+            for geom, v in zip(outline, verdicts, strict=False):
+                xs, ys = (geom.geoms[0] if hasattr(geom, "geoms") else geom).xy
+                ax.plot(xs, ys, color=colours.get(v, "cyan"), linewidth=0.8)
+    handles = [Patch(color=c.colour, label=c.name) for c in schema.classes]
+    handles += [Patch(facecolor="none", edgecolor=c, label=f"plot: {v}")
+                for v, c in (("deforestation_detected", "red"),
+                             ("insufficient_data", "orange"),
+                             ("deforestation_free", "cyan"))]
+    fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def mapped_hectares(maps: ClassMaps, schema: ClassSchema) -> NDArray[np.float64]:
+    """Ground hectares per class of the current map."""
+    return np.bincount(maps.current.ravel(), weights=maps.areas_m2.ravel(),
+                       minlength=schema.num_classes)[: schema.num_classes] / 10_000
+
+
+def estimate_from_sample(maps: ClassMaps, schema: ClassSchema, sample: str | Path
+                         ) -> dict[str, Any]:
+    """Olofsson estimates for the current map from labelled points (field ``reference``).
+
+    The map class at each point is its stratum; points on nodata are left out.
+    """
+    import geopandas as gpd
+
+    points = gpd.read_file(sample).to_crs(maps.profile["crs"])
+    if "reference" not in points.columns:
+        raise ValueError(f"{sample}: the sample needs a 'reference' field (class code)")
+    rows, cols = rasterio.transform.rowcol(maps.profile["transform"], points.geometry.x,
+                                           points.geometry.y)
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    inside = (rows >= 0) & (rows < maps.current.shape[0]) & (cols >= 0) & (
+        cols < maps.current.shape[1])
+    mapped = maps.current[rows[inside], cols[inside]]
+    truth = points["reference"].to_numpy()[inside].astype(int)
+    keep = (mapped != schema.nodata) & (truth != schema.nodata)
+    codes = schema.valid_codes
+    index = {c: i for i, c in enumerate(codes)}
+    counts = np.zeros((len(codes), len(codes)))
+    for m, r in zip(mapped[keep], truth[keep], strict=True):
+        counts[index[int(m)], index[int(r)]] += 1
+    area = mapped_hectares(maps, schema)[codes]
+    present = counts.sum(1) > 0
+    estimate = stratified_estimate(
+        counts[np.ix_(present, present)], area[present],
+        [schema.classes[c].name for c, p in zip(codes, present, strict=True) if p],
+    )
+    return estimate.to_dict() | {"sample_points": int(keep.sum()), "area_unit": "ha"}
+
+
+def draw_sample(
+    class_map: str | Path, out: str | Path, schema: ClassSchema,
+    users_accuracy: float = 0.8, target_se_overall: float = 0.01, seed: int = 0,
+) -> Path:
+    """A stratified random sample of points for labelling (GeoJSON, EPSG:4326).
+
+    Sizes per stratum follow Olofsson et al. (2014, section 5.1); each point carries its
+    map class (``map_class``) and an empty ``reference`` to fill in.
+    """
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    with rasterio.open(class_map) as src:
+        classes = src.read(1)
+        transform, crs = src.transform, src.crs
+    codes = schema.valid_codes
+    counts = np.array([(classes == c).sum() for c in codes], float)
+    present = counts > 0
+    sizes = sample_sizes(counts[present], [users_accuracy] * int(present.sum()),
+                         target_se_overall)
+    rng = np.random.default_rng(seed)
+    records, geoms = [], []
+    for code, n in zip(np.array(codes)[present], sizes, strict=True):
+        rr, cc = np.nonzero(classes == code)
+        pick = rng.choice(len(rr), min(int(n), len(rr)), replace=False)
+        for r, c in zip(rr[pick], cc[pick], strict=True):
+            x, y = rasterio.transform.xy(transform, r, c)
+            geoms.append(Point(x, y))
+            records.append({"map_class": int(code), "reference": None})
+    frame = gpd.GeoDataFrame(records, geometry=geoms, crs=crs).to_crs(4326)
+    _atomic_write(Path(out), frame.to_json().encode())
+    return Path(out)
