@@ -64,6 +64,34 @@ def read_zones(path: str | Path) -> Any:
     return zones
 
 
+def map_lineage(path: str | Path) -> dict[str, Any]:
+    """File name, sha256, and the tags a class map carries (model, date)."""
+    with rasterio.open(path) as src:
+        tags = src.tags()
+    keep = {k.lower(): v for k, v in tags.items()
+            if k.startswith("CACAOMAP_") or k == "DATE"}
+    return {"file": Path(path).name, "sha256": sha256_file(path), **keep}
+
+
+def as_class_map(path: str | Path, classifier: Any | None, work_dir: Path) -> Path:
+    """The path itself if it is a class map; a scene is classified first.
+
+    Raises:
+        ValueError: A scene was given but there is no model to classify it.
+    """
+    with rasterio.open(path) as src:
+        is_map = src.count == 1 and src.dtypes[0] == "uint8"
+    if is_map:
+        return Path(path)
+    if classifier is None:
+        raise ValueError(f"{Path(path).name} is a scene, not a class map: give a model")
+    from serving.scene import classify_file
+
+    out = work_dir / f"classes_{Path(path).stem}.tif"
+    classify_file(path, out, classifier)
+    return out
+
+
 def build_report(
     reference: str | Path, current: str | Path, schema: ClassSchema,
     zones_path: str | Path | None = None, thresholds: Thresholds | None = None,
@@ -76,8 +104,8 @@ def build_report(
     report: dict[str, Any] = {
         "landscape": landscape_summary(maps, schema),
         "lineage": {
-            "reference": {"file": Path(reference).name, "sha256": sha256_file(reference)},
-            "current": {"file": Path(current).name, "sha256": sha256_file(current)},
+            "reference": map_lineage(reference),
+            "current": map_lineage(current),
             "thresholds": thresholds_dict(thresholds),
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             **(lineage or {}),
@@ -181,9 +209,12 @@ def mapped_hectares(maps: ClassMaps, schema: ClassSchema) -> NDArray[np.float64]
 
 def estimate_from_sample(maps: ClassMaps, schema: ClassSchema, sample: str | Path
                          ) -> dict[str, Any]:
-    """Olofsson estimates for the current map from labelled points (field ``reference``).
+    """Olofsson estimates from labelled points.
 
-    The map class at each point is its stratum; points on nodata are left out.
+    Field ``reference``: the class at the current date; the map class at each point is
+    its stratum. With a ``reference_before`` field too (the class at the reference
+    date), the strata are the map's transitions and the estimates are transition areas
+    (``forest->oil_palm`` ...). Points on nodata are left out.
     """
     import geopandas as gpd
 
@@ -195,19 +226,33 @@ def estimate_from_sample(maps: ClassMaps, schema: ClassSchema, sample: str | Pat
     rows, cols = np.asarray(rows), np.asarray(cols)
     inside = (rows >= 0) & (rows < maps.current.shape[0]) & (cols >= 0) & (
         cols < maps.current.shape[1])
-    mapped = maps.current[rows[inside], cols[inside]]
-    truth = points["reference"].to_numpy()[inside].astype(int)
+    n = schema.num_classes
+    names = schema.names
+    mapped = maps.current[rows[inside], cols[inside]].astype(np.int64)
+    truth = points["reference"].to_numpy()[inside].astype(np.int64)
     keep = (mapped != schema.nodata) & (truth != schema.nodata)
     codes = schema.valid_codes
+    labels = [names[c] for c in codes]
+    area = mapped_hectares(maps, schema)[codes]
+    if "reference_before" in points.columns:
+        before_map = maps.reference[rows[inside], cols[inside]].astype(np.int64)
+        before = points["reference_before"].to_numpy()[inside].astype(np.int64)
+        keep &= (before_map != schema.nodata) & (before != schema.nodata)
+        mapped, truth = before_map * n + mapped, before * n + truth
+        codes = [a * n + b for a in schema.valid_codes for b in schema.valid_codes]
+        labels = [f"{names[c // n]}->{names[c % n]}" for c in codes]
+        cells = maps.reference.astype(np.int64) * n + maps.current
+        area = np.bincount(cells.ravel(), weights=maps.areas_m2.ravel(),
+                           minlength=n * n)[codes] / 10_000
     index = {c: i for i, c in enumerate(codes)}
     counts = np.zeros((len(codes), len(codes)))
     for m, r in zip(mapped[keep], truth[keep], strict=True):
         counts[index[int(m)], index[int(r)]] += 1
-    area = mapped_hectares(maps, schema)[codes]
-    present = counts.sum(1) > 0
+    # Classes neither mapped nor sampled drop out; a mapped class with area needs samples.
+    used = (counts.sum(1) > 0) | (counts.sum(0) > 0) | (area > 0)
     estimate = stratified_estimate(
-        counts[np.ix_(present, present)], area[present],
-        [schema.classes[c].name for c, p in zip(codes, present, strict=True) if p],
+        counts[np.ix_(used, used)], area[used],
+        [label for label, u in zip(labels, used, strict=True) if u],
     )
     return estimate.to_dict() | {"sample_points": int(keep.sum()), "area_unit": "ha"}
 
@@ -215,32 +260,44 @@ def estimate_from_sample(maps: ClassMaps, schema: ClassSchema, sample: str | Pat
 def draw_sample(
     class_map: str | Path, out: str | Path, schema: ClassSchema,
     users_accuracy: float = 0.8, target_se_overall: float = 0.01, seed: int = 0,
+    reference_map: str | Path | None = None,
 ) -> Path:
     """A stratified random sample of points for labelling (GeoJSON, EPSG:4326).
 
-    Sizes per stratum follow Olofsson et al. (2014, section 5.1); each point carries its
-    map class (``map_class``) and an empty ``reference`` to fill in.
+    Strata are the classes of ``class_map`` or, with ``reference_map``, the transitions
+    reference→current. Sizes per stratum follow Olofsson et al. (2014, section 5.1).
+    Each point carries its stratum (``map_class``, and ``map_class_before`` for
+    transitions) and empty ``reference`` (and ``reference_before``) fields to fill in.
     """
     import geopandas as gpd
     from shapely.geometry import Point
 
     with rasterio.open(class_map) as src:
-        classes = src.read(1)
+        classes = src.read(1).astype(np.int64)
         transform, crs = src.transform, src.crs
-    codes = schema.valid_codes
+    n = schema.num_classes
+    codes = list(schema.valid_codes)
+    if reference_map is not None:
+        before = load_class_maps(reference_map, class_map).reference.astype(np.int64)
+        classes = np.where(before == schema.nodata, schema.nodata, before * n + classes)
+        codes = [a * n + b for a in schema.valid_codes for b in schema.valid_codes]
     counts = np.array([(classes == c).sum() for c in codes], float)
     present = counts > 0
     sizes = sample_sizes(counts[present], [users_accuracy] * int(present.sum()),
                          target_se_overall)
     rng = np.random.default_rng(seed)
     records, geoms = [], []
-    for code, n in zip(np.array(codes)[present], sizes, strict=True):
+    for code, size in zip(np.array(codes)[present], sizes, strict=True):
         rr, cc = np.nonzero(classes == code)
-        pick = rng.choice(len(rr), min(int(n), len(rr)), replace=False)
+        pick = rng.choice(len(rr), min(int(size), len(rr)), replace=False)
         for r, c in zip(rr[pick], cc[pick], strict=True):
             x, y = rasterio.transform.xy(transform, r, c)
             geoms.append(Point(x, y))
-            records.append({"map_class": int(code), "reference": None})
+            record: dict[str, Any] = {"map_class": int(code % n if reference_map else code),
+                                      "reference": None}
+            if reference_map is not None:
+                record |= {"map_class_before": int(code // n), "reference_before": None}
+            records.append(record)
     frame = gpd.GeoDataFrame(records, geometry=geoms, crs=crs).to_crs(4326)
     _atomic_write(Path(out), frame.to_json().encode())
     return Path(out)

@@ -170,6 +170,13 @@ def classify_scene(
             Progress(disable=not progress, transient=True) as bar,
         ):
             out.write_colormap(1, schema.colormap())
+            # Lineage travels with the map: the model that made it and the scene's date.
+            out.update_tags(
+                CACAOMAP_MODEL=contract.name, CACAOMAP_MODEL_VERSION=contract.version,
+                CACAOMAP_ONNX_SHA256=contract.onnx_sha256,
+                CACAOMAP_MLFLOW_RUN_ID=contract.mlflow_run_id or "",
+                **({"DATE": src.tags()["DATE"]} if "DATE" in src.tags() else {}),
+            )
             task = bar.add_task("classifying scene", total=len(row_starts))
 
             def emit(rows: int) -> None:

@@ -174,10 +174,10 @@ class CacaoMap:
         self, reference: GeoTiff, current: GeoTiff,
         zones: Path,
     ) -> dict[str, Any]:
-        """Deforestation baseline from two class maps (+ zones GeoJSON): the JSON report.
+        """Deforestation baseline from two dates (+ zones GeoJSON): the JSON report.
 
-        The class maps are this model's outputs (``/classify_scene``) at the reference
-        and the current date; the report carries the model's lineage.
+        Each date is a class map (this model's ``/classify_scene`` output) or a scene,
+        classified first; the report carries the model's lineage.
         """
         from serving.baseline import BaselineError
         from serving.baseline_report import build_report
@@ -187,12 +187,17 @@ class CacaoMap:
             paths = []
             for name, upload in (("reference", reference), ("current", current)):
                 with _open_upload(upload) as memfile, memfile.open(driver="GTiff") as src:
-                    if src.count != 1 or src.dtypes[0] != "uint8":
+                    if src.count == 1 and src.dtypes[0] == "uint8":
+                        target = work / f"{name}.tif"
+                        target.write_bytes(upload.read_bytes())
+                    elif src.count == self.contract.num_bands:  # a scene: classify it
+                        target = classify_scene(src, work / f"{name}_classes.tif",
+                                                self.classifier, max_pixels=MAX_PIXELS).path
+                    else:
                         raise InvalidArgument(
-                            f"{name} must be a one-band uint8 class map; got {src.count} "
-                            f"band(s) of {src.dtypes[0]}")
-                target = work / f"{name}.tif"
-                target.write_bytes(upload.read_bytes())
+                            f"{name} must be a one-band uint8 class map or a scene of "
+                            f"{self.contract.num_bands} bands; got {src.count} band(s) "
+                            f"of {src.dtypes[0]}")
                 paths.append(target)
             lineage = {"model": {"name": self.contract.name,
                                  "version": self.contract.version,
@@ -203,7 +208,7 @@ class CacaoMap:
             return report
         except InvalidArgument:
             raise
-        except (BaselineError, AreaError, ValueError) as err:
+        except (BaselineError, AreaError, InputError, ValueError) as err:
             raise InvalidArgument(str(err)) from err
         except RasterioError as err:
             raise InvalidArgument(f"a class map is not a readable GeoTIFF: {err}") from err

@@ -117,3 +117,36 @@ def test_report_files_and_lineage(landscape: Path, tmp_path: Path) -> None:
     mapped_forest = float(np.sum(maps.areas_m2[maps.current == 1]) / 1e4)
     assert forest["area"] == pytest.approx(mapped_forest)
     assert (tmp_path / "report" / "map.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_transition_areas_from_a_transition_sample(landscape: Path, tmp_path: Path) -> None:
+    ref, cur = _maps(landscape)
+    sample = draw_sample(cur, tmp_path / "t.geojson", SCHEMA, users_accuracy=0.9,
+                         target_se_overall=0.05, reference_map=ref)
+    points = gpd.read_file(sample)
+    assert {"map_class_before", "reference_before"} <= set(points.columns)
+    points["reference"] = points["map_class"]
+    points["reference_before"] = points["map_class_before"]
+    points.to_file(tmp_path / "t_labelled.geojson", driver="GeoJSON")
+    report, maps, _ = build_report(ref, cur, SCHEMA,
+                                   reference_sample=tmp_path / "t_labelled.geojson")
+    est = report["estimates"]["classes"]
+    n = SCHEMA.num_classes
+    mapped = transition_hectares(maps, n)
+    forest, palm = SCHEMA.code_of("forest"), SCHEMA.code_of("oil_palm")
+    assert est["forest->oil_palm"]["area"] == pytest.approx(mapped[forest, palm])
+    assert est["forest->forest"]["area_ci95"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_baseline_cli_writes_the_reports(landscape: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from training.cli import main
+
+    ref, cur = _maps(landscape)
+    main(["baseline", "--reference", str(ref), "--current", str(cur),
+          "--zones", str(landscape / "plots.geojson"), "--out", str(tmp_path / "r")])
+    printed = capsys.readouterr().out
+    assert "forest at reference date" in printed and "insufficient_data" in printed
+    zones = gpd.read_file(tmp_path / "r" / "zones.geojson")
+    assert zones.crs.to_epsg() == 4326
+    assert {"verdict", "forest_loss_ha", "valid_fraction"} <= set(zones.columns)

@@ -113,6 +113,7 @@ def baseline(
     zones: Path | None = None,
     reference_sample: Path | None = None,
     classes: Path | None = None,
+    model: Path | None = None,
     min_loss_ha: float = 0.1,
     min_loss_fraction: float = 0.01,
     min_valid_fraction: float = 0.8,
@@ -120,13 +121,14 @@ def baseline(
     """Deforestation baseline: forest at the reference date and its loss by driver.
 
     Args:
-        reference: Class map at the reference date (e.g. before 2020-12-31).
-        current: Class map at the monitoring date (aligned to the reference grid).
+        reference: Class map (or scene, classified first) at the reference date.
+        current: Class map (or scene) at the monitoring date.
         out: Report folder (report.json, zones.geojson, zones.csv, map.png).
         zones: Farm plots or districts (GeoJSON/GeoPackage, any CRS).
         reference_sample: Labelled points (field ``reference``) for accuracy and area
             estimates with 95% confidence intervals (Olofsson et al. 2014).
-        classes: Class schema YAML (default: datasets/classes.yaml).
+        classes: Class schema YAML (default: the model's, else datasets/classes.yaml).
+        model: Model folder for classifying scenes given instead of class maps.
         min_loss_ha: Loss under this is map noise.
         min_loss_fraction: ... and under this share of the plot.
         min_valid_fraction: Less observed than this (and no loss) → insufficient_data.
@@ -135,11 +137,18 @@ def baseline(
     from rich.table import Table
 
     from serving.baseline import Thresholds
-    from serving.baseline_report import build_report, write_report
+    from serving.baseline_report import as_class_map, build_report, write_report
     from serving.classes import load_classes
+    from serving.model_store import resolve_model_dir
+    from serving.tiles import TileClassifier
 
-    schema = load_classes(classes)
+    classifier = TileClassifier.from_model_dir(resolve_model_dir(model)) if model else None
+    schema = classifier.contract.schema if classifier and not classes else load_classes(
+        classes)
     thresholds = Thresholds(min_loss_ha, min_loss_fraction, min_valid_fraction)
+    out.mkdir(parents=True, exist_ok=True)
+    reference = as_class_map(reference, classifier, out)
+    current = as_class_map(current, classifier, out)
     report, maps, zone_frame = build_report(reference, current, schema, zones, thresholds,
                                             reference_sample)
     written = write_report(report, maps, zone_frame, schema, out)
@@ -170,7 +179,7 @@ def baseline(
 
 def sample_points(
     class_map: Path, out: Path, classes: Path | None = None, users_accuracy: float = 0.8,
-    target_se_overall: float = 0.01, seed: int = 0,
+    target_se_overall: float = 0.01, seed: int = 0, reference_map: Path | None = None,
 ) -> None:
     """Draw a stratified random sample of points to label (Olofsson et al. 2014, 5.1).
 
@@ -181,12 +190,13 @@ def sample_points(
         users_accuracy: Anticipated user's accuracy of every class.
         target_se_overall: Target standard error of overall accuracy.
         seed: Random seed.
+        reference_map: Class map at the reference date: strata become transitions.
     """
     from serving.baseline_report import draw_sample
     from serving.classes import load_classes
 
     path = draw_sample(class_map, out, load_classes(classes), users_accuracy,
-                       target_se_overall, seed)
+                       target_se_overall, seed, reference_map)
     print(f"wrote {path}")
 
 
