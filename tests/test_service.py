@@ -160,6 +160,21 @@ def test_baseline_endpoint_matches_offline(server: str, landscape: Path) -> None
     assert r.json()["lineage"]["reference"]["date"] == "20201215"
 
 
+def test_many_scenes_fan_out_to_replicas(server: str, landscape: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from training.cli import main
+
+    out = tmp_path / "out"
+    # The same replica named twice: two requests in flight.
+    main(["classify", str(landscape / "images"), "--out", str(out), "--url",
+          f"{server},{server}"])
+    assert "2 classified, 0 already done, 0 failed" in capsys.readouterr().out
+    for path in out.glob("*.classes.tif"):
+        assert cog_validate(str(path))[0]
+    main(["classify", str(landscape / "images"), "--out", str(out), "--url", server])
+    assert "0 classified, 2 already done" in capsys.readouterr().out
+
+
 def test_service_module_never_imports_torch(model_dir: Path) -> None:
     code = ("import sys, serving.service; "
             "bad = [m for m in ('torch', 'lightning', 'torchgeo', 'training') "

@@ -76,33 +76,67 @@ def export(
 
 
 def classify(
-    scene: Path,
+    source: Path,
     out: Path | None = None,
     model: Path | None = None,
+    url: str | None = None,
     overlap: int | None = None,
     batch_size: int = 8,
 ) -> None:
-    """Classify a GeoTIFF scene into a COG class map, offline (no server).
+    """Classify GeoTIFF scenes into COG class maps, offline or through running services.
+
+    One scene file: ``--out`` is the output file (default: <scene>_classes.tif). A
+    folder of scenes or a text file listing scenes (one path per line): ``--out`` is a
+    folder; outputs are named by the scene's and the model's sha256, so a rerun skips
+    what is done (resumable).
 
     Args:
-        scene: Input GeoTIFF with the model's bands and dtype.
-        out: Output class-map COG (default: <scene>_classes.tif beside the scene).
-        model: Model folder (default: the newest under models/cacaomap/).
-        overlap: Overlap between windows (default: the contract's).
-        batch_size: Windows per ONNX Runtime call.
+        source: A scene (.tif), a folder of scenes, or a .txt list of scene paths.
+        out: Output file (one scene) or folder (several).
+        model: Model folder (default: the newest under models/cacaomap/); with --url the
+            replicas' own model is used.
+        url: Service replicas to fan scenes out to, comma-separated
+            (``http://a:3000,http://b:3000``); none: in-process.
+        overlap: Overlap between windows (default: the contract's; in-process only).
+        batch_size: Windows per ONNX Runtime call (in-process only).
     """
+    from serving.batch import classify_many, scene_list
     from serving.model_store import resolve_model_dir
     from serving.scene import classify_file
     from serving.tiles import TileClassifier
 
-    classifier = TileClassifier.from_model_dir(resolve_model_dir(model))
-    out = out or scene.with_name(f"{scene.stem}_classes.tif")
-    result = classify_file(scene, out, classifier, overlap=overlap, batch_size=batch_size,
-                           progress=True)
-    print(f"wrote {result.path} ({result.width} x {result.height}) on {classifier.provider}")
-    if result.hectares is not None:
-        for name, ha in result.hectares.items():
+    files = scene_list([source])
+    single = source.suffix.lower() in (".tif", ".tiff") and not url
+    if single:
+        classifier = TileClassifier.from_model_dir(resolve_model_dir(model))
+        target = out or files[0].with_name(f"{files[0].stem}_classes.tif")
+        result = classify_file(files[0], target, classifier, overlap=overlap,
+                               batch_size=batch_size, progress=True)
+        print(f"wrote {result.path} ({result.width} x {result.height}) on "
+              f"{classifier.provider}")
+        for name, ha in (result.hectares or {}).items():
             print(f"  {name:<20} {ha:12.2f} ha")
+        return
+    if out is None:
+        raise SystemExit("several scenes: give --out FOLDER")
+    if url:
+        import httpx
+
+        urls = [u.strip() for u in url.split(",") if u.strip()]
+        shas = {httpx.post(f"{u.rstrip('/')}/model", json={}, timeout=60).json()[
+            "onnx_sha256"] for u in urls}
+        if len(shas) != 1:
+            raise SystemExit(f"the replicas serve different models: {sorted(shas)}")
+        batch = classify_many(files, out, shas.pop(), urls=urls)
+    else:
+        classifier = TileClassifier.from_model_dir(resolve_model_dir(model))
+        batch = classify_many(files, out, classifier.contract.onnx_sha256, classifier)
+    print(f"{len(batch.done)} classified, {len(batch.skipped)} already done, "
+          f"{len(batch.failed)} failed -> {out}")
+    for scene, error in batch.failed.items():
+        print(f"  FAILED {scene}: {error}")
+    if batch.failed:
+        raise SystemExit(1)
 
 
 def baseline(
