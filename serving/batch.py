@@ -33,8 +33,9 @@ class BatchResult:
 
 
 def scene_list(inputs: Sequence[str | Path]) -> list[Path]:
-    """Expand folders (``*.tif``, ``*.tiff``), list files (.txt, a path per line) and
-    scene files into a sorted list of scenes.
+    """Expand scene files, folders and .txt lists (a path per line) into scenes.
+
+    Folders contribute their ``*.tif`` and ``*.tiff`` files, recursively.
     """
     scenes: set[Path] = set()
     for item in inputs:
