@@ -264,13 +264,14 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``cacaomap`` console script."""
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "train":
+        import warnings
+
         from training.lightning_cli import run_lightning_cli
 
-        if argv is None:  # LightningCLI reads sys.argv itself, help text included
-            sys.argv = [f"{Path(sys.argv[0]).name} train", *args[1:]]
-            run_lightning_cli()
-        else:
-            run_lightning_cli(args[1:])
+        # sys.argv stays as it is: DDP re-executes it in each child process. LightningCLI
+        # warns when both sys.argv and args are given; here that is by design.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        run_lightning_cli(args[1:])
         return
     auto_cli(
         {"synth": synth, "export": export, "classify": classify, "baseline": baseline,

@@ -38,7 +38,7 @@ class CacaomapLightningCLI(LightningCLI):
 
 
 def run_lightning_cli(args: list[str] | None = None) -> CacaomapLightningCLI:
-    """Run ``fit``/``validate``/``test``/``predict`` (``args`` None: ``sys.argv``)."""
+    """Run ``fit``/``validate``/``test``/``predict`` with ``args`` (None: ``sys.argv``)."""
     return CacaomapLightningCLI(
         LandCoverSegmentationTask,
         LandCoverDataModule,
