@@ -53,13 +53,15 @@ def test_samplers_split_across_ranks_without_duplicates(landscape: Path) -> None
                              labels=str(landscape / "labels"), block_size=64)
     dm.setup("test")
     sampler = GridGeoSampler(dm.test_dataset, 32, 32)
-    every = [tuple((s.start, s.stop) for s in q[:2]) + (q[2].start,) for q in sampler]
+    def key(q: tuple) -> tuple:
+        return (q[0].start, q[0].stop, q[1].start, q[1].stop, q[2].start)
+
+    every = [key(q) for q in sampler]
     seen = []
     for rank in range(2):
         wrapped = DistributedSamplerWrapper(sampler, num_replicas=2, rank=rank,
                                             shuffle=False)
-        seen.append([tuple((s.start, s.stop) for s in q[:2]) + (q[2].start,)
-                     for q in wrapped])
+        seen.append([key(q) for q in wrapped])
     assert set(seen[0]) | set(seen[1]) == set(every)
     overlap = set(seen[0]) & set(seen[1])
     assert len(overlap) <= len(every) % 2  # only DistributedSampler's padding repeats
