@@ -52,7 +52,8 @@ def export(
 
     Args:
         checkpoint: A Lightning checkpoint of the task.
-        run_id: Or an MLflow run whose best checkpoint to export.
+        run_id: Or an MLflow run whose best checkpoint to export, or a registered model
+            ``models:/<name>@<alias>`` (its training run is re-exported).
         name: Registered model name.
         models_dir: Root of the model folders.
         tile_size: Tile side the service works at.
@@ -61,10 +62,17 @@ def export(
         register: Register in MLflow and the BentoML store.
         alias: MLflow alias set on the new version.
     """
-    from training.export import checkpoint_from_run, export_model, test_metrics_of_run
+    from training.export import (
+        checkpoint_from_run,
+        export_model,
+        run_of_model_uri,
+        test_metrics_of_run,
+    )
 
     if (checkpoint is None) == (run_id is None):
         raise SystemExit("give exactly one of --checkpoint or --run_id")
+    if run_id is not None and run_id.startswith("models:/"):
+        run_id = run_of_model_uri(run_id)
     ckpt = checkpoint or checkpoint_from_run(str(run_id))
     metrics = test_metrics_of_run(run_id) if run_id else {}
     path = export_model(
@@ -137,6 +145,34 @@ def classify(
         print(f"  FAILED {scene}: {error}")
     if batch.failed:
         raise SystemExit(1)
+
+
+def serve(
+    model: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 3000,
+    models_dir: Path = Path("models"),
+) -> None:
+    """Serve a model with BentoML (``bentoml serve serving.service:CacaoMap``).
+
+    Args:
+        model: A model folder, ``models:/<name>@<alias>`` from the MLflow registry
+            (downloaded into models_dir), or ``bento:<name>:<version>``; default: the
+            newest under models/cacaomap/.
+        host: Address to bind (loopback by default).
+        port: Port.
+        models_dir: Where registered models are downloaded to.
+    """
+    import os
+
+    if model and model.startswith("models:/"):
+        from training.export import resolve_model_uri
+
+        model = str(resolve_model_uri(model, models_dir))
+    env = os.environ | ({"CACAOMAP_MODEL": model} if model else {})
+    os.execvpe(sys.executable, [sys.executable, "-m", "bentoml", "serve",
+                                "serving.service:CacaoMap", "--host", host,
+                                "--port", str(port)], env)
 
 
 def baseline(
@@ -274,7 +310,8 @@ def main(argv: list[str] | None = None) -> None:
         run_lightning_cli(args[1:])
         return
     auto_cli(
-        {"synth": synth, "export": export, "classify": classify, "baseline": baseline,
+        {"synth": synth, "export": export, "classify": classify, "serve": serve,
+         "baseline": baseline,
          "sample-points": sample_points, "demo-serve": demo_serve, "mlflow-ui": ui_hint},
         args=args,
     )

@@ -48,6 +48,10 @@ MAX_REL_LOGIT_DIFF = 1e-5
 MIN_ARGMAX_AGREEMENT = 0.999
 
 
+#: Run artifact folder holding the exported model folders, one per version.
+MODEL_FILES_PATH = "cacaomap-model"
+
+
 class ExportError(RuntimeError):
     """An export that was refused (parity, missing inputs); nothing was written."""
 
@@ -89,6 +93,54 @@ def checkpoint_from_run(run_id: str, tracking_uri: str | None = None) -> Path:
         raise ExportError(f"run {run_id} logged no checkpoint")
     local = Path(client.download_artifacts(run_id, candidates[-1]))
     return next(local.rglob("*.ckpt"))
+
+
+def resolve_model_uri(uri: str, dest: str | Path = "models") -> Path:
+    """Download ``models:/<name>@<alias>`` (or ``models:/<name>/<version>``) to a folder.
+
+    The files are the exact ones exported (hash-checked by ``load_model_dir``), placed
+    at ``dest/<name>/<version>/``.
+    """
+    import mlflow
+
+    from serving.contract import load_model_dir
+
+    if not uri.startswith("models:/"):
+        raise ExportError(f"not a registered-model URI: {uri!r}")
+    ref = uri.removeprefix("models:/")
+    client = mlflow.MlflowClient(resolve_tracking_uri())
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias)
+    else:
+        name, number = ref.split("/", 1)
+        version = client.get_model_version(name, number)
+    folder = version.tags.get("cacaomap_version")
+    if not folder or not version.run_id:
+        raise ExportError(f"{uri} was not registered by cacaomap export")
+    target = Path(dest) / name / folder
+    if not (target / ONNX_FILE).is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=version.run_id, artifact_path=f"{MODEL_FILES_PATH}/{folder}",
+                dst_path=str(tmp), tracking_uri=resolve_tracking_uri())
+            os.replace(local, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    load_model_dir(target)
+    return target
+
+
+def run_of_model_uri(uri: str) -> str:
+    """The training run behind a registered model version (``models:/name@alias``)."""
+    import mlflow
+
+    ref = uri.removeprefix("models:/")
+    client = mlflow.MlflowClient(resolve_tracking_uri())
+    name, alias = ref.split("@", 1)
+    return str(client.get_model_version_by_alias(name, alias).run_id)
 
 
 def test_metrics_of_run(run_id: str) -> dict[str, float]:
@@ -273,7 +325,13 @@ def register_model(model_dir: Path, contract: ModelContract, alias: str) -> None
             registered_model_name=contract.name,
         )
         mlflow.log_dict(contract.to_dict(), f"onnx-{contract.version}/{CONTRACT_FILE}")
+        # The exact files (contract sidecar and card included), for models:/ resolution.
+        mlflow.log_artifacts(str(model_dir), f"{MODEL_FILES_PATH}/{contract.version}")
     registered = info.registered_model_version
+    client.set_model_version_tag(contract.name, registered, "cacaomap_version",
+                                 contract.version)
+    client.set_model_version_tag(contract.name, registered, "onnx_sha256",
+                                 contract.onnx_sha256)
     client.set_registered_model_alias(contract.name, alias, registered)
     with bentoml.models.create(
         contract.name,
