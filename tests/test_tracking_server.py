@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.server]
 def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    log = open(root / "server.log", "w")  # noqa: SIM115
+    log = open(root / "server.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
          str(port), "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
