@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ class SceneResult:
         width: Scene width.
         height: Scene height.
         crs: The scene's CRS as WKT, or None.
+        windows: Number of windows classified.
     """
 
     path: Path
@@ -56,7 +57,6 @@ class SceneResult:
     height: int
     crs: str | None
     windows: int = 0
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def window_starts(length: int, tile: int, stride: int) -> list[int]:
