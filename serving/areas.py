@@ -97,6 +97,19 @@ def pixel_areas(
     return grid_area / scale[np.ix_(r_idx, c_idx)]
 
 
+def ground_pixel_size(
+    crs: RioCRS | CRS | str | None, transform: Affine, height: int, width: int,
+) -> float | None:
+    """Side in metres of the ground square of the raster's central pixel (None: no CRS)."""
+    if crs is None:
+        return None
+    try:
+        area = pixel_areas(crs, transform, 1, width, row_offset=height // 2)[0, width // 2]
+    except AreaError:
+        return None
+    return float(np.sqrt(area))
+
+
 def class_hectares(
     classes: NDArray[np.integer], areas_m2: NDArray[np.floating], num_classes: int
 ) -> NDArray[np.float64]:

@@ -28,6 +28,7 @@ from serving.baseline import (
 )
 from serving.classes import ClassSchema
 from serving.contract import sha256_file
+from serving.zones import check_overlap, read_zones
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -41,27 +42,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def read_zones(path: str | Path) -> Any:
-    """Zones from GeoJSON/GeoPackage, validated (polygons, non-empty, with a CRS).
-
-    Raises:
-        ValueError: Naming the problem.
-    """
-    import geopandas as gpd
-
-    zones = gpd.read_file(path)
-    if zones.empty:
-        raise ValueError(f"{path}: no zones")
-    if zones.crs is None:
-        raise ValueError(f"{path}: zones have no CRS")
-    kinds = set(zones.geom_type)
-    if not kinds <= {"Polygon", "MultiPolygon"}:
-        raise ValueError(f"{path}: zones must be polygons; got {sorted(kinds)}")
-    if not zones.is_valid.all():
-        zones = zones.set_geometry(zones.make_valid())
-    return zones
 
 
 def map_lineage(path: str | Path) -> dict[str, Any]:
@@ -96,9 +76,12 @@ def build_report(
     reference: str | Path, current: str | Path, schema: ClassSchema,
     zones_path: str | Path | None = None, thresholds: Thresholds | None = None,
     reference_sample: str | Path | None = None, lineage: dict[str, Any] | None = None,
-    id_field: str | None = None,
+    id_field: str | None = None, zones_geojson_only: bool = False,
 ) -> tuple[dict[str, Any], ClassMaps, Any]:
-    """Compute the landscape summary, zone statistics and (optionally) estimates."""
+    """Compute the landscape summary, zone statistics and (optionally) estimates.
+
+    ``zones_geojson_only`` parses the zones as GeoJSON text without GDAL (uploads).
+    """
     thresholds = thresholds or Thresholds()
     maps = load_class_maps(reference, current)
     report: dict[str, Any] = {
@@ -113,7 +96,10 @@ def build_report(
     }
     zones = None
     if zones_path is not None:
-        zones = read_zones(zones_path)
+        zones = read_zones(zones_path, geojson_only=zones_geojson_only)
+        profile = maps.profile
+        check_overlap(zones, profile["crs"], profile["transform"], profile["height"],
+                      profile["width"])
         if id_field is None and "plot_id" in zones.columns:
             id_field = "plot_id"
         report["zones"] = zone_statistics(maps, zones, schema, thresholds, id_field)

@@ -44,6 +44,8 @@ class ModelContract:
         mean: Per-band normalisation mean, in raw digital numbers.
         std: Per-band normalisation std, in raw digital numbers.
         image_nodata: Raw value marking no observation (None: only NaN).
+        pixel_size_m: Ground pixel side of the training imagery in metres (None: not
+            recorded; scenes are then not checked against it).
         tile_size: Tile side the model was exported and served at.
         overlap: Default overlap between scene windows, in pixels.
         opset: ONNX opset.
@@ -73,6 +75,7 @@ class ModelContract:
     reflectance_scale: float = 10000.0
     reflectance_offset: float = 0.0
     image_nodata: float | None = 0
+    pixel_size_m: float | None = None
     input_name: str = "image"
     output_name: str = "logits"
     mlflow_run_id: str | None = None

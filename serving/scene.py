@@ -28,11 +28,13 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 from rich.progress import Progress
 
-from serving.areas import AreaError, class_hectares, pixel_areas
+from serving.areas import AreaError, class_hectares, ground_pixel_size, pixel_areas
 from serving.tiles import InputError, TileClassifier
 
 #: Default largest scene accepted, in pixels (a full Sentinel-2 tile is 120.6 Mpx).
 DEFAULT_MAX_PIXELS = 11_000 * 11_000
+#: A scene's ground pixel size may differ from the training imagery's by this factor.
+PIXEL_SIZE_TOLERANCE = 1.5
 
 
 @dataclass
@@ -108,6 +110,14 @@ def check_scene(
     t = src.transform
     if t.b != 0 or t.d != 0:
         raise InputError("the scene's geotransform is rotated; warp it north-up first")
+    trained = c.pixel_size_m
+    if trained and src.crs is not None:
+        size = ground_pixel_size(src.crs, t, src.height, src.width)
+        if size is not None and not trained / PIXEL_SIZE_TOLERANCE <= size <= (
+                trained * PIXEL_SIZE_TOLERANCE):
+            raise InputError(
+                f"the scene's pixels are {size:,.1f} m on the ground; the model was "
+                f"trained on {trained:,.1f} m pixels: resample the scene first")
 
 
 def _strips(src: DatasetReader, tile: int, stride: int) -> Iterator[tuple[int, np.ndarray]]:

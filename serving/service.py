@@ -7,9 +7,13 @@ batching), ``/classify_scene`` (GeoTIFF in, COG class map out),
 ``/classify_scene_summary`` (per-class pixels and hectares as JSON), ``/model`` (the
 contract), and BentoML's ``/livez``, ``/readyz`` and ``/metrics``.
 
-The model's contract is read at import (a small JSON file), because request schemas are
-built from it: a tile with the wrong band count, size or dtype is refused with a 4xx
-before it can reach a batch. The ONNX Runtime session is created in ``__init__``.
+The model is checked at import (file hash, embedded contract vs sidecar), because request
+schemas are built from its contract: a tile with the wrong band count, size or dtype is
+refused with a 4xx before it can reach a batch, and a missing or corrupt model stops
+``bentoml serve`` with the reason and a non-zero exit. The ONNX Runtime session is created
+in ``__init__``. The guards of :mod:`serving.guards` (hosts, token, body size, load) sit
+in front of every route; uploads are opened from memory with the GTiff driver only, and
+each request's files live in BentoML's per-request folder, emptied after the response.
 """
 
 from __future__ import annotations
@@ -17,8 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,18 +33,22 @@ from pydantic import BeforeValidator
 from rasterio.errors import RasterioError
 from rasterio.io import MemoryFile
 
+from serving import guards
 from serving.areas import AreaError
-from serving.contract import CONTRACT_FILE, ModelContract
+from serving.contract import ContractError, load_model_dir
 from serving.model_store import resolve_model_dir
 from serving.scene import DEFAULT_MAX_PIXELS, SceneResult, classify_scene
 from serving.tiles import InputError, TileClassifier
 
 log = logging.getLogger(__name__)
 
-MODEL_DIR = resolve_model_dir()
-CONTRACT = ModelContract.from_json((MODEL_DIR / CONTRACT_FILE).read_text(encoding="utf-8"))
-#: Largest scene upload in bytes (env ``CACAOMAP_MAX_UPLOAD_MB``, default 2048 MB).
-MAX_UPLOAD_BYTES = int(float(os.environ.get("CACAOMAP_MAX_UPLOAD_MB", "2048")) * 2**20)
+try:
+    MODEL_DIR = resolve_model_dir()
+    CONTRACT = load_model_dir(MODEL_DIR)[1]
+except ContractError as _err:
+    sys.exit(f"cacaomap: cannot serve: {_err}")
+#: Largest request body (and scene upload) in bytes (``CACAOMAP_MAX_UPLOAD_MB``, 2048 MB).
+MAX_UPLOAD_BYTES = guards.max_upload_bytes()
 #: Largest scene in pixels (env ``CACAOMAP_MAX_PIXELS``).
 MAX_PIXELS = int(os.environ.get("CACAOMAP_MAX_PIXELS", str(DEFAULT_MAX_PIXELS)))
 #: Adaptive batching limits of /classify_tiles.
@@ -142,23 +149,14 @@ class CacaoMap:
             raise InvalidArgument(f"the upload is not a readable GeoTIFF: {err}") from err
 
     @bentoml.api
-    def classify_scene(self, scene: GeoTiff) -> GeoTiff:
+    def classify_scene(self, scene: GeoTiff, ctx: bentoml.Context) -> GeoTiff:
         """Classify a GeoTIFF scene; returns the class map as a Cloud Optimized GeoTIFF."""
-        out_dir = Path(tempfile.mkdtemp(prefix="cacaomap-scene-"))
-        try:
-            return self._classify(scene, out_dir).path
-        except BaseException:
-            shutil.rmtree(out_dir, ignore_errors=True)
-            raise
+        return self._classify(scene, Path(ctx.temp_dir)).path
 
     @bentoml.api
-    def classify_scene_summary(self, scene: GeoTiff) -> dict[str, Any]:
+    def classify_scene_summary(self, scene: GeoTiff, ctx: bentoml.Context) -> dict[str, Any]:
         """Classify a GeoTIFF scene; returns per-class pixels and ground hectares."""
-        out_dir = Path(tempfile.mkdtemp(prefix="cacaomap-summary-"))
-        try:
-            result = self._classify(scene, out_dir)
-        finally:
-            shutil.rmtree(out_dir, ignore_errors=True)
+        result = self._classify(scene, Path(ctx.temp_dir))
         return {
             "width": result.width,
             "height": result.height,
@@ -171,8 +169,7 @@ class CacaoMap:
 
     @bentoml.api
     def baseline(
-        self, reference: GeoTiff, current: GeoTiff,
-        zones: Path,
+        self, reference: GeoTiff, current: GeoTiff, zones: Path, ctx: bentoml.Context,
     ) -> dict[str, Any]:
         """Deforestation baseline from two dates (+ zones GeoJSON): the JSON report.
 
@@ -182,7 +179,7 @@ class CacaoMap:
         from serving.baseline import BaselineError
         from serving.baseline_report import build_report
 
-        work = Path(tempfile.mkdtemp(prefix="cacaomap-baseline-"))
+        work = Path(ctx.temp_dir)
         try:
             paths = []
             for name, upload in (("reference", reference), ("current", current)):
@@ -204,7 +201,7 @@ class CacaoMap:
                                  "onnx_sha256": self.contract.onnx_sha256,
                                  "mlflow_run_id": self.contract.mlflow_run_id}}
             report, _, _ = build_report(paths[0], paths[1], self.contract.schema, zones,
-                                        lineage=lineage)
+                                        lineage=lineage, zones_geojson_only=True)
             return report
         except InvalidArgument:
             raise
@@ -212,10 +209,11 @@ class CacaoMap:
             raise InvalidArgument(str(err)) from err
         except RasterioError as err:
             raise InvalidArgument(f"a class map is not a readable GeoTIFF: {err}") from err
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
 
     @bentoml.api(route="/model")
     def model(self) -> dict[str, Any]:
         """The model contract in force (classes, bands, normalisation, lineage)."""
         return dict(json.loads(self.contract.to_json()))
+
+
+guards.install(CacaoMap)

@@ -30,7 +30,8 @@ class LocalConvNet(torch.nn.Module):
 
 
 def write_local_model(folder: Path, tile_size: int = 64, overlap: int = 16,
-                      mean: float = 1500.0, std: float = 1000.0) -> Path:
+                      mean: float = 1500.0, std: float = 1000.0,
+                      pixel_size_m: float | None = None) -> Path:
     """A model folder (model.onnx + contract.json) for the default bands and classes."""
     folder.mkdir(parents=True, exist_ok=True)
     schema = load_classes()
@@ -46,6 +47,7 @@ def write_local_model(folder: Path, tile_size: int = 64, overlap: int = 16,
         name="local-test", version="v1", classes=schema.to_dict(), bands=list(S2_BANDS),
         input_dtype="uint16", mean=[mean] * len(S2_BANDS), std=[std] * len(S2_BANDS),
         tile_size=tile_size, overlap=overlap, opset=OPSET, created="2026-01-01T00:00:00",
+        pixel_size_m=pixel_size_m,
     )
     package_model(folder, contract)
     return folder

@@ -14,6 +14,7 @@ from torchgeo.datamodules import GeoDataModule
 from torchgeo.datasets import GeoDataset, IntersectionDataset
 from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
 
+from serving.areas import ground_pixel_size
 from serving.classes import ClassSchema, load_classes
 from training.datasets import (
     DATED_FILENAME_REGEX,
@@ -214,8 +215,10 @@ class LandCoverDataModule(GeoDataModule):
         images, labels = self.files()
         with rasterio.open(images[0]) as src:
             input_dtype = str(src.dtypes[0])
+            pixel_size = ground_pixel_size(src.crs, src.transform, src.height, src.width)
         self.provenance = {
             "input_dtype": input_dtype,
+            "pixel_size_m": pixel_size,
             "dataset_fingerprint": dataset_fingerprint(images + labels),
         }
 
@@ -253,7 +256,8 @@ class LandCoverDataModule(GeoDataModule):
             stats = json.loads(state_dict["statistics"])
             self.mean = torch.tensor(stats["mean"])
             self.std = torch.tensor(stats["std"])
-            self.provenance = {k: stats.get(k) for k in ("input_dtype", "dataset_fingerprint")}
+            self.provenance = {k: stats.get(k) for k in
+                               ("input_dtype", "pixel_size_m", "dataset_fingerprint")}
             if stats.get("class_pixels") is not None:
                 self.class_pixels = torch.tensor(stats["class_pixels"], dtype=torch.float64)
 

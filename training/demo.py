@@ -49,19 +49,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class ServerURL(str):
+    """The base URL of a running server, with the server's process id."""
+
+    pid: int
+
+
 @contextmanager
 def served_model(
     model_dir: Path, log_path: Path | None = None, extra_env: dict[str, str] | None = None,
     cwd: Path | None = None,
-) -> Iterator[str]:
+) -> Iterator[ServerURL]:
     """Run ``bentoml serve`` for ``model_dir`` on 127.0.0.1 until the block exits.
 
-    Yields the base URL once ``/readyz`` answers 200; stops the server afterwards.
+    Yields the base URL (with the server's ``pid``) once ``/readyz`` answers 200; stops
+    the server afterwards.
 
     Raises:
         RuntimeError: If the server exits or is not ready in time (with its log tail).
     """
-    url = f"http://127.0.0.1:{free_port()}"
+    url = ServerURL(f"http://127.0.0.1:{free_port()}")
     env = os.environ | {"CACAOMAP_MODEL": str(model_dir), "BENTOML_DO_NOT_TRACK": "true",
                         **(extra_env or {})}
     log = open(log_path, "w") if log_path else subprocess.DEVNULL
@@ -70,6 +77,7 @@ def served_model(
          "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]],
         env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
     )
+    url.pid = proc.pid
 
     def tail() -> str:
         return log_path.read_text()[-3000:] if log_path else ""

@@ -253,6 +253,7 @@ def export_model(
             name=name, version=version, classes=dict(hp["class_schema"]), bands=bands,
             input_dtype=stats.get("input_dtype") or "uint16", mean=stats["mean"],
             std=stats["std"], image_nodata=stats.get("image_nodata"),
+            pixel_size_m=stats.get("pixel_size_m"),
             reflectance_scale=float(stats.get("reflectance_scale") or 10000.0),
             tile_size=tile_size, overlap=overlap, opset=OPSET,
             mlflow_run_id=mlflow_run_id, git_sha=git_sha(),

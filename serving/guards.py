@@ -1,0 +1,273 @@
+"""ASGI guards in front of the service: hosts, token, body size, load, no URL fetching.
+
+Each guard is a small ASGI middleware added with ``CacaoMap.add_asgi_middleware``; they
+answer before any byte of the body is read, with a JSON ``{"error": ...}`` that names
+the problem:
+
+- :class:`HostGuard` (400): the ``Host`` header must be one of ``CACAOMAP_ALLOWED_HOSTS``
+  (default: loopback names), which stops DNS-rebinding pages from reaching a loopback
+  service through a browser.
+- :class:`TokenGuard` (401/403): with ``CACAOMAP_API_TOKEN`` set, every API route needs
+  ``Authorization: Bearer <token>``. Without a token the service answers only requests
+  that arrive on a loopback address; a request to any other local address gets 403.
+- :class:`BodyLimit` (411/413): ``Content-Length`` is required for a body and may not
+  exceed ``CACAOMAP_MAX_UPLOAD_MB``.
+- :class:`MediaTypeGuard` (415): each route takes JSON or multipart, never a pickle.
+- :class:`InFlightLimit` (503 + ``Retry-After``): at most ``CACAOMAP_MAX_IN_FLIGHT``
+  API requests per worker; also adds ``Retry-After`` to BentoML's own 503s (the
+  batching queue's "overloaded").
+
+:func:`refuse_remote_files` turns off BentoML's habit of downloading a URL given as a
+text form field where a file is expected: files must arrive as uploaded bytes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Paths any caller may reach (health, metrics, the OpenAPI schema, docs).
+PUBLIC_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/",
+                          "/docs"})
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+#: Longest file name kept from an upload.
+MAX_FILENAME = 64
+#: Seconds a client is asked to wait after a 503.
+RETRY_AFTER_S = 1
+
+
+async def send_error(send: Send, status: int, message: str,
+                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Answer with ``{"error": message}`` and the given status."""
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _is_public(scope: Scope) -> bool:
+    path = str(scope.get("path", ""))
+    return path in PUBLIC_PATHS or path.startswith(("/ui", "/static_content"))
+
+
+def is_loopback(address: str) -> bool:
+    """Whether an IP address (or ``localhost``) is a loopback address."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = os.environ.get(name, "")
+    items = tuple(item.strip().lower() for item in raw.split(",") if item.strip())
+    return items or default
+
+
+class HostGuard:
+    """Refuse requests whose ``Host`` is not an allowed host name (400)."""
+
+    def __init__(self, app: ASGIApp, allowed: tuple[str, ...] | None = None) -> None:
+        """Wrap ``app``; ``allowed`` defaults to ``CACAOMAP_ALLOWED_HOSTS`` or loopback."""
+        self.app = app
+        self.allowed = allowed or _env_list("CACAOMAP_ALLOWED_HOSTS", LOOPBACK_HOSTS)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the Host header of HTTP requests."""
+        if scope["type"] != "http" or "*" in self.allowed:
+            return await self.app(scope, receive, send)
+        host = (_header(scope, b"host") or "").lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if name not in self.allowed:
+            return await send_error(
+                send, 400, f"Host {host!r} is not allowed; allowed hosts: "
+                f"{', '.join(self.allowed)} (set CACAOMAP_ALLOWED_HOSTS)")
+        return await self.app(scope, receive, send)
+
+
+class TokenGuard:
+    """Require a bearer token on API routes (401); off loopback, require one at all (403)."""
+
+    def __init__(self, app: ASGIApp, token: str | None = None) -> None:
+        """Wrap ``app``; ``token`` defaults to ``CACAOMAP_API_TOKEN`` (none: loopback only)."""
+        self.app = app
+        self.token = token if token is not None else os.environ.get("CACAOMAP_API_TOKEN", "")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the caller's token, or that the service is reached on loopback."""
+        if scope["type"] != "http" or _is_public(scope):
+            return await self.app(scope, receive, send)
+        if not self.token:
+            local = (scope.get("server") or ("", 0))[0]
+            if local and not is_loopback(str(local)):
+                return await send_error(
+                    send, 403, f"this service is reachable on {local}, not only on "
+                    "loopback: set CACAOMAP_API_TOKEN and send it as "
+                    "'Authorization: Bearer <token>'")
+            return await self.app(scope, receive, send)
+        given = _header(scope, b"authorization") or ""
+        scheme, _, credential = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+                credential.strip().encode(), self.token.encode()):
+            return await send_error(
+                send, 401, "missing or wrong API token: send 'Authorization: Bearer "
+                "<token>'", [(b"www-authenticate", b'Bearer realm="cacaomap"')])
+        return await self.app(scope, receive, send)
+
+
+#: Media types each API route accepts (anything else: 415). Pickle is never accepted.
+ROUTE_MEDIA_TYPES = {
+    "/classify_tiles": ("application/json",),
+    "/model": ("application/json",),
+    "/classify_scene": ("multipart/form-data",),
+    "/classify_scene_summary": ("multipart/form-data",),
+    "/baseline": ("multipart/form-data",),
+}
+
+
+class MediaTypeGuard:
+    """Refuse bodies of a media type the route does not take (415), pickle above all."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        """Wrap ``app``."""
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check ``Content-Type`` against :data:`ROUTE_MEDIA_TYPES`."""
+        accepted = ROUTE_MEDIA_TYPES.get(str(scope.get("path", "")))
+        if scope["type"] != "http" or accepted is None or scope.get("method") != "POST":
+            return await self.app(scope, receive, send)
+        given = (_header(scope, b"content-type") or accepted[0]).split(";")[0].strip().lower()
+        if given not in accepted:
+            return await send_error(
+                send, 415, f"{scope['path']} takes {' or '.join(accepted)}; got {given!r}"
+                + (" (pickled payloads are never accepted)" if "pickle" in given else ""))
+        return await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """Refuse bodies over the limit (413) or of unknown length (411), before reading."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int | None = None) -> None:
+        """Wrap ``app``; ``max_bytes`` defaults to ``CACAOMAP_MAX_UPLOAD_MB`` (2048 MB)."""
+        self.app = app
+        self.max_bytes = max_bytes if max_bytes is not None else max_upload_bytes()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check ``Content-Length`` of requests that carry a body."""
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        length = _header(scope, b"content-length")
+        if length is None:
+            if _header(scope, b"transfer-encoding"):
+                return await send_error(send, 411, "send the body with a Content-Length "
+                                                   "(chunked uploads are not accepted)")
+            return await self.app(scope, receive, send)
+        if not length.strip().isdigit():
+            return await send_error(send, 400, f"bad Content-Length {length!r}")
+        if int(length) > self.max_bytes:
+            return await send_error(
+                send, 413, f"request body of {int(length):,} bytes is over the limit of "
+                f"{self.max_bytes:,} bytes (CACAOMAP_MAX_UPLOAD_MB)")
+        return await self.app(scope, receive, send)
+
+
+class InFlightLimit:
+    """Shed load: at most ``limit`` API requests in flight, then 503 with Retry-After."""
+
+    def __init__(self, app: ASGIApp, limit: int | None = None) -> None:
+        """Wrap ``app``; ``limit`` defaults to ``CACAOMAP_MAX_IN_FLIGHT`` (64)."""
+        self.app = app
+        self.limit = limit if limit is not None else int(
+            os.environ.get("CACAOMAP_MAX_IN_FLIGHT", "64"))
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Count API requests; refuse past the limit; add Retry-After to any 503."""
+        if scope["type"] != "http" or _is_public(scope):
+            return await self.app(scope, receive, send)
+        retry = (b"retry-after", str(RETRY_AFTER_S).encode())
+        if self.in_flight >= self.limit:
+            return await send_error(
+                send, 503, f"overloaded: {self.in_flight} requests in flight (limit "
+                f"{self.limit}, CACAOMAP_MAX_IN_FLIGHT); retry after {RETRY_AFTER_S} s",
+                [retry])
+
+        async def send_with_retry_after(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] in (429, 503):
+                message["headers"] = [*message.get("headers", []), retry]
+            await send(message)
+
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send_with_retry_after)
+        finally:
+            self.in_flight -= 1
+
+
+def max_upload_bytes() -> int:
+    """The request body limit: ``CACAOMAP_MAX_UPLOAD_MB`` (default 2048) in bytes."""
+    return int(float(os.environ.get("CACAOMAP_MAX_UPLOAD_MB", "2048")) * 2**20)
+
+
+def safe_filename(name: str | None) -> str:
+    """An upload's file name reduced to a short, harmless base name.
+
+    BentoML keeps the client's name as the suffix of the temporary file; a name with
+    path separators, control characters or 300 characters must not reach the disk.
+    """
+    last = (name or "upload").replace("\\", "/").rsplit("/", 1)[-1]
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", last)
+    base = base.lstrip(".") or "upload"
+    return base[-MAX_FILENAME:]
+
+
+def refuse_remote_files() -> None:
+    """Make BentoML take files only as uploaded bytes, under harmless names.
+
+    BentoML's multipart parser treats a text form field where a file is expected as a
+    URL and downloads it; this service refuses that (400). Uploaded file names are
+    reduced by :func:`safe_filename`.
+    """
+    from _bentoml_impl.serde import MultipartSerde
+    from bentoml.exceptions import InvalidArgument
+
+    async def uploaded_only(obj: object) -> object:
+        from starlette.datastructures import UploadFile
+
+        if isinstance(obj, UploadFile):
+            obj.filename = safe_filename(obj.filename)
+            return obj
+        raise InvalidArgument(
+            f"files must be uploaded as multipart file parts; got a text field "
+            f"({str(obj)[:80]!r}): URLs and paths are not fetched")
+
+    MultipartSerde.ensure_file = staticmethod(uploaded_only)  # type: ignore[method-assign]
+
+
+def install(service: Any) -> None:
+    """Add the guards to a BentoML service, outermost first."""
+    refuse_remote_files()
+    for guard in (HostGuard, TokenGuard, BodyLimit, MediaTypeGuard, InFlightLimit):
+        service.add_asgi_middleware(guard)
