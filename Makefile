@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1s
 DEMO_DATA := datasets/synthetic/data/demo
 DEMO_SIZE ?= 768
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean vendor browser
 
 install: $(STAMP)
 
@@ -28,12 +28,32 @@ demo: install
 	$(BIN)/cacaomap demo-serve
 	$(BIN)/cacaomap mlflow-ui
 
+# Performance figures (not run by CI): needs the demo's model; makes it if absent.
+bench: install
+	test -d models/cacaomap || $(MAKE) demo
+	$(BIN)/cacaomap bench
+
 lint: install
 	$(BIN)/ruff check training serving tests
 	$(BIN)/mypy
 
-test: install lint
+test: install lint browser
 	$(BIN)/pytest
+
+# Front-end libraries of the map page come from the npm registry and are committed under
+# serving/ui/static/vendor/ (the page loads nothing from a CDN). Rerun to update them.
+LEAFLET := 1.9.4
+vendor:
+	rm -rf .vendor-tmp && mkdir .vendor-tmp
+	cd .vendor-tmp && npm pack --silent leaflet@$(LEAFLET) && tar xzf leaflet-$(LEAFLET).tgz
+	mkdir -p serving/ui/static/vendor/leaflet
+	cp -r .vendor-tmp/package/dist/leaflet.js .vendor-tmp/package/dist/leaflet.css \
+	    .vendor-tmp/package/dist/images .vendor-tmp/package/LICENSE serving/ui/static/vendor/leaflet/
+	rm -rf .vendor-tmp
+
+# The map page's browser test drives Debian's chromium (Playwright never downloads one).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 
 clean:
 	rm -rf $(DEMO_DATA) experiments/runs experiments/mlartifacts experiments/mlflow.db

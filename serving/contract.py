@@ -59,6 +59,9 @@ class ModelContract:
         created: ISO 8601 creation time.
         onnx_sha256: sha256 of ``model.onnx`` (sidecar only; the embedded copy
             cannot hold the hash of the file that contains it).
+        variant: ``fp32``, or ``int8`` for a statically quantised copy of an fp32 model.
+        quantization: For ``int8``: method, calibration, and the accuracy measured
+            against the fp32 model (macro-IoU on the test block, argmax agreement).
         contract_version: Version of this document's layout.
     """
 
@@ -85,6 +88,8 @@ class ModelContract:
     parity: dict[str, float] = field(default_factory=dict)
     created: str = ""
     onnx_sha256: str = ""
+    variant: str = "fp32"
+    quantization: dict[str, Any] = field(default_factory=dict)
     contract_version: int = CONTRACT_VERSION
 
     def __post_init__(self) -> None:

@@ -13,12 +13,15 @@ the problem:
 - :class:`BodyLimit` (411/413): ``Content-Length`` is required for a body and may not
   exceed ``CACAOMAP_MAX_UPLOAD_MB``.
 - :class:`MediaTypeGuard` (415): each route takes JSON or multipart, never a pickle.
+- :class:`ErrorShape`: every API error is ``{"error": "<what is wrong>"}``, and the
+  statuses above are listed in ``/docs.json``.
 - :class:`InFlightLimit` (503 + ``Retry-After``): at most ``CACAOMAP_MAX_IN_FLIGHT``
   API requests per worker; also adds ``Retry-After`` to BentoML's own 503s (the
   batching queue's "overloaded").
 
-:func:`refuse_remote_files` turns off BentoML's habit of downloading a URL given as a
-text form field where a file is expected: files must arrive as uploaded bytes.
+:func:`harden_multipart` turns BentoML's multipart parse errors into 400s and turns off
+its habit of downloading a URL given as a text form field where a file is expected:
+files must arrive as uploaded bytes.
 """
 
 from __future__ import annotations
@@ -143,6 +146,8 @@ ROUTE_MEDIA_TYPES = {
     "/classify_scene": ("multipart/form-data",),
     "/classify_scene_summary": ("multipart/form-data",),
     "/baseline": ("multipart/form-data",),
+    "/analyze": ("multipart/form-data",),
+    "/analyze_scene": ("multipart/form-data",),
 }
 
 
@@ -226,6 +231,95 @@ class InFlightLimit:
             self.in_flight -= 1
 
 
+def error_message(payload: Any) -> str:
+    """One readable sentence from BentoML's error bodies (lists, pydantic details)."""
+    if isinstance(payload, list):
+        return "; ".join(error_message(item) for item in payload) or "bad request"
+    if not isinstance(payload, dict):
+        return str(payload)
+    detail = payload.get("detail")
+    if isinstance(detail, list) and detail:
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                where = ".".join(str(p) for p in item.get("loc", [])) or "body"
+                parts.append(f"{where}: {item.get('msg', item)}")
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return str(payload.get("error") or detail or payload)
+
+
+#: Responses the guards add to every API operation of the OpenAPI document.
+GUARD_RESPONSES = {
+    "401": "Missing or wrong API token (CACAOMAP_API_TOKEN)",
+    "403": "Reached off loopback with no API token configured",
+    "411": "Body without Content-Length",
+    "413": "Body over CACAOMAP_MAX_UPLOAD_MB",
+    "415": "Media type the route does not take",
+    "503": "Overloaded (CACAOMAP_MAX_IN_FLIGHT); see Retry-After",
+}
+
+
+class ErrorShape:
+    """One error shape, ``{"error": "<what is wrong>"}``; guard statuses in the docs.
+
+    BentoML answers validation errors as ``{"error", "detail": [...]}`` and its own
+    exceptions as a one-element list, neither matching the schema it publishes.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        """Wrap ``app``."""
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Rewrite JSON error bodies of API routes; extend the OpenAPI document."""
+        path = str(scope.get("path", ""))
+        if scope["type"] != "http" or (path not in ROUTE_MEDIA_TYPES and path != "/docs.json"):
+            return await self.app(scope, receive, send)
+        start: Message = {}
+        chunks: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                rewrite = (message["status"] >= 400 or path == "/docs.json") and any(
+                    k.lower() == b"content-type" and v.startswith(b"application/json")
+                    for k, v in message.get("headers", []))
+                if not rewrite:
+                    return await send(message)
+                start = message
+                return None
+            if not start:
+                return await send(message)
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return None
+            body = self._rewrite(path, b"".join(chunks))
+            headers = [(k, v) for k, v in start.get("headers", [])
+                       if k.lower() != b"content-length"]
+            await send({**start, "headers": [*headers,
+                                             (b"content-length", str(len(body)).encode())]})
+            return await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, capture)
+
+    @staticmethod
+    def _rewrite(path: str, body: bytes) -> bytes:
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return body
+        if path == "/docs.json":
+            for item in payload.get("paths", {}).values():
+                for operation in item.values():
+                    if isinstance(operation, dict) and "x-bentoml-name" in operation:
+                        for code, text in GUARD_RESPONSES.items():
+                            operation["responses"].setdefault(code, {"description": text})
+            return json.dumps(payload).encode()
+        return json.dumps({"error": error_message(payload)}).encode()
+
+
 def max_upload_bytes() -> int:
     """The request body limit: ``CACAOMAP_MAX_UPLOAD_MB`` (default 2048) in bytes."""
     return int(float(os.environ.get("CACAOMAP_MAX_UPLOAD_MB", "2048")) * 2**20)
@@ -243,19 +337,35 @@ def safe_filename(name: str | None) -> str:
     return base[-MAX_FILENAME:]
 
 
-def refuse_remote_files() -> None:
-    """Make BentoML take files only as uploaded bytes, under harmless names.
+def harden_multipart() -> None:
+    """Make BentoML's multipart parsing answer 400, and take files only as bytes.
 
-    BentoML's multipart parser treats a text form field where a file is expected as a
-    URL and downloads it; this service refuses that (400). Uploaded file names are
-    reduced by :func:`safe_filename`.
+    - A malformed multipart body (no boundary, broken parts) raises inside Starlette's
+      parser, which BentoML answers with a 500; it becomes a 400 naming the problem.
+    - A text form field where a file is expected is treated by BentoML as a URL and
+      downloaded; this service refuses that (400).
+    - Uploaded file names are reduced by :func:`safe_filename`.
     """
     from _bentoml_impl.serde import MultipartSerde
     from bentoml.exceptions import InvalidArgument
+    from python_multipart.exceptions import MultipartParseError
+    from starlette.datastructures import UploadFile
+    from starlette.exceptions import HTTPException
+    from starlette.formparsers import MultiPartException
+
+    parse = MultipartSerde.parse_request
+
+    async def parse_or_400(self: Any, request: Any, cls: Any) -> Any:
+        try:
+            return await parse(self, request, cls)
+        except HTTPException as err:  # Starlette's own 400 for a missing boundary
+            raise InvalidArgument(f"malformed multipart/form-data body: {err.detail}"
+                                  ) from err
+        except (MultiPartException, MultipartParseError, AssertionError, KeyError,
+                UnicodeDecodeError) as err:
+            raise InvalidArgument(f"malformed multipart/form-data body: {err}") from err
 
     async def uploaded_only(obj: object) -> object:
-        from starlette.datastructures import UploadFile
-
         if isinstance(obj, UploadFile):
             obj.filename = safe_filename(obj.filename)
             return obj
@@ -263,11 +373,57 @@ def refuse_remote_files() -> None:
             f"files must be uploaded as multipart file parts; got a text field "
             f"({str(obj)[:80]!r}): URLs and paths are not fetched")
 
+    MultipartSerde.parse_request = parse_or_400  # type: ignore[method-assign]
     MultipartSerde.ensure_file = staticmethod(uploaded_only)  # type: ignore[method-assign]
+
+
+def cancel_timeout_timers() -> None:
+    """Make BentoML's request timeout cancel its timer when the request is answered.
+
+    ``TimeoutMiddleware`` (bentoml 1.4.39) schedules ``loop.call_later(timeout, ...)``
+    for every request and never cancels it; the timer handle keeps the request's
+    context (the request, its scope and everything they reach, ~16 KB) alive for the
+    whole timeout, 900 s here: memory grew by ~16 MB per 1000 requests until then. This
+    replaces its ``__call__`` with the same logic plus ``handle.cancel()``.
+    """
+    import asyncio
+
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+    from starlette.responses import JSONResponse
+
+    async def call(self: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        timer = loop.call_later(self.timeout, self._set_timer_out, waiter)
+
+        async def _send(message: Message) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+            await send(message)
+
+        fut = asyncio.ensure_future(self.app(scope, receive, _send), loop=loop)
+        try:
+            await waiter
+        except TimeoutError:
+            if fut.cancel():
+                resp = JSONResponse({"error": f"Not able to process the request in "
+                                              f"{self.timeout} seconds"}, status_code=504)
+                await resp(scope, receive, send)
+        else:
+            await fut
+        finally:
+            timer.cancel()
+        return None
+
+    TimeoutMiddleware.__call__ = call  # type: ignore[method-assign]
 
 
 def install(service: Any) -> None:
     """Add the guards to a BentoML service, outermost first."""
-    refuse_remote_files()
-    for guard in (HostGuard, TokenGuard, BodyLimit, MediaTypeGuard, InFlightLimit):
+    cancel_timeout_timers()
+    harden_multipart()
+    for guard in (ErrorShape, HostGuard, TokenGuard, BodyLimit, MediaTypeGuard,
+                  InFlightLimit):
         service.add_asgi_middleware(guard)

@@ -39,6 +39,7 @@ from serving.contract import ContractError, load_model_dir
 from serving.model_store import resolve_model_dir
 from serving.scene import DEFAULT_MAX_PIXELS, SceneResult, classify_scene
 from serving.tiles import InputError, TileClassifier
+from serving.ui import ui_app
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,7 @@ Tiles = Annotated[
 GeoTiff = Annotated[Path, ContentType("image/tiff")]
 
 
-def _open_upload(path: Path) -> MemoryFile:
-    """The uploaded bytes as an in-memory GeoTIFF (never a path GDAL could follow)."""
+def _check_size(path: Path) -> None:
     size = path.stat().st_size
     if size == 0:
         raise InvalidArgument("the uploaded scene is empty (0 bytes)")
@@ -109,6 +109,11 @@ def _open_upload(path: Path) -> MemoryFile:
         raise InvalidArgument(
             f"the uploaded scene is {size:,} bytes, over the limit of {MAX_UPLOAD_BYTES:,}"
         )
+
+
+def _open_upload(path: Path) -> MemoryFile:
+    """The uploaded bytes as an in-memory GeoTIFF (never a path GDAL could follow)."""
+    _check_size(path)
     return MemoryFile(path.read_bytes())
 
 
@@ -210,6 +215,36 @@ class CacaoMap:
         except RasterioError as err:
             raise InvalidArgument(f"a class map is not a readable GeoTIFF: {err}") from err
 
+    def _analyze(self, uploads: dict[str, Path]) -> dict[str, Any]:
+        from serving.baseline import BaselineError
+        from serving.ui import analyze
+
+        lineage = {"model": {"name": self.contract.name, "version": self.contract.version,
+                             "onnx_sha256": self.contract.onnx_sha256,
+                             "mlflow_run_id": self.contract.mlflow_run_id}}
+        try:
+            return analyze(uploads, self.classifier, MAX_PIXELS, lineage)
+        except (BaselineError, AreaError, InputError, ValueError) as err:
+            raise InvalidArgument(str(err)) from err
+        except RasterioError as err:
+            raise InvalidArgument(f"an upload is not a readable GeoTIFF: {err}") from err
+
+    @bentoml.api(route="/analyze")
+    def analyze(self, reference: GeoTiff, current: GeoTiff, zones: Path) -> dict[str, Any]:
+        """For the map page: two dates and plots, classified, compared and rendered.
+
+        Each date is a scene or a class map; the JSON carries the URLs of every file.
+        """
+        for upload in (reference, current):
+            _check_size(upload)
+        return self._analyze({"reference": reference, "current": current, "zones": zones})
+
+    @bentoml.api(route="/analyze_scene")
+    def analyze_scene(self, scene: GeoTiff) -> dict[str, Any]:
+        """For the map page: one scene (or class map) classified and rendered."""
+        _check_size(scene)
+        return self._analyze({"current": scene})
+
     @bentoml.api(route="/model")
     def model(self) -> dict[str, Any]:
         """The model contract in force (classes, bands, normalisation, lineage)."""
@@ -217,3 +252,4 @@ class CacaoMap:
 
 
 guards.install(CacaoMap)
+CacaoMap.mount_asgi_app(ui_app(), path="/ui")  # type: ignore[attr-defined]

@@ -70,8 +70,11 @@ def test_resume_and_fine_tune_from_a_checkpoint(
     assert state["epoch"] == 0
     assert "statistics" in state["LandCoverDataModule"]
 
-    # Resume: training continues at the next epoch from the checkpoint's state.
+    # Resume: training continues at the next epoch from the checkpoint's state, in the
+    # same MLflow run.
     _fit(landscape, mlflow_store, "--trainer.max_epochs", "2", "--ckpt_path", str(last))
+    (first,) = _runs(mlflow_store)
+    assert first.info.status == "FINISHED"
     resumed = sorted(Path(mlflow_store["root"]).rglob("last*.ckpt"),
                      key=lambda p: p.stat().st_mtime)[-1]
     assert torch.load(resumed, map_location="cpu", weights_only=False)["epoch"] == 1
@@ -80,7 +83,7 @@ def test_resume_and_fine_tune_from_a_checkpoint(
     _fit(landscape, mlflow_store, "--model.init_args.weights", str(last),
          "--trainer.limit_train_batches", "0", "--trainer.limit_val_batches", "0")
     runs = _runs(mlflow_store)
-    assert len(runs) == 3
+    assert len(runs) == 2 and runs[0].info.run_id == first.info.run_id
     assert runs[-1].data.params["lineage.init_weights"] == str(last)
     assert int(runs[-1].data.params["lineage.init_tensors_loaded"]) > 100
 

@@ -281,6 +281,20 @@ def demo_serve(experiment: str = "cacaomap-demo") -> None:
     run_demo_serving(experiment)
 
 
+def bench(scene_size: int = 10980, service_seconds: float = 10.0,
+          experiment: str = "cacaomap-demo") -> None:
+    """Measure model, scene and service throughput (``make bench``); see the README.
+
+    Args:
+        scene_size: Side of the generated scene in pixels (a Sentinel-2 tile: 10980).
+        service_seconds: How long each client-count level of the service runs.
+        experiment: MLflow experiment whose newest run (and exported model) is measured.
+    """
+    from training.bench import run_bench
+
+    run_bench(experiment=experiment, scene_size=scene_size, service_seconds=service_seconds)
+
+
 def mlflow_ui_command() -> str:
     """The command that opens the MLflow UI on this project's runs."""
     import os
@@ -312,7 +326,8 @@ def main(argv: list[str] | None = None) -> None:
     auto_cli(
         {"synth": synth, "export": export, "classify": classify, "serve": serve,
          "baseline": baseline,
-         "sample-points": sample_points, "demo-serve": demo_serve, "mlflow-ui": ui_hint},
+         "sample-points": sample_points, "demo-serve": demo_serve, "mlflow-ui": ui_hint,
+         "bench": bench},
         args=args,
     )
 

@@ -212,6 +212,22 @@ def _export_onnx(task: LandCoverSegmentationTask, path: Path, bands: int, tile: 
     )
 
 
+def sweep_stale_exports(model_root: Path) -> list[Path]:
+    """Remove ``.export-<pid>-*`` folders whose export process is gone (killed exports).
+
+    They were never visible as models (only ``v<N>`` folders are); this reclaims the disk.
+    """
+    import psutil
+
+    removed = []
+    for folder in model_root.glob(".export-*"):
+        pid = folder.name.split("-")[1]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 def _next_version(model_root: Path) -> str:
     versions = [int(p.name[1:]) for p in model_root.glob("v*") if p.name[1:].isdigit()]
     return f"v{max(versions, default=0) + 1}"
@@ -244,7 +260,8 @@ def export_model(
     bands = list(hp["band_names"] or stats["bands"])
     root = Path(models_dir) / name
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=root))
+    sweep_stale_exports(root)
+    tmp = Path(tempfile.mkdtemp(prefix=f".export-{os.getpid()}-", dir=root))
     try:
         version = _next_version(root)
         onnx_path = tmp / ONNX_FILE

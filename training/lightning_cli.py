@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import MLFlowLogger
+from mlflow.exceptions import MlflowException
 
 from training.datamodule import LandCoverDataModule
 from training.task import LandCoverSegmentationTask
-from training.tracking import MLflowSaveConfigCallback
+from training.tracking import MLflowSaveConfigCallback, checkpoint_run_id
 
 
 class CacaomapLightningCLI(LightningCLI):
@@ -26,6 +30,20 @@ class CacaomapLightningCLI(LightningCLI):
             ("data.bands", "model.init_args.band_names"),
         ):
             parser.link_arguments(source, target, apply_on="instantiate")
+
+    def before_fit(self) -> None:
+        """Resuming from a checkpoint continues that checkpoint's MLflow run."""
+        ckpt = self.config[self.subcommand].get("ckpt_path")
+        if not ckpt or not Path(ckpt).is_file():
+            return
+        run_id = checkpoint_run_id(ckpt)
+        for logger in self.trainer.loggers:
+            if isinstance(logger, MLFlowLogger) and run_id and logger._run_id is None:
+                try:
+                    logger._mlflow_client.get_run(run_id)
+                except MlflowException:
+                    continue  # the checkpoint's run is in another store: start a new one
+                logger._run_id = run_id
 
     def after_fit(self) -> None:
         """Test the best checkpoint (or the last weights) on the test blocks."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
@@ -145,8 +146,63 @@ class MLflowSaveConfigCallback(SaveConfigCallback):
                 logger.experiment.log_text(logger.run_id, config, "config.yaml")
 
 
+#: Run tags naming the process that trains a run (for finding killed runs).
+PID_TAG, HOST_TAG = "cacaomap.pid", "cacaomap.host"
+#: Checkpoint key holding the MLflow run id, so that a resume continues the run.
+RUN_ID_KEY = "mlflow_run_id"
+
+
+def _process_gone(pid: int, started_ms: int) -> bool:
+    """Whether process ``pid`` no longer runs the training started at ``started_ms``."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time() * 1000 > started_ms + 1000  # pid reused
+    except psutil.NoSuchProcess:
+        return True
+
+
+def mark_orphaned_runs(client: Any, experiment_id: str, keep: str | None) -> list[str]:
+    """Mark FAILED the RUNNING runs of this host whose training process is gone.
+
+    A run killed with SIGKILL (or by the OOM killer, or a lost node) cannot record its
+    own end; the next training on the same host does it, naming why. Runs of other
+    hosts are left alone (their processes cannot be checked from here).
+
+    Returns:
+        The ids of the runs marked.
+    """
+    marked = []
+    runs = client.search_runs([experiment_id], "attributes.status = 'RUNNING'")
+    for run in runs:
+        tags = run.data.tags
+        if run.info.run_id == keep or tags.get(HOST_TAG) != socket.gethostname():
+            continue
+        pid = tags.get(PID_TAG, "")
+        if pid.isdigit() and _process_gone(int(pid), run.info.start_time):
+            client.set_tag(run.info.run_id, "cacaomap.ended_by",
+                           f"training process {pid} was gone; marked by a later run")
+            client.set_terminated(run.info.run_id, "FAILED")
+            marked.append(run.info.run_id)
+    return marked
+
+
+def checkpoint_run_id(ckpt_path: str | Path) -> str | None:
+    """The MLflow run id a checkpoint was saved from (None for older checkpoints)."""
+    import torch
+
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    run_id = state.get(RUN_ID_KEY)
+    return str(run_id) if run_id else None
+
+
 class RunLineage(pl.Callback):
-    """Log what a run was made from: data fingerprint, bands, classes, statistics."""
+    """Log what a run was made from: data fingerprint, bands, classes, statistics.
+
+    Also tags the run with the training process (pid, host), marks FAILED the runs of
+    this host whose process was killed, and stores the run id in every checkpoint so
+    that ``--ckpt_path`` continues the same run.
+    """
 
     def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dm = trainer.datamodule  # type: ignore[attr-defined]
@@ -181,6 +237,20 @@ class RunLineage(pl.Callback):
         """Record lineage once training data (and statistics) are ready."""
         trainer.datamodule.ensure_statistics()  # type: ignore[attr-defined]
         self._log(trainer, pl_module)
+        if not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger) and logger.experiment_id is not None:
+                logger.experiment.set_tag(logger.run_id, PID_TAG, str(os.getpid()))
+                logger.experiment.set_tag(logger.run_id, HOST_TAG, socket.gethostname())
+                mark_orphaned_runs(logger.experiment, logger.experiment_id, logger.run_id)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        """Keep the run id in the checkpoint (a resume continues this run)."""
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger) and logger.run_id:
+                checkpoint[RUN_ID_KEY] = logger.run_id
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Record lineage for a test-only run."""

@@ -1,0 +1,189 @@
+"""The map page: classify uploads for the browser, and serve the page and its results.
+
+:func:`analyze` does the work behind ``POST /analyze`` (two dates and plots: class maps,
+baseline, reports) and ``POST /analyze_scene`` (one date): class-map COGs, browser
+images (:mod:`serving.browser_maps`), hectares per class and the baseline report, all
+written into a result folder named by a random id. :func:`ui_app` is the Starlette app
+mounted at ``/ui``: the page, its vendored scripts (Leaflet from npm, no CDN) and the
+result files. Result folders live in ``CACAOMAP_RESULTS_DIR`` (default
+``<tmp>/cacaomap-results``); the newest ``CACAOMAP_UI_KEEP`` (20) are kept. A result's
+id is 128 random bits: its files are readable by whoever holds the link.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.io import DatasetReader
+
+from serving.areas import class_hectares, pixel_areas
+from serving.browser_maps import class_map_image, rgb_image
+from serving.classes import ClassSchema
+from serving.scene import classify_scene
+from serving.tiles import InputError, TileClassifier
+
+STATIC_DIR = Path(__file__).parent / "ui" / "static"
+#: Files a result folder may hold (nothing else is ever served from it).
+RESULT_FILES = frozenset({
+    "classes_reference.tif", "classes_current.tif", "rgb_reference.png", "rgb_current.png",
+    "classes_reference.png", "classes_current.png", "report.json", "zones.geojson",
+    "zones.csv", "map.png",
+})
+_RESULT_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def results_root() -> Path:
+    """Where result folders go (``CACAOMAP_RESULTS_DIR``)."""
+    root = Path(os.environ.get("CACAOMAP_RESULTS_DIR")
+                or Path(tempfile.gettempdir()) / "cacaomap-results")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def new_result_folder() -> tuple[str, Path]:
+    """A fresh result folder; the oldest beyond ``CACAOMAP_UI_KEEP`` are removed."""
+    root = results_root()
+    keep = int(os.environ.get("CACAOMAP_UI_KEEP", "20"))
+    folders = sorted((p for p in root.iterdir() if _RESULT_ID.match(p.name)),
+                     key=lambda p: p.stat().st_mtime)
+    for old in folders[: max(0, len(folders) - keep + 1)]:
+        shutil.rmtree(old, ignore_errors=True)
+    result_id = secrets.token_hex(16)
+    folder = root / result_id
+    folder.mkdir()
+    return result_id, folder
+
+
+def map_summary(path: Path, schema: ClassSchema) -> tuple[dict[str, int], dict[str, float]]:
+    """Pixels and ground hectares per class name of a class map."""
+    with rasterio.open(path) as src:
+        codes = src.read(1)
+        areas = pixel_areas(src.crs, src.transform, src.height, src.width)
+    counts = np.bincount(codes.ravel(), minlength=schema.num_classes)[: schema.num_classes]
+    hectares = class_hectares(codes, areas, schema.num_classes)
+    names = schema.names
+    return ({names[i]: int(counts[i]) for i in range(schema.num_classes)},
+            {names[i]: float(hectares[i]) for i in range(schema.num_classes)})
+
+
+def _one_date(src: DatasetReader, upload: Path, name: str, folder: Path,
+              classifier: TileClassifier, max_pixels: int) -> dict[str, Any]:
+    """Class map (classified first if a scene), its image, pixels and hectares."""
+    contract = classifier.contract
+    schema = contract.schema
+    target = folder / f"classes_{name}.tif"
+    date = src.tags().get("DATE")
+    if src.count == 1 and src.dtypes[0] == "uint8":
+        if src.crs is None:
+            raise InputError(f"the {name} class map has no CRS: no hectares")
+        shutil.copyfile(upload, target)
+        kind = "class map"
+    elif src.count == contract.num_bands:
+        classify_scene(src, target, classifier, max_pixels=max_pixels)
+        rgb_image(src, contract.bands, contract.image_nodata).save(folder / f"rgb_{name}.png")
+        kind = "scene"
+    else:
+        raise InputError(f"the {name} upload must be a one-band uint8 class map or a scene "
+                         f"of {contract.num_bands} bands; got {src.count} band(s) of "
+                         f"{src.dtypes[0]}")
+    with rasterio.open(target) as written:
+        date = written.tags().get("DATE") or date
+    pixels, hectares = map_summary(target, schema)
+    layer = class_map_image(target, schema)
+    layer.save(folder / f"classes_{name}.png")
+    return {"kind": kind, "date": date, "class_pixels": pixels, "hectares": hectares,
+            "bounds": layer.bounds}
+
+
+def analyze(uploads: dict[str, Path], classifier: TileClassifier, max_pixels: int,
+            lineage: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Classify ``current`` (and ``reference`` with ``zones``) for the map page.
+
+    Args:
+        uploads: ``current`` (scene or class map), optionally ``reference`` and ``zones``.
+        classifier: The served model.
+        max_pixels: Largest scene accepted.
+        lineage: Model lineage for the baseline report.
+
+    Returns:
+        JSON for the page: classes, per-date hectares and image bounds, the baseline
+        (verdicts and zones as GeoJSON) and the URLs of every file.
+
+    Raises:
+        InputError, AreaError, BaselineError, ZoneError: Naming what is wrong.
+    """
+    from rasterio.io import MemoryFile
+
+    from serving.baseline_report import build_report, write_report
+
+    schema = classifier.contract.schema
+    result_id, folder = new_result_folder()
+    try:
+        dates: dict[str, Any] = {}
+        for name in ("reference", "current"):
+            if name not in uploads:
+                continue
+            with MemoryFile(uploads[name].read_bytes()) as memfile, \
+                    memfile.open(driver="GTiff") as src:
+                dates[name] = _one_date(src, uploads[name], name, folder, classifier,
+                                        max_pixels)
+        out: dict[str, Any] = {
+            "id": result_id,
+            "model": {"name": classifier.contract.name,
+                      "version": classifier.contract.version},
+            "classes": [{"code": c.code, "name": c.name, "colour": c.colour}
+                        for c in schema.classes if c.code != schema.nodata],
+            "dates": dates,
+        }
+        if "zones" in uploads and "reference" in dates:
+            report, maps, zones = build_report(
+                folder / "classes_reference.tif", folder / "classes_current.tif", schema,
+                uploads["zones"], lineage=lineage, zones_geojson_only=True)
+            write_report(report, maps, zones, schema, folder)
+            out["baseline"] = {"landscape": report["landscape"],
+                               "verdicts": report.get("verdicts", {})}
+            out["zones"] = json.loads((folder / "zones.geojson").read_text())
+        out["files"] = {p.name: f"/ui/results/{result_id}/{p.name}"
+                        for p in sorted(folder.iterdir()) if p.name in RESULT_FILES}
+        return out
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def ui_app() -> Any:
+    """The Starlette app mounted at ``/ui``: page, static files, result files."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+
+    async def page(request: Request) -> Response:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    async def result_file(request: Request) -> Response:
+        rid, name = request.path_params["rid"], request.path_params["name"]
+        path = results_root() / rid / name
+        if not _RESULT_ID.match(rid) or name not in RESULT_FILES or not path.is_file():
+            return JSONResponse({"error": f"no result file {rid}/{name}"}, status_code=404)
+        return FileResponse(path, filename=name if name.endswith((".tif", ".csv")) else None)
+
+    async def to_page(request: Request) -> Response:
+        return RedirectResponse(url="/ui/")
+
+    return Starlette(routes=[
+        Route("/", page),
+        Route("/index.html", to_page),
+        Route("/results/{rid}/{name}", result_file),
+        Mount("/static", StaticFiles(directory=STATIC_DIR)),
+    ])

@@ -1,0 +1,159 @@
+"""The map page at /ui: browser images, the /analyze API, and Chromium driving the page.
+
+The browser test drives Debian's chromium with Playwright (never a downloaded browser)
+against a real `bentoml serve` on loopback; screenshots go to tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import rasterio
+from model_factory import write_local_model
+from PIL import Image
+from rasterio.warp import transform_bounds
+from service_helpers import ARTIFACTS, REPO
+
+from serving.browser_maps import class_map_image, rgb_image
+from serving.classes import load_classes
+from training.demo import ServerURL, served_model
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+VIEWPORTS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
+
+
+def test_browser_images_sit_where_the_rasters_are(landscape: Path) -> None:
+    schema = load_classes()
+    labels = landscape / "labels" / "labels_20240820.tif"
+    image = class_map_image(labels, schema)
+    with rasterio.open(labels) as src:
+        west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+        codes = src.read(1)
+    (s, w), (n, e) = image.bounds
+    pixel_deg = 10 / 111_000
+    for got, want in ((s, south), (w, west), (n, north), (e, east)):
+        assert got == pytest.approx(want, abs=2 * pixel_deg)
+    rgba = np.asarray(Image.open(io.BytesIO(image.png)))
+    assert rgba.shape[2] == 4
+    # Every opaque colour is a class colour; the commonest is the map's commonest class.
+    colours = {tuple(c.rgb) for c in schema.classes}
+    opaque = rgba[rgba[..., 3] == 255][:, :3]
+    assert {tuple(map(int, c)) for c in np.unique(opaque, axis=0)} <= colours
+    values, counts = np.unique(codes[codes != 0], return_counts=True)
+    top = schema.classes[int(values[counts.argmax()])].rgb
+    got_values, got_counts = np.unique(opaque, axis=0, return_counts=True)
+    assert tuple(map(int, got_values[got_counts.argmax()])) == tuple(top)
+    with rasterio.open(landscape / "images" / "s2l2a_20240820.tif") as src:
+        rgb = rgb_image(src, ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11",
+                              "B12"], 0, max_side=128)
+    assert max(Image.open(io.BytesIO(rgb.png)).size) <= 128
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerURL]:
+    work = tmp_path_factory.mktemp("ui")
+    model = write_local_model(work / "v1", tile_size=64, overlap=16)
+    env = {"BENTOML_HOME": str(work / "home"), "CACAOMAP_RESULTS_DIR": str(work / "results")}
+    with served_model(model, work / "serve.log", env, cwd=REPO) as url:
+        yield url
+
+
+def _files(landscape: Path) -> dict[str, Path]:
+    return {"reference": landscape / "images" / "s2l2a_20201215.tif",
+            "current": landscape / "images" / "s2l2a_20240820.tif",
+            "zones": landscape / "plots.geojson"}
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_analyze_api_and_result_files(server: ServerURL, landscape: Path) -> None:
+    files = _files(landscape)
+    r = httpx.post(f"{server}/analyze", timeout=300, files={
+        k: (p.name, p.read_bytes(), "application/geo+json" if k == "zones" else "image/tiff")
+        for k, p in files.items()})
+    assert r.status_code == 200, r.text
+    result = r.json()
+    summary = httpx.post(f"{server}/classify_scene_summary", timeout=300, files={
+        "scene": ("s.tif", files["current"].read_bytes(), "image/tiff")}).json()
+    for name, ha in result["dates"]["current"]["hectares"].items():
+        assert ha == pytest.approx(summary["hectares"][name], rel=1e-9)
+    assert len(result["zones"]["features"]) == sum(result["baseline"]["verdicts"].values())
+    for name in ("classes_current.tif", "classes_reference.png", "rgb_current.png",
+                 "zones.geojson", "zones.csv", "report.json", "map.png"):
+        got = httpx.get(f"{server}{result['files'][name]}")
+        assert got.status_code == 200 and got.content, name
+    rid = result["id"]
+    for bad in (f"/ui/results/{rid}/..%2F..%2Fetc%2Fpasswd", f"/ui/results/{rid}/serve.log",
+                "/ui/results/../../etc/passwd", f"/ui/results/{'0' * 32}/report.json"):
+        assert httpx.get(f"{server}{bad}").status_code == 404, bad
+    one = httpx.post(f"{server}/analyze_scene", timeout=300, files={
+        "scene": ("s.tif", files["current"].read_bytes(), "image/tiff")}).json()
+    assert "baseline" not in one and set(one["dates"]) == {"current"}
+
+
+def _use_page(browser: Any, server: str, name: str, files: dict[str, Path],
+              hectares: dict[str, float], class_names: list[str]) -> None:
+    page = browser.new_page(viewport=VIEWPORTS[name])
+    outside: list[str] = []
+    page.on("request", lambda req: outside.append(req.url)
+            if not req.url.startswith((server, "data:", "blob:")) else None)
+    page.goto(f"{server}/ui/")
+    page.set_input_files("#current", str(files["current"]))
+    page.click("#baseline-inputs summary")
+    page.set_input_files("#reference", str(files["reference"]))
+    page.set_input_files("#zones", str(files["zones"]))
+    page.click("#analyze")
+    page.wait_for_selector("#results:not([hidden])", timeout=240_000)
+    assert page.locator("#legend .name").all_inner_texts() == class_names
+    overlays = dict(page.evaluate(
+        "() => [...document.querySelectorAll('img.leaflet-image-layer')]"
+        ".map(i => [i.alt, i.complete ? i.naturalWidth : 0])"))
+    assert overlays["class map, current date"] > 0, overlays
+    assert overlays["RGB composite"] > 0, overlays
+    rows = page.locator("#hectares tbody tr")
+    assert rows.count() == len(class_names)
+    for i in range(rows.count()):
+        row = rows.nth(i)
+        cls = row.get_attribute("data-cls")
+        assert float(row.locator("td.current").inner_text()) == round(hectares[cls], 2), cls
+    plots = page.locator("path.leaflet-interactive")
+    assert plots.count() == len(json.loads(files["zones"].read_text())["features"])
+    page.locator("#opacity").fill("40")
+    plots.nth(plots.count() // 2).click(force=True)
+    page.wait_for_selector(".leaflet-popup-content", timeout=10_000)
+    assert "verdict" in page.locator(".leaflet-popup-content").inner_text()
+    page.screenshot(path=str(ARTIFACTS / f"map_page_{name}.png"), full_page=True)
+    assert outside == [], f"the page fetched from elsewhere: {outside}"
+    page.close()
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_map_page_in_chromium(server: ServerURL, landscape: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    assert shutil.which("chromium"), "Debian's chromium is needed (make browser)"
+    files = _files(landscape)
+    summary = httpx.post(f"{server}/classify_scene_summary", timeout=300, files={
+        "scene": ("s.tif", files["current"].read_bytes(), "image/tiff")}).json()
+    contract = httpx.post(f"{server}/model", json={}).json()
+    class_names = [c["name"] for c in contract["classes"]["classes"] if c["code"] != 0]
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            for name in VIEWPORTS:
+                _use_page(browser, server, name, files, summary["hectares"], class_names)
+        finally:
+            browser.close()

@@ -1,0 +1,242 @@
+"""``make bench``: measure the model, a full Sentinel-2 tile and the service, in one run.
+
+Writes ``experiments/benchmarks/<date>.json``, prints the tables, and regenerates the
+README's performance section from that JSON. Uses the newest demo run (``make demo``)
+and its exported model; builds the int8 variant (:mod:`training.quantize`) when absent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import rasterio
+import torch
+from rasterio.features import geometry_mask
+from rich.console import Console
+from rich.table import Table
+
+from serving.contract import load_model_dir
+from serving.model_store import newest_version
+from serving.scene import classify_file
+from serving.tiles import TileClassifier
+from training.bench_model import (
+    cpu_facts,
+    gflop_per_tile,
+    matmul_gflops,
+    model_throughput,
+    theoretical_peak,
+)
+from training.bench_serving import (
+    SENTINEL2_TILE,
+    build_scene,
+    classify_scene_child,
+    service_throughput,
+)
+from training.demo import latest_run
+from training.export import checkpoint_from_run, load_checkpoint, real_tiles
+from training.quantize import quantize_int8
+
+README = Path("README.md")
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def test_block_scorer(data_hparams: dict[str, Any], scene: Path, labels: Path
+                      ) -> Callable[[TileClassifier], dict[str, float]]:
+    """A function scoring a classifier by macro-IoU on the test blocks of ``scene``."""
+    from training.datamodule import LandCoverDataModule
+
+    dm = LandCoverDataModule(**{k: v for k, v in data_hparams.items()
+                                if k in LandCoverDataModule.__init__.__code__.co_varnames})
+    dm.setup("test")
+    assert dm.assignment is not None
+    with rasterio.open(labels) as src:
+        truth = src.read(1)
+        test = ~geometry_mask([dm.assignment.geometry(2)], truth.shape, src.transform)
+    classes = [c for c in np.unique(truth[test]) if c != 0]
+
+    def score(classifier: TileClassifier) -> dict[str, float]:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = classify_file(scene, Path(tmp) / "c.tif", classifier)
+            with rasterio.open(out.path) as src:
+                pred = src.read(1)
+        keep = test & (truth != 0)
+        ious = []
+        for c in classes:
+            inter = np.sum((pred == c) & (truth == c) & keep)
+            union = np.sum(((pred == c) | (truth == c)) & keep)
+            ious.append(inter / union if union else 0.0)
+        return {"test_IoU_macro": float(np.mean(ious)),
+                "test_pixel_accuracy": float(np.mean(pred[keep] == truth[keep]))}
+
+    return score
+
+
+def run_bench(
+    experiment: str = "cacaomap-demo", models_dir: Path = Path("models/cacaomap"),
+    data: Path = Path("datasets/synthetic/data/demo"),
+    out_dir: Path = Path("experiments/benchmarks"), work: Path = Path(".bench"),
+    tile_sizes: tuple[int, ...] = (256, 512), batch_sizes: tuple[int, ...] = (1, 2, 4, 8,
+                                                                              16, 32),
+    scene_size: int = SENTINEL2_TILE, clients: tuple[int, ...] = (1, 4, 16, 64),
+    service_seconds: float = 10.0,
+) -> Path:
+    """Run every benchmark and write the JSON (see the module docstring)."""
+    console = Console()
+    torch.set_num_threads(cpu_facts()["cores"])
+    run_id = latest_run(experiment)
+    loaded = load_checkpoint(checkpoint_from_run(run_id))
+    fp32_dir = newest_version(models_dir)
+    _, contract = load_model_dir(fp32_dir)
+    images = sorted((data / "images").glob("*.tif"))
+    labels = sorted((data / "labels").glob("*.tif"))
+    result: dict[str, Any] = {
+        "date": dt.date.today().isoformat(), "mlflow_run_id": run_id,
+        "model": f"{contract.name} {contract.version}",
+        "machine": {**cpu_facts(), "python": platform.python_version(),
+                    "torch": torch.__version__, "onnxruntime": ort.__version__}}
+
+    console.print("[bold]int8 variant[/] (calibrated on training tiles, scored on the "
+                  "test block)")
+    int8_dir = fp32_dir.parent / f"{fp32_dir.name}-int8"
+    if not (int8_dir / "contract.json").exists():
+        calibration = real_tiles(data / "images", contract.input_dtype, contract.num_bands,
+                                 contract.tile_size, 32, seed=1)
+        int8_dir = quantize_int8(fp32_dir, calibration, test_block_scorer(
+            loaded.data_hparams, images[-1], labels[-1]))
+    result["int8"] = load_model_dir(int8_dir)[1].quantization
+
+    console.print("[bold]ceiling[/]: fp32 matrix multiply, theoretical peak, FLOPs")
+    model = loaded.task.model.eval()
+    result["ceiling"] = {"matmul_gflops": matmul_gflops(),
+                         "theoretical": theoretical_peak(result["machine"])}
+    result["gflop_per_tile"] = {str(t): gflop_per_tile(model, contract.num_bands, t)
+                                for t in tile_sizes}
+    engines = {"ort_fp32": TileClassifier.from_model_dir(fp32_dir),
+               "ort_int8": TileClassifier.from_model_dir(int8_dir)}
+    result["model_throughput"] = model_throughput(
+        model, engines, contract, list(tile_sizes), list(batch_sizes),
+        progress=console.print)
+
+    console.print(f"[bold]scene[/] {scene_size}² px, 10 bands, end to end (int8, fp32)")
+    work.mkdir(exist_ok=True)
+    quarter = scene_size // 2
+    scenes = {"full": build_scene(images[-1], work / f"scene_{scene_size}.tif", scene_size),
+              "quarter": build_scene(images[-1], work / f"scene_{quarter}.tif", quarter)}
+    result["scene"] = {
+        "int8_full": classify_scene_child(int8_dir, scenes["full"], work / "out.tif"),
+        "int8_quarter": classify_scene_child(int8_dir, scenes["quarter"], work / "out.tif"),
+        "fp32_full": classify_scene_child(fp32_dir, scenes["full"], work / "out.tif"),
+        "overlap": contract.overlap, "tile": contract.tile_size}
+
+    console.print("[bold]service[/]: concurrent single-tile clients, batching on and off")
+    tile = real_tiles(data / "images", contract.input_dtype, contract.num_bands,
+                      contract.tile_size, 1, seed=2)[0]
+    result["service"] = service_throughput(int8_dir, tile, list(clients), service_seconds,
+                                           work)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{result['date']}.json"
+    path.write_text(json.dumps(result, indent=2))
+    summary = summarise(result)
+    print_tables(result, summary, console)
+    update_readme(result, summary)
+    console.print(f"Wrote {path} and the README's performance section.")
+    return path
+
+
+def summarise(r: dict[str, Any]) -> dict[str, Any]:
+    """The goal ratios, from the raw figures."""
+    tile = r["scene"]["tile"]
+    rows = [x for x in r["model_throughput"] if x["tile"] == tile]
+    best = {k: max(x[k] for x in rows) for k in ("eager_fp32", "ort_fp32", "ort_int8")}
+    at8 = next((x for x in rows if x["batch"] == 8), rows[-1])
+    gflop = r["gflop_per_tile"][str(tile)]
+    stride = tile - r["scene"]["overlap"]
+    full = r["scene"]["int8_full"]
+    model_mpx = at8["ort_int8"] * stride**2 / 1e6  # new pixels per window
+    svc = {(s["batching"], s["clients"]): s for s in r["service"]}
+    on16, off16 = svc.get(("on", 16)), svc.get(("off", 16))
+    return {
+        "best_tiles_per_s": best,
+        "ort_fp32_vs_eager": best["ort_fp32"] / best["eager_fp32"],
+        "ort_int8_vs_eager": best["ort_int8"] / best["eager_fp32"],
+        "fp32_gflops_achieved": best["ort_fp32"] * gflop,
+        "fp32_fraction_of_peak": best["ort_fp32"] * gflop / r["ceiling"]["theoretical"][
+            "gflops"],
+        "fp32_fraction_of_matmul": best["ort_fp32"] * gflop / r["ceiling"]["matmul_gflops"],
+        "scene_seconds_int8": full["seconds"],
+        "scene_efficiency": full["mpx_per_s"] / model_mpx,
+        "scene_peak_rss_mb": full["peak_rss_mb"],
+        "scene_rss_vs_quarter": full["peak_rss_mb"] / r["scene"]["int8_quarter"][
+            "peak_rss_mb"],
+        "service16_vs_offline": on16["requests_per_s"] / at8["ort_int8"] if on16 else None,
+        "service16_on_vs_off": on16["requests_per_s"] / off16["requests_per_s"]
+        if on16 and off16 else None,
+        "int8_delta_IoU_macro": r["int8"].get("delta_test_IoU_macro"),
+    }
+
+
+def print_tables(r: dict[str, Any], s: dict[str, Any], console: Console) -> None:
+    """The model table and the goals table."""
+    t = Table(title=f"tiles/s on {r['machine']['model']} ({r['machine']['cores']} cores)")
+    for col in ("tile", "batch", "eager fp32", "ORT fp32", "ORT int8"):
+        t.add_column(col, justify="right")
+    for x in r["model_throughput"]:
+        t.add_row(str(x["tile"]), str(x["batch"]), f"{x['eager_fp32']:.1f}",
+                  f"{x['ort_fp32']:.1f}", f"{x['ort_int8']:.1f}")
+    console.print(t)
+    g = Table(title="Goals (issue 6)")
+    g.add_column("quantity")
+    g.add_column("measured", justify="right")
+    for k, v in s.items():
+        g.add_row(k, json.dumps(v) if isinstance(v, dict) else
+                  "n/a" if v is None else f"{v:.3f}")
+    console.print(g)
+
+
+def update_readme(r: dict[str, Any], s: dict[str, Any]) -> None:
+    """Replace the README's performance section with these figures."""
+    m = r["machine"]
+    lines = [
+        START,
+        f"Measured {r['date']} by `make bench` on {m['model']}, {m['cores']} logical "
+        f"cores (AVX-512 VNNI: {m['avx512_vnni']}), no GPU; torch {m['torch']}, "
+        f"ONNX Runtime {m['onnxruntime']}; model {r['model']} (U-Net/ResNet-18, "
+        f"10 bands); raw figures in `experiments/benchmarks/{r['date']}.json`.",
+        "",
+        "| | figure |", "|---|---|",
+        f"| best tiles/s at {r['scene']['tile']} px: eager fp32 / ORT fp32 / ORT int8 | "
+        + " / ".join(f"{v:.1f}" for v in s["best_tiles_per_s"].values()) + " |",
+        f"| ORT fp32 ÷ eager, ORT int8 ÷ eager | {s['ort_fp32_vs_eager']:.2f}x, "
+        f"{s['ort_int8_vs_eager']:.2f}x |",
+        f"| int8 macro-IoU change on the test block | "
+        f"{(s['int8_delta_IoU_macro'] or 0):+.4f} |",
+        f"| GFLOP per {r['scene']['tile']} px tile (counted) | "
+        f"{r['gflop_per_tile'][str(r['scene']['tile'])]:.1f} |",
+        f"| fp32 achieved GFLOP/s ÷ theoretical peak ({r['ceiling']['theoretical']['gflops']:.0f}"
+        f" GFLOP/s) ÷ measured matmul ({r['ceiling']['matmul_gflops']:.0f}) | "
+        f"{s['fp32_gflops_achieved']:.0f}: {s['fp32_fraction_of_peak']:.0%}, "
+        f"{s['fp32_fraction_of_matmul']:.0%} |",
+        f"| 10980² scene end to end, int8 (read, tile, infer, blend, COG) | "
+        f"{s['scene_seconds_int8']:.0f} s, efficiency {s['scene_efficiency']:.2f}, peak RSS "
+        f"{s['scene_peak_rss_mb']:.0f} MB ({s['scene_rss_vs_quarter']:.2f}x the quarter) |",
+        "| service, 16 clients, batching on: ÷ offline, ÷ batching off | "
+        + (f"{s['service16_vs_offline']:.2f}, {s['service16_on_vs_off']:.2f}"
+           if s["service16_vs_offline"] else "n/a") + " |",
+        END,
+    ]
+    text = README.read_text()
+    if START in text:
+        head, rest = text.split(START, 1)
+        text = head + "\n".join(lines) + rest.split(END, 1)[1]
+    else:
+        text = text.replace("## Limits known today",
+                            "## Performance\n\n" + "\n".join(lines) + "\n\n## Limits known today")
+    README.write_text(text)

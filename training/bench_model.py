@@ -1,0 +1,133 @@
+"""Model benchmarks: PyTorch eager vs ONNX Runtime (fp32, int8), FLOPs, the CPU's ceiling.
+
+Every figure is measured in the same process and run, side by side: tiles/s and Mpx/s
+by batch size and tile size, GFLOP per tile counted by ``torch.utils.flop_counter``, the
+achieved GFLOP/s against this machine's measured fp32 matrix-multiply rate and against
+its theoretical fp32 peak (derivation in :func:`theoretical_peak`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch.utils.flop_counter import FlopCounterMode
+
+from serving.contract import ModelContract
+from serving.tiles import TileClassifier
+
+#: Measure each configuration for at least this long (and 3 calls).
+MIN_SECONDS = 3.0
+
+
+def cpu_facts() -> dict[str, Any]:
+    """CPU model, logical cores, flags that matter, nominal clock."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"model name\s*:\s*(.+)", text)
+    flag_line = re.search(r"flags\s*:\s*(.+)", text)
+    flags = set(flag_line.group(1).split()) if flag_line else set()
+    nominal = re.search(r"@\s*([\d.]+)GHz", model.group(1)) if model else None
+    mhz = re.findall(r"cpu MHz\s*:\s*([\d.]+)", text)
+    return {
+        "model": model.group(1).strip() if model else "unknown",
+        "cores": os.cpu_count() or 1,
+        "avx512f": "avx512f" in flags, "avx512_vnni": "avx512_vnni" in flags,
+        "avx2": "avx2" in flags, "fma": "fma" in flags,
+        "nominal_ghz": float(nominal.group(1)) if nominal else None,
+        "reported_mhz": float(mhz[0]) if mhz else None,
+    }
+
+
+def theoretical_peak(cpu: dict[str, Any], fma_units: int = 2) -> dict[str, Any]:
+    """fp32 peak = cores x FMA units x lanes x 2 (multiply + add) x clock.
+
+    Lanes: 16 fp32 with AVX-512, 8 with AVX2. FMA units per core: 2 on Xeon Scalable
+    Gold/Platinum (1 on Silver/Bronze); /proc/cpuinfo does not say, so it is an
+    assumption stated in the output. Clock: the nominal (base) clock in the model name,
+    else the reported MHz. A "core" here is a logical CPU of this VM (may be a
+    hyperthread: then the true peak is lower, and the ratio higher).
+    """
+    lanes = 16 if cpu["avx512f"] else 8 if cpu["avx2"] else 4
+    ghz = cpu["nominal_ghz"] or (cpu["reported_mhz"] or 0) / 1000
+    peak = cpu["cores"] * fma_units * lanes * 2 * ghz
+    return {"gflops": peak, "cores": cpu["cores"], "fma_units_assumed": fma_units,
+            "fp32_lanes": lanes, "ghz": ghz,
+            "formula": "cores x FMA units x fp32 lanes x 2 x GHz"}
+
+
+def matmul_gflops(n: int = 2048, seconds: float = MIN_SECONDS) -> float:
+    """Measured fp32 matrix-multiply rate of this machine (torch, all threads)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    calls, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds or calls < 3:
+        torch.mm(a, b)
+        calls += 1
+    return 2 * n**3 * calls / elapsed / 1e9
+
+
+def gflop_per_tile(model: torch.nn.Module, bands: int, tile: int) -> float:
+    """Forward-pass GFLOP for one tile (multiply-adds counted as 2)."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(torch.zeros(1, bands, tile, tile))
+    return counter.get_total_flops() / 1e9
+
+
+def rate(fn: Callable[[], object], tiles: int, min_seconds: float = MIN_SECONDS
+         ) -> float:
+    """Tiles per second of calling ``fn`` (which handles ``tiles`` tiles)."""
+    fn()  # warm-up: allocations, kernel selection
+    calls, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < min_seconds or calls < 3:
+        fn()
+        calls += 1
+    return tiles * calls / elapsed
+
+
+def eager_classify(model: torch.nn.Module, contract: ModelContract
+                   ) -> Callable[[NDArray[np.generic]], NDArray[np.uint8]]:
+    """PyTorch eager doing what the serving path does: normalise, forward, argmax."""
+    mean = torch.tensor(contract.mean, dtype=torch.float32)[None, :, None, None]
+    std = torch.tensor(contract.std, dtype=torch.float32)[None, :, None, None]
+
+    def run(tiles: NDArray[np.generic]) -> NDArray[np.uint8]:
+        with torch.inference_mode():
+            x = (torch.from_numpy(tiles.astype(np.float32)) - mean) / std
+            return model(x).argmax(1).to(torch.uint8).numpy()
+
+    return run
+
+
+def model_throughput(
+    model: torch.nn.Module, engines: dict[str, TileClassifier], contract: ModelContract,
+    tile_sizes: list[int], batch_sizes: list[int], min_seconds: float = MIN_SECONDS,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """tiles/s of eager and each ORT engine, per tile size and batch size."""
+    rng = np.random.default_rng(0)
+    eager = eager_classify(model, contract)
+    rows = []
+    for tile in tile_sizes:
+        for batch in batch_sizes:
+            tiles = rng.normal(contract.mean, contract.std, (batch, tile, tile,
+                                                             contract.num_bands))
+            tiles = np.moveaxis(tiles, -1, 1).clip(1, 20000).astype(contract.input_dtype)
+            row: dict[str, Any] = {"tile": tile, "batch": batch}
+            row["eager_fp32"] = rate(functools.partial(eager, tiles), batch, min_seconds)
+            for name, classifier in engines.items():
+                row[name] = rate(functools.partial(classifier.classify, tiles), batch,
+                                 min_seconds)
+            rows.append(row)
+            if progress:
+                progress(f"tile {tile} batch {batch}: " + ", ".join(
+                    f"{k} {v:.1f}" for k, v in row.items() if k not in ("tile", "batch")))
+    return rows

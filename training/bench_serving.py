@@ -1,0 +1,141 @@
+"""Scene and service benchmarks: a full Sentinel-2 tile end to end, and HTTP clients.
+
+The scene is built from the demo imagery repeated to 10980 x 10980 px (10 bands,
+uint16, tiled GeoTIFF), classified by :func:`serving.scene.classify_file` in a child
+process so that its peak RSS is its own (``ru_maxrss``). The service is a real
+``bentoml serve`` on loopback, called by N concurrent asyncio clients each sending one
+tile per request, with adaptive batching on (max batch 32) and off (max batch 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import rasterio
+from numpy.typing import NDArray
+from rasterio.windows import Window
+
+from training.demo import served_model
+
+SENTINEL2_TILE = 10980
+
+
+def build_scene(source: Path, out: Path, size: int) -> Path:
+    """A ``size`` x ``size`` scene made of ``source`` repeated, written in strips."""
+    if out.exists():
+        with rasterio.open(out) as done:
+            if done.width == size:
+                return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(source) as src:
+        data = src.read()
+        profile = src.profile | {"width": size, "height": size, "tiled": True,
+                                 "blockxsize": 512, "blockysize": 512, "compress": "none",
+                                 "BIGTIFF": "YES"}
+    reps = -(-size // data.shape[2])
+    row_strip = np.tile(data, (1, 1, reps))[:, :, :size]
+    tmp = out.with_suffix(".partial.tif")
+    with rasterio.open(tmp, "w", **profile) as dst:
+        for row in range(0, size, data.shape[1]):
+            h = min(data.shape[1], size - row)
+            dst.write(row_strip[:, :h], window=Window(0, row, size, h))
+    tmp.replace(out)
+    return out
+
+
+_CHILD = """
+import json, resource, sys, time
+from serving.scene import classify_file
+from serving.tiles import TileClassifier
+classifier = TileClassifier.from_model_dir(sys.argv[1])
+start = time.perf_counter()
+result = classify_file(sys.argv[2], sys.argv[3], classifier, batch_size=int(sys.argv[4]))
+elapsed = time.perf_counter() - start
+print(json.dumps({"seconds": elapsed, "windows": result.windows,
+                  "width": result.width, "height": result.height,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def classify_scene_child(model_dir: Path, scene: Path, out: Path, batch: int = 8
+                         ) -> dict[str, Any]:
+    """Classify a scene file in a fresh process: seconds, windows, Mpx/s, peak RSS."""
+    proc = subprocess.run([sys.executable, "-c", _CHILD, str(model_dir), str(scene),
+                           str(out), str(batch)], capture_output=True, text=True,
+                          check=True)
+    record: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    record["mpx_per_s"] = record["width"] * record["height"] / record["seconds"] / 1e6
+    out.unlink(missing_ok=True)
+    return record
+
+
+async def _clients(url: str, body: bytes, clients: int, seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    limits = httpx.Limits(max_connections=clients + 4)
+    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+        stop = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                r = await client.post(f"{url}/classify_tiles", content=body,
+                                      headers={"content-type": "application/json"})
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                if r.status_code == 200:
+                    latencies.append(time.perf_counter() - t0)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        elapsed = time.perf_counter() - start
+    lat = np.asarray(latencies) * 1e3
+    return {"clients": clients, "requests_per_s": len(latencies) / elapsed,
+            "statuses": statuses,
+            **{f"p{q}_ms": float(np.percentile(lat, q)) if len(lat) else None
+               for q in (50, 95, 99)}}
+
+
+def batch_sizes_from_metrics(text: str) -> dict[str, float]:
+    """Mean adaptive batch size of /classify_tiles from BentoML's Prometheus metrics."""
+    found = {}
+    for stat in ("sum", "count"):
+        m = re.search(rf'bentoml_service_adaptive_batch_size_{stat}\{{[^}}]*'
+                      rf'method_name="classify_tiles"[^}}]*\}} ([\d.e+]+)', text)
+        if m:
+            found[stat] = float(m.group(1))
+    if found.get("count"):
+        return {"batches": found["count"], "mean_batch_size": found["sum"] / found["count"]}
+    return {}
+
+
+def service_throughput(model_dir: Path, tile: NDArray[np.generic], client_counts: list[int],
+                       seconds: float, log_dir: Path) -> list[dict[str, Any]]:
+    """Requests/s and latency percentiles by client count, batching on and off."""
+    body = ('{"tiles": ' + json.dumps(tile[None].tolist()) + "}").encode()
+    rows = []
+    for label, max_batch in (("on", "32"), ("off", "1")):
+        env = {"CACAOMAP_MAX_BATCH_SIZE": max_batch, "CACAOMAP_MAX_IN_FLIGHT": "256",
+               "BENTOML_HOME": str(log_dir / f"home-{label}")}
+        with served_model(model_dir, log_dir / f"serve-{label}.log", env) as url:
+            asyncio.run(_clients(url, body, 1, 1.0))  # warm-up
+            for clients in client_counts:
+                before = batch_sizes_from_metrics(httpx.get(f"{url}/metrics").text)
+                row = asyncio.run(_clients(url, body, clients, seconds))
+                after = batch_sizes_from_metrics(httpx.get(f"{url}/metrics").text)
+                if after and before:
+                    n = after["batches"] - before["batches"]
+                    total = (after["mean_batch_size"] * after["batches"]
+                             - before["mean_batch_size"] * before["batches"])
+                    row["mean_batch_size"] = total / n if n else None
+                rows.append({"batching": label, **row})
+    return rows
+
