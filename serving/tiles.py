@@ -89,31 +89,46 @@ class TileClassifier:
             valid &= ~(tiles == self.contract.image_nodata).all(axis=1)
         return valid
 
-    def probabilities(self, tiles: NDArray[np.generic]) -> NDArray[np.float32]:
-        """Softmax class probabilities (N, classes, H, W) over the observed classes.
+    def logits(self, tiles: NDArray[np.generic],
+               valid: NDArray[np.bool_] | None = None) -> NDArray[np.float32]:
+        """Model logits (N, classes, H, W); the nodata channel is -inf.
 
-        The nodata channel gets probability 0 everywhere; invalid input pixels are
-        filled with the band mean before the model sees them (as in training).
+        Invalid input pixels are filled with the band mean before the model sees them
+        (as in training); tiles are padded to a multiple of 32 and cropped back.
         """
-        valid = self.valid_mask(tiles)
-        x = (tiles.astype(np.float32) - self._mean) / self._std
-        x = np.where(valid[:, None], x, 0.0).astype(np.float32)
+        if valid is None:
+            valid = self.valid_mask(tiles)
+        x = tiles.astype(np.float32)
+        x -= self._mean
+        x /= self._std
+        x[np.broadcast_to(~valid[:, None], x.shape)] = 0.0
         h, w = x.shape[2:]
         ph, pw = (-h) % SIZE_MULTIPLE, (-w) % SIZE_MULTIPLE
         if ph or pw:
             x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)))  # 0 = the band mean
-        (logits,) = self.session.run(None, {self.contract.input_name: x})
-        logits = logits[:, :, :h, :w]
-        logits[:, self.nodata_class] = -np.inf
-        logits -= logits.max(axis=1, keepdims=True)
-        np.exp(logits, out=logits)
-        logits /= logits.sum(axis=1, keepdims=True)
-        return logits.astype(np.float32, copy=False)
+        (out,) = self.session.run(None, {self.contract.input_name: x})
+        out = out[:, :, :h, :w]
+        out[:, self.nodata_class] = -np.inf
+        return np.asarray(out, np.float32)
+
+    def probabilities(self, tiles: NDArray[np.generic]) -> NDArray[np.float32]:
+        """Softmax class probabilities (N, classes, H, W) over the observed classes.
+
+        The nodata channel gets probability 0 everywhere.
+        """
+        probs = self.logits(tiles)
+        probs -= probs.max(axis=1, keepdims=True)
+        np.exp(probs, out=probs)
+        probs /= probs.sum(axis=1, keepdims=True)
+        return probs
 
     def classify(self, tiles: NDArray[np.generic]) -> NDArray[np.uint8]:
-        """Class codes (N, H, W); nodata where any input pixel is unobserved."""
+        """Class codes (N, H, W); nodata where any input pixel is unobserved.
+
+        The argmax of the logits (the softmax would not change it).
+        """
         self.check_tiles(tiles)
-        probs = self.probabilities(tiles)
-        classes = probs.argmax(axis=1).astype(np.uint8)
-        classes[~self.valid_mask(tiles)] = self.nodata_class
+        valid = self.valid_mask(tiles)
+        classes = self.logits(tiles, valid).argmax(axis=1).astype(np.uint8)
+        classes[~valid] = self.nodata_class
         return classes

@@ -133,7 +133,7 @@ def run_bench(
     result["scene"] = {
         "int8_full": classify_scene_child(int8_dir, scenes["full"], work / "out.tif"),
         "int8_quarter": classify_scene_child(int8_dir, scenes["quarter"], work / "out.tif"),
-        "fp32_full": classify_scene_child(fp32_dir, scenes["full"], work / "out.tif"),
+        "fp32_quarter": classify_scene_child(fp32_dir, scenes["quarter"], work / "out.tif"),
         "overlap": contract.overlap, "tile": contract.tile_size}
 
     console.print("[bold]service[/]: concurrent single-tile clients, batching on and off")

@@ -1,8 +1,10 @@
 """int8 static quantisation of an exported model (ONNX Runtime), measured before use.
 
-The fp32 model is pre-processed (shape inference, fusions), then quantised in QDQ format
-with per-channel int8 weights and uint8 activations (the U8S8 path that x86 VNNI
-accelerates), calibrated on tiles of the training imagery. The int8 copy is written as a
+The fp32 model is pre-processed (shape inference, fusions), then quantised to QLinear
+operators (QOperator format) with per-channel int8 weights and uint8 activations (the
+U8S8 path that x86 VNNI accelerates), calibrated on tiles of the training imagery. On
+this machine that format ran the demo U-Net at 17.7 tiles/s against 11.5 for QDQ with
+int8 activations and 9.5 for fp32 (256 px, batch 8, session only). The int8 copy is written as a
 model variant ``models/<name>/<version>-int8/`` whose contract records the method, the
 calibration and the accuracy change measured by the caller (macro-IoU on the test
 block), so nobody serves it without knowing what it costs.
@@ -76,7 +78,7 @@ def quantize_int8(
         quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
         quantize_static(
             str(pre), str(tmp / "model.onnx"), TileCalibration(calibration_tiles, fp32),
-            quant_format=QuantFormat.QDQ, per_channel=True,
+            quant_format=QuantFormat.QOperator, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
         )
@@ -88,8 +90,8 @@ def quantize_int8(
         probe = calibration_tiles[: min(8, len(calibration_tiles))]
         agreement = float((fp32.classify(probe) == int8.classify(probe)).mean())
         int8_contract.quantization = {
-            "method": "onnxruntime quantize_static, QDQ, per-channel int8 weights, "
-                      "uint8 activations, MinMax calibration",
+            "method": "onnxruntime quantize_static, QOperator, per-channel int8 "
+                      "weights, uint8 activations, MinMax calibration",
             "calibration_tiles": len(calibration_tiles),
             "source_onnx_sha256": contract.onnx_sha256,
             "argmax_agreement_vs_fp32": agreement,

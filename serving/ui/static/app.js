@@ -8,7 +8,7 @@ const VERDICT_COLOURS = {
   insufficient_data: "#969696",
 };
 const $ = (id) => document.getElementById(id);
-const map = L.map("map", { zoomSnap: 0.25, attributionControl: false }).setView([-8.2, -76.5], 9);
+const map = L.map("map", { zoomSnap: 0.25, attributionControl: false, fadeAnimation: false }).setView([-8.2, -76.5], 9);
 const layers = { rgb: null, classes: {}, zones: null };
 let result = null;
 
@@ -114,7 +114,7 @@ function draw(res) {
   if (res.zones) {
     layers.zones = L.geoJSON(res.zones, {
       style: (f) => ({ color: VERDICT_COLOURS[f.properties.verdict] || "#333", weight: 2, fillOpacity: 0.05 }),
-      onEachFeature: (f, layer) => layer.bindPopup(zonePopup(f.properties)),
+      onEachFeature: (f, layer) => layer.bindPopup(zonePopup(f.properties), { maxHeight: 260, autoPanPadding: [10, 10] }),
     }).addTo(map);
   }
   map.fitBounds(bounds);
