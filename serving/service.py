@@ -55,6 +55,10 @@ MAX_PIXELS = int(os.environ.get("CACAOMAP_MAX_PIXELS", str(DEFAULT_MAX_PIXELS)))
 #: Adaptive batching limits of /classify_tiles.
 MAX_BATCH_SIZE = int(os.environ.get("CACAOMAP_MAX_BATCH_SIZE", "32"))
 MAX_LATENCY_MS = int(os.environ.get("CACAOMAP_MAX_LATENCY_MS", "1000"))
+#: ``CACAOMAP_BATCHING=off`` serves each /classify_tiles request on its own (benchmarks).
+TILES_API = (bentoml.api(batchable=True, batch_dim=(0, 0), max_batch_size=MAX_BATCH_SIZE,
+                         max_latency_ms=MAX_LATENCY_MS)
+             if os.environ.get("CACAOMAP_BATCHING", "on") != "off" else bentoml.api)
 
 def check_tile_payload(value: Any) -> Any:
     """Validate tiles as sent, before any cast or reshape.
@@ -132,8 +136,7 @@ class CacaoMap:
         """Ready once the model is loaded."""
         return getattr(self, "classifier", None) is not None
 
-    @bentoml.api(batchable=True, batch_dim=(0, 0), max_batch_size=MAX_BATCH_SIZE,
-                 max_latency_ms=MAX_LATENCY_MS)
+    @TILES_API
     def classify_tiles(self, tiles: Tiles) -> np.ndarray:
         """Classify tiles (N, bands, tile, tile) into class codes (N, tile, tile), uint8."""
         try:

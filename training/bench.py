@@ -32,6 +32,7 @@ from training.bench_model import (
     gflop_per_tile,
     matmul_gflops,
     model_throughput,
+    session_options,
     theoretical_peak,
 )
 from training.bench_serving import (
@@ -103,51 +104,82 @@ def run_bench(
         "machine": {**cpu_facts(), "python": platform.python_version(),
                     "torch": torch.__version__, "onnxruntime": ort.__version__}}
 
-    console.print("[bold]int8 variant[/] (calibrated on training tiles, scored on the "
-                  "test block)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    partial = out_dir / f"{result['date']}.partial.json"
+    done = json.loads(partial.read_text()) if partial.exists() else {}
+    if done.get("model") != result["model"]:
+        done = {}
+
+    def section(name: str, measure: Callable[[], Any]) -> None:
+        """Measure a section, or reuse it from an interrupted run of today."""
+        if name in done:
+            console.print(f"[bold]{name}[/]: reusing today's figures ({partial})")
+            result[name] = done[name]
+            return
+        console.print(f"[bold]{name}[/]")
+        result[name] = done[name] = measure()
+        partial.write_text(json.dumps(done | {"model": result["model"]}, indent=2))
+
     int8_dir = fp32_dir.parent / f"{fp32_dir.name}-int8"
     if not (int8_dir / "contract.json").exists():
+        console.print("int8 variant: calibrated on training tiles, scored on the test block")
         calibration = real_tiles(data / "images", contract.input_dtype, contract.num_bands,
                                  contract.tile_size, 32, seed=1)
         int8_dir = quantize_int8(fp32_dir, calibration, test_block_scorer(
             loaded.data_hparams, images[-1], labels[-1]))
     result["int8"] = load_model_dir(int8_dir)[1].quantization
-
-    console.print("[bold]ceiling[/]: fp32 matrix multiply, theoretical peak, FLOPs")
     model = loaded.task.model.eval()
-    result["ceiling"] = {"matmul_gflops": matmul_gflops(),
-                         "theoretical": theoretical_peak(result["machine"])}
-    result["gflop_per_tile"] = {str(t): gflop_per_tile(model, contract.num_bands, t)
-                                for t in tile_sizes}
+    section("ceiling", lambda: {"matmul_gflops": matmul_gflops(),
+                                "theoretical": theoretical_peak(result["machine"])})
+    section("gflop_per_tile", lambda: {str(t): gflop_per_tile(model, contract.num_bands, t)
+                                       for t in tile_sizes})
     engines = {"ort_fp32": TileClassifier.from_model_dir(fp32_dir),
                "ort_int8": TileClassifier.from_model_dir(int8_dir)}
-    result["model_throughput"] = model_throughput(
+    section("model_throughput", lambda: model_throughput(
         model, engines, contract, list(tile_sizes), list(batch_sizes),
-        progress=console.print)
+        progress=console.print))
+    section("session_options", lambda: session_options(fp32_dir / "model.onnx", contract))
 
-    console.print(f"[bold]scene[/] {scene_size}² px, 10 bands, end to end (int8, fp32)")
     work.mkdir(exist_ok=True)
-    quarter = scene_size // 2
-    scenes = {"full": build_scene(images[-1], work / f"scene_{scene_size}.tif", scene_size),
-              "quarter": build_scene(images[-1], work / f"scene_{quarter}.tif", quarter)}
-    result["scene"] = {
-        "int8_full": classify_scene_child(int8_dir, scenes["full"], work / "out.tif"),
-        "int8_quarter": classify_scene_child(int8_dir, scenes["quarter"], work / "out.tif"),
-        "fp32_quarter": classify_scene_child(fp32_dir, scenes["quarter"], work / "out.tif"),
-        "overlap": contract.overlap, "tile": contract.tile_size}
 
-    console.print("[bold]service[/]: concurrent single-tile clients, batching on and off")
+    def scenes() -> dict[str, Any]:
+        quarter = scene_size // 2
+        full = build_scene(images[-1], work / f"scene_{scene_size}.tif", scene_size)
+        part = build_scene(images[-1], work / f"scene_{quarter}.tif", quarter)
+        out = work / "out.tif"
+        return {"int8_full": classify_scene_child(int8_dir, full, out),
+                "int8_quarter": classify_scene_child(int8_dir, part, out),
+                "fp32_quarter": classify_scene_child(fp32_dir, part, out),
+                "overlap": contract.overlap, "tile": contract.tile_size}
+
+    section("scene", scenes)
     tile = real_tiles(data / "images", contract.input_dtype, contract.num_bands,
                       contract.tile_size, 1, seed=2)[0]
-    result["service"] = service_throughput(int8_dir, tile, list(clients), service_seconds,
-                                           work)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    section("service", lambda: service_throughput(int8_dir, tile, list(clients),
+                                                  service_seconds, work))
     path = out_dir / f"{result['date']}.json"
     path.write_text(json.dumps(result, indent=2))
+    partial.unlink(missing_ok=True)
     summary = summarise(result)
     print_tables(result, summary, console)
     update_readme(result, summary)
     console.print(f"Wrote {path} and the README's performance section.")
+    return path
+
+
+def add_session_options(out_dir: Path = Path("experiments/benchmarks"),
+                        models_dir: Path = Path("models/cacaomap")) -> Path:
+    """Measure the ORT option table into the newest benchmark JSON (and the README)."""
+    path = sorted(out_dir.glob("*.json"))[-1]
+    result = json.loads(path.read_text())
+    fp32_dir = newest_version(models_dir)
+    onnx_path, contract = load_model_dir(fp32_dir)
+    torch.set_num_threads(cpu_facts()["cores"])
+    result["session_options"] = session_options(onnx_path, contract)
+    path.write_text(json.dumps(result, indent=2))
+    summary = summarise(result)
+    print_tables(result, summary, Console())
+    update_readme(result, summary)
     return path
 
 
@@ -192,6 +224,13 @@ def print_tables(r: dict[str, Any], s: dict[str, Any], console: Console) -> None
         t.add_row(str(x["tile"]), str(x["batch"]), f"{x['eager_fp32']:.1f}",
                   f"{x['ort_fp32']:.1f}", f"{x['ort_int8']:.1f}")
     console.print(t)
+    if r.get("session_options"):
+        o = Table(title="ONNX Runtime options, fp32, 256 px, batch 8 (tiles/s)")
+        o.add_column("option")
+        o.add_column("tiles/s", justify="right")
+        for row in r["session_options"]:
+            o.add_row(row["option"], f"{row['tiles_per_s']:.2f}")
+        console.print(o)
     g = Table(title="Goals (issue 6)")
     g.add_column("quantity")
     g.add_column("measured", justify="right")
@@ -230,8 +269,11 @@ def update_readme(r: dict[str, Any], s: dict[str, Any]) -> None:
         "| service, 16 clients, batching on: ÷ offline, ÷ batching off | "
         + (f"{s['service16_vs_offline']:.2f}, {s['service16_on_vs_off']:.2f}"
            if s["service16_vs_offline"] else "n/a") + " |",
-        END,
     ]
+    for row in r.get("session_options", []):
+        lines.append(f"| ORT fp32 256 px batch 8, {row['option']} | "
+                     f"{row['tiles_per_s']:.2f} tiles/s |")
+    lines.append(END)
     text = README.read_text()
     if START in text:
         head, rest = text.split(START, 1)

@@ -82,9 +82,15 @@ def gflop_per_tile(model: torch.nn.Module, bands: int, tile: int) -> float:
     return counter.get_total_flops() / 1e9
 
 
+#: Pause before each measurement: OpenMP (torch) and ORT worker threads keep spinning
+#: for a while after a run and would steal the cores from the next engine measured.
+SETTLE_SECONDS = 1.0
+
+
 def rate(fn: Callable[[], object], tiles: int, min_seconds: float = MIN_SECONDS
          ) -> float:
     """Tiles per second of calling ``fn`` (which handles ``tiles`` tiles)."""
+    time.sleep(SETTLE_SECONDS)
     fn()  # warm-up: allocations, kernel selection
     calls, start = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - start) < min_seconds or calls < 3:
@@ -131,4 +137,49 @@ def model_throughput(
             if progress:
                 progress(f"tile {tile} batch {batch}: " + ", ".join(
                     f"{k} {v:.1f}" for k, v in row.items() if k not in ("tile", "batch")))
+    return rows
+
+
+def session_options(onnx_path: Path, contract: ModelContract, tile: int = 256,
+                    batch: int = 8, min_seconds: float = MIN_SECONDS) -> list[dict[str, Any]]:
+    """tiles/s of the serving path under each ORT option tried (before/after pairs).
+
+    Graph optimisation levels and intra-op threads, and the serving path's own change:
+    classes as the argmax of logits (now) instead of the argmax of softmax
+    probabilities (before); the softmax changes no class and cost ~30% of the time.
+    """
+    import onnxruntime as ort
+
+    from serving.session import create_session
+
+    tiles = np.random.default_rng(0).normal(contract.mean, contract.std, (
+        batch, tile, tile, contract.num_bands))
+    tiles = np.moveaxis(tiles, -1, 1).clip(1, 20000).astype(contract.input_dtype)
+    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    rows = []
+    for name, level in levels.items():
+        for threads in (1, os.cpu_count() or 1):
+            options = ort.SessionOptions()
+            options.graph_optimization_level = level
+            options.intra_op_num_threads = threads
+            session = ort.InferenceSession(str(onnx_path), options,
+                                           providers=["CPUExecutionProvider"])
+            classifier = TileClassifier(onnx_path, contract, session)
+            rows.append({"option": f"graph {name}, {threads} thread(s)",
+                         "tiles_per_s": rate(functools.partial(classifier.classify, tiles),
+                                             batch, min_seconds)})
+    classifier = TileClassifier(onnx_path, contract, create_session(onnx_path))
+
+    def softmax_argmax(t: NDArray[np.generic]) -> NDArray[np.intp]:
+        return classifier.probabilities(t).argmax(axis=1)
+
+    rows.append({"option": "serving path before: argmax of softmax",
+                 "tiles_per_s": rate(functools.partial(softmax_argmax, tiles), batch,
+                                     min_seconds)})
+    rows.append({"option": "serving path now: argmax of logits",
+                 "tiles_per_s": rate(functools.partial(classifier.classify, tiles), batch,
+                                     min_seconds)})
     return rows

@@ -4,7 +4,8 @@ The scene is built from the demo imagery repeated to 10980 x 10980 px (10 bands,
 uint16, tiled GeoTIFF), classified by :func:`serving.scene.classify_file` in a child
 process so that its peak RSS is its own (``ru_maxrss``). The service is a real
 ``bentoml serve`` on loopback, called by N concurrent asyncio clients each sending one
-tile per request, with adaptive batching on (max batch 32) and off (max batch 1).
+tile per request, with adaptive batching on (max batch 32) and off
+(``CACAOMAP_BATCHING=off``: each request on its own).
 """
 
 from __future__ import annotations
@@ -122,8 +123,8 @@ def service_throughput(model_dir: Path, tile: NDArray[np.generic], client_counts
     """Requests/s and latency percentiles by client count, batching on and off."""
     body = ('{"tiles": ' + json.dumps(tile[None].tolist()) + "}").encode()
     rows = []
-    for label, max_batch in (("on", "32"), ("off", "1")):
-        env = {"CACAOMAP_MAX_BATCH_SIZE": max_batch, "CACAOMAP_MAX_IN_FLIGHT": "256",
+    for label in ("on", "off"):
+        env = {"CACAOMAP_BATCHING": label, "CACAOMAP_MAX_IN_FLIGHT": "256",
                "BENTOML_HOME": str(log_dir / f"home-{label}")}
         with served_model(model_dir, log_dir / f"serve-{label}.log", env) as url:
             asyncio.run(_clients(url, body, 1, 1.0))  # warm-up

@@ -282,16 +282,21 @@ def demo_serve(experiment: str = "cacaomap-demo") -> None:
 
 
 def bench(scene_size: int = 10980, service_seconds: float = 10.0,
-          experiment: str = "cacaomap-demo") -> None:
+          experiment: str = "cacaomap-demo", options_only: bool = False) -> None:
     """Measure model, scene and service throughput (``make bench``); see the README.
 
     Args:
         scene_size: Side of the generated scene in pixels (a Sentinel-2 tile: 10980).
         service_seconds: How long each client-count level of the service runs.
         experiment: MLflow experiment whose newest run (and exported model) is measured.
+        options_only: Only (re)measure the ONNX Runtime option table into the newest
+            benchmark JSON.
     """
-    from training.bench import run_bench
+    from training.bench import add_session_options, run_bench
 
+    if options_only:
+        add_session_options()
+        return
     run_bench(experiment=experiment, scene_size=scene_size, service_seconds=service_seconds)
 
 
