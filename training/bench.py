@@ -87,9 +87,14 @@ def run_bench(
     tile_sizes: tuple[int, ...] = (256, 512), batch_sizes: tuple[int, ...] = (1, 2, 4, 8,
                                                                               16, 32),
     scene_size: int = SENTINEL2_TILE, clients: tuple[int, ...] = (1, 4, 16, 64),
-    service_seconds: float = 10.0,
+    service_seconds: float = 10.0, redo: tuple[str, ...] = (),
 ) -> Path:
-    """Run every benchmark and write the JSON (see the module docstring)."""
+    """Run every benchmark and write the JSON (see the module docstring).
+
+    Sections already measured today with the same model are reused unless named in
+    ``redo`` (``ceiling``, ``gflop_per_tile``, ``model_throughput``,
+    ``session_options``, ``scene``, ``service``).
+    """
     console = Console()
     torch.set_num_threads(cpu_facts()["cores"])
     run_id = latest_run(experiment)
@@ -106,9 +111,13 @@ def run_bench(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / f"{result['date']}.partial.json"
-    done = json.loads(partial.read_text()) if partial.exists() else {}
+    final = out_dir / f"{result['date']}.json"
+    source = partial if partial.exists() else final
+    done = json.loads(source.read_text()) if source.exists() else {}
     if done.get("model") != result["model"]:
         done = {}
+    for name in redo:
+        done.pop(name, None)
 
     def section(name: str, measure: Callable[[], Any]) -> None:
         """Measure a section, or reuse it from an interrupted run of today."""

@@ -2,7 +2,7 @@
 
 The scene is built from the demo imagery repeated to 10980 x 10980 px (10 bands,
 uint16, tiled GeoTIFF), classified by :func:`serving.scene.classify_file` in a child
-process so that its peak RSS is its own (``ru_maxrss``). The service is a real
+process so that its peak RSS is its own (``VmHWM``). The service is a real
 ``bentoml serve`` on loopback, called by N concurrent asyncio clients each sending one
 tile per request, with adaptive batching on (max batch 32) and off
 (``CACAOMAP_BATCHING=off``: each request on its own).
@@ -53,17 +53,21 @@ def build_scene(source: Path, out: Path, size: int) -> Path:
     return out
 
 
+# Peak RSS from /proc/self/status VmHWM: ru_maxrss survives exec on Linux and would
+# report the parent's peak.
 _CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from serving.scene import classify_file
 from serving.tiles import TileClassifier
 classifier = TileClassifier.from_model_dir(sys.argv[1])
 start = time.perf_counter()
 result = classify_file(sys.argv[2], sys.argv[3], classifier, batch_size=int(sys.argv[4]))
 elapsed = time.perf_counter() - start
+status = open("/proc/self/status").read()
+hwm_kb = int(status.split("VmHWM:")[1].split()[0])
 print(json.dumps({"seconds": elapsed, "windows": result.windows,
                   "width": result.width, "height": result.height,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": hwm_kb / 1024}))
 """
 
 

@@ -282,7 +282,8 @@ def demo_serve(experiment: str = "cacaomap-demo") -> None:
 
 
 def bench(scene_size: int = 10980, service_seconds: float = 10.0,
-          experiment: str = "cacaomap-demo", options_only: bool = False) -> None:
+          experiment: str = "cacaomap-demo", options_only: bool = False,
+          redo: str = "") -> None:
     """Measure model, scene and service throughput (``make bench``); see the README.
 
     Args:
@@ -291,13 +292,16 @@ def bench(scene_size: int = 10980, service_seconds: float = 10.0,
         experiment: MLflow experiment whose newest run (and exported model) is measured.
         options_only: Only (re)measure the ONNX Runtime option table into the newest
             benchmark JSON.
+        redo: Comma list of sections to measure again although today's JSON has them
+            (``scene,service``); the others are reused.
     """
     from training.bench import add_session_options, run_bench
 
     if options_only:
         add_session_options()
         return
-    run_bench(experiment=experiment, scene_size=scene_size, service_seconds=service_seconds)
+    run_bench(experiment=experiment, scene_size=scene_size, service_seconds=service_seconds,
+              redo=tuple(r.strip() for r in redo.split(",") if r.strip()))
 
 
 def mlflow_ui_command() -> str:
