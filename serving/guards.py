@@ -19,9 +19,8 @@ the problem:
   API requests per worker; also adds ``Retry-After`` to BentoML's own 503s (the
   batching queue's "overloaded").
 
-:func:`harden_multipart` turns BentoML's multipart parse errors into 400s and turns off
-its habit of downloading a URL given as a text form field where a file is expected:
-files must arrive as uploaded bytes.
+:func:`install` also applies :mod:`serving.bentoml_fixes` (multipart hardening, the
+request-timer leak, the batching queue's wait estimate).
 """
 
 from __future__ import annotations
@@ -30,9 +29,10 @@ import hmac
 import ipaddress
 import json
 import os
-import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from serving import bentoml_fixes
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -44,8 +44,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 PUBLIC_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/",
                           "/docs"})
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
-#: Longest file name kept from an upload.
-MAX_FILENAME = 64
 #: Seconds a client is asked to wait after a 503.
 RETRY_AFTER_S = 1
 
@@ -325,105 +323,9 @@ def max_upload_bytes() -> int:
     return int(float(os.environ.get("CACAOMAP_MAX_UPLOAD_MB", "2048")) * 2**20)
 
 
-def safe_filename(name: str | None) -> str:
-    """An upload's file name reduced to a short, harmless base name.
-
-    BentoML keeps the client's name as the suffix of the temporary file; a name with
-    path separators, control characters or 300 characters must not reach the disk.
-    """
-    last = (name or "upload").replace("\\", "/").rsplit("/", 1)[-1]
-    base = re.sub(r"[^A-Za-z0-9._-]", "_", last)
-    base = base.lstrip(".") or "upload"
-    return base[-MAX_FILENAME:]
-
-
-def harden_multipart() -> None:
-    """Make BentoML's multipart parsing answer 400, and take files only as bytes.
-
-    - A malformed multipart body (no boundary, broken parts) raises inside Starlette's
-      parser, which BentoML answers with a 500; it becomes a 400 naming the problem.
-    - A text form field where a file is expected is treated by BentoML as a URL and
-      downloaded; this service refuses that (400).
-    - Uploaded file names are reduced by :func:`safe_filename`.
-    """
-    from _bentoml_impl.serde import MultipartSerde
-    from bentoml.exceptions import InvalidArgument
-    from python_multipart.exceptions import MultipartParseError
-    from starlette.datastructures import UploadFile
-    from starlette.exceptions import HTTPException
-    from starlette.formparsers import MultiPartException
-
-    parse = MultipartSerde.parse_request
-
-    async def parse_or_400(self: Any, request: Any, cls: Any) -> Any:
-        try:
-            return await parse(self, request, cls)
-        except HTTPException as err:  # Starlette's own 400 for a missing boundary
-            raise InvalidArgument(f"malformed multipart/form-data body: {err.detail}"
-                                  ) from err
-        except (MultiPartException, MultipartParseError, AssertionError, KeyError,
-                UnicodeDecodeError) as err:
-            raise InvalidArgument(f"malformed multipart/form-data body: {err}") from err
-
-    async def uploaded_only(obj: object) -> object:
-        if isinstance(obj, UploadFile):
-            obj.filename = safe_filename(obj.filename)
-            return obj
-        raise InvalidArgument(
-            f"files must be uploaded as multipart file parts; got a text field "
-            f"({str(obj)[:80]!r}): URLs and paths are not fetched")
-
-    MultipartSerde.parse_request = parse_or_400  # type: ignore[method-assign]
-    MultipartSerde.ensure_file = staticmethod(uploaded_only)  # type: ignore[method-assign]
-
-
-def cancel_timeout_timers() -> None:
-    """Make BentoML's request timeout cancel its timer when the request is answered.
-
-    ``TimeoutMiddleware`` (bentoml 1.4.39) schedules ``loop.call_later(timeout, ...)``
-    for every request and never cancels it; the timer handle keeps the request's
-    context (the request, its scope and everything they reach, ~16 KB) alive for the
-    whole timeout, 900 s here: memory grew by ~16 MB per 1000 requests until then. This
-    replaces its ``__call__`` with the same logic plus ``handle.cancel()``.
-    """
-    import asyncio
-
-    from bentoml._internal.server.http.traffic import TimeoutMiddleware
-    from starlette.responses import JSONResponse
-
-    async def call(self: Any, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            return await self.app(scope, receive, send)
-        loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
-        timer = loop.call_later(self.timeout, self._set_timer_out, waiter)
-
-        async def _send(message: Message) -> None:
-            if not waiter.done():
-                waiter.set_result(None)
-            await send(message)
-
-        fut = asyncio.ensure_future(self.app(scope, receive, _send), loop=loop)
-        try:
-            await waiter
-        except TimeoutError:
-            if fut.cancel():
-                resp = JSONResponse({"error": f"Not able to process the request in "
-                                              f"{self.timeout} seconds"}, status_code=504)
-                await resp(scope, receive, send)
-        else:
-            await fut
-        finally:
-            timer.cancel()
-        return None
-
-    TimeoutMiddleware.__call__ = call  # type: ignore[method-assign]
-
-
 def install(service: Any) -> None:
-    """Add the guards to a BentoML service, outermost first."""
-    cancel_timeout_timers()
-    harden_multipart()
+    """Add the guards (and the BentoML fixes) to a service, outermost first."""
+    bentoml_fixes.apply()
     for guard in (ErrorShape, HostGuard, TokenGuard, BodyLimit, MediaTypeGuard,
                   InFlightLimit):
         service.add_asgi_middleware(guard)

@@ -27,6 +27,10 @@ TILE = 32
 IN_FLIGHT = 8
 SOAK_REQUESTS = 5000
 SOAK_RSS_GROWTH_MB = 50
+#: Attempts per soak request (a 503 with Retry-After is retried).
+SOAK_RETRIES = 5
+#: Windows of 20 requests watched for latency to return to its baseline.
+RECOVERY_WINDOWS = 20
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerURL]:
 
 @pytest.fixture(scope="module")
 def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerURL]:
-    """The service with its default limits (batching: 32 tiles, 1000 ms)."""
+    """The service with its default limits (batching: 32 tiles, 10 s)."""
     work = tmp_path_factory.mktemp("soak")
     model = write_local_model(work / "v1", tile_size=TILE, overlap=8)
     with served_model(model, work / "serve.log", {"BENTOML_HOME": str(work / "home")},
@@ -122,16 +126,24 @@ def test_overload_is_shed_with_503_and_retry_after(
     capacity = n / (time.perf_counter() - t0)
     rate = 4 * capacity
     statuses, missing_retry_after, health = asyncio.run(_open_loop(server, body, rate, 6))
-    time.sleep(2)  # let the shed clients go and the batcher settle
-    after = asyncio.run(_closed_loop(server, body, 1, 20))
+    # Latency after the overload, in windows of 20 single-client requests, until it is
+    # back within 2x its baseline (or RECOVERY_WINDOWS have passed): reported, not timed.
+    end = time.perf_counter()
+    recovery: list[tuple[float, float]] = []
+    for _ in range(RECOVERY_WINDOWS):
+        after = asyncio.run(_closed_loop(server, body, 1, 20))
+        recovery.append((time.perf_counter() - end, float(np.median(after))))
+        if recovery[-1][1] <= 2 * np.median(before):
+            break
     rows = [
         ["capacity (closed loop, 8 clients)", f"{capacity:.0f} req/s"],
         ["offered (open loop, 6 s)", f"{rate:.0f} req/s, {sum(statuses.values())} requests"],
         ["answers", ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items(), key=str))],
         ["503/429 without Retry-After", str(missing_retry_after)],
         ["/livez + /readyz during overload", ", ".join(f"{k}: {v}" for k, v in health.items())],
-        ["p50 latency before → 2 s after (1 client)",
-         f"{np.median(before) * 1e3:.0f} ms → {np.median(after) * 1e3:.0f} ms"],
+        ["p50 latency before (1 client)", f"{np.median(before) * 1e3:.0f} ms"],
+        ["p50 latency after, per 20 requests (s after: ms)",
+         ", ".join(f"{t:.1f}: {v * 1e3:.0f}" for t, v in recovery)],
     ]
     show_table(capsys, "Overload against bentoml serve (CACAOMAP_MAX_IN_FLIGHT=8)",
                ["quantity", "value"], rows, "overload.json")
@@ -149,18 +161,27 @@ def test_soak_does_not_grow_memory(default_server: ServerURL, landscape: Path,
     scene = (landscape / "images" / "s2l2a_20240820.tif").read_bytes()
     mix = np.random.default_rng(0).choice([1, 1, 1, 2, 4, 8, 0], SOAK_REQUESTS)
     statuses: Counter[int] = Counter()
+    shed: Counter[str] = Counter()
     rss: list[float] = []
 
     async def run() -> None:
         limits = httpx.Limits(max_connections=8)
         async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-            async def send(n: int) -> None:
+            async def post(n: int) -> httpx.Response:
                 if n == 0:  # a whole (small) scene now and then
-                    r = await client.post(f"{server}/classify_scene_summary",
-                                          files={"scene": ("s.tif", scene, "image/tiff")})
-                else:
-                    r = await client.post(f"{server}/classify_tiles", content=bodies[n],
-                                          headers={"content-type": "application/json"})
+                    return await client.post(f"{server}/classify_scene_summary",
+                                             files={"scene": ("s.tif", scene, "image/tiff")})
+                return await client.post(f"{server}/classify_tiles", content=bodies[n],
+                                         headers={"content-type": "application/json"})
+
+            async def send(n: int) -> None:
+                # A well-behaved client: a 503 is retried after its Retry-After.
+                for _ in range(SOAK_RETRIES):
+                    r = await post(n)
+                    if r.status_code != 503 or "retry-after" not in r.headers:
+                        break
+                    shed["tiles" if n else "scene"] += 1
+                    await asyncio.sleep(float(r.headers["retry-after"]))
                 statuses[r.status_code] += 1
 
             sem = asyncio.Semaphore(IN_FLIGHT - 2)  # stay under the shedding limit
@@ -180,6 +201,8 @@ def test_soak_does_not_grow_memory(default_server: ServerURL, landscape: Path,
     show_table(capsys, f"Soak: {SOAK_REQUESTS} mixed requests (1-8 tiles, scenes)",
                ["quantity", "value"], [
                    ["answers", ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()))],
+                   ["503 + Retry-After, retried", ", ".join(
+                       f"{k}: {v}" for k, v in sorted(shed.items())) or "none"],
                    ["elapsed", f"{elapsed:.0f} s ({SOAK_REQUESTS / elapsed:.0f} req/s)"],
                    ["server RSS per tenth (MB)", " ".join(f"{v:.0f}" for v in rss)],
                    ["RSS growth after warm-up", f"{growth:+.1f} MB"]], "soak.json")

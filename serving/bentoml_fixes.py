@@ -1,0 +1,174 @@
+"""Fixes for BentoML 1.4.39 behaviour this service cannot live with.
+
+Each was found by a test and is applied once, at import of the service, by
+:func:`apply` (called from :func:`serving.guards.install`). Re-check each one when
+BentoML is upgraded; each docstring names the BentoML code it replaces.
+
+- :func:`harden_multipart`: malformed multipart bodies answered 500, and a text form
+  field where a file is expected was downloaded as a URL.
+- :func:`cancel_timeout_timers`: the request timer was never cancelled, keeping every
+  request's context alive for the whole timeout (a memory leak under load).
+- :func:`bound_cork_wait`: the adaptive-batching queue learned queueing delay as the
+  time to wait for a batch, so latency stayed high long after an overload.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+#: Longest file name kept from an upload.
+MAX_FILENAME = 64
+
+
+def safe_filename(name: str | None) -> str:
+    """An upload's file name reduced to a short, harmless base name.
+
+    BentoML keeps the client's name as the suffix of the temporary file; a name with
+    path separators, control characters or 300 characters must not reach the disk.
+    """
+    last = (name or "upload").replace("\\", "/").rsplit("/", 1)[-1]
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", last)
+    base = base.lstrip(".") or "upload"
+    return base[-MAX_FILENAME:]
+
+
+def harden_multipart() -> None:
+    """Make BentoML's multipart parsing answer 400, and take files only as bytes.
+
+    - A malformed multipart body (no boundary, broken parts) raises inside Starlette's
+      parser, which BentoML answers with a 500; it becomes a 400 naming the problem.
+    - A text form field where a file is expected is treated by BentoML as a URL and
+      downloaded; this service refuses that (400).
+    - Uploaded file names are reduced by :func:`safe_filename`.
+    """
+    from _bentoml_impl.serde import MultipartSerde
+    from bentoml.exceptions import InvalidArgument
+    from python_multipart.exceptions import MultipartParseError
+    from starlette.datastructures import UploadFile
+    from starlette.exceptions import HTTPException
+    from starlette.formparsers import MultiPartException
+
+    parse = MultipartSerde.parse_request
+
+    async def parse_or_400(self: Any, request: Any, cls: Any) -> Any:
+        try:
+            return await parse(self, request, cls)
+        except HTTPException as err:  # Starlette's own 400 for a missing boundary
+            raise InvalidArgument(f"malformed multipart/form-data body: {err.detail}"
+                                  ) from err
+        except (MultiPartException, MultipartParseError, AssertionError, KeyError,
+                UnicodeDecodeError) as err:
+            raise InvalidArgument(f"malformed multipart/form-data body: {err}") from err
+
+    async def uploaded_only(obj: object) -> object:
+        if isinstance(obj, UploadFile):
+            obj.filename = safe_filename(obj.filename)
+            return obj
+        raise InvalidArgument(
+            f"files must be uploaded as multipart file parts; got a text field "
+            f"({str(obj)[:80]!r}): URLs and paths are not fetched")
+
+    MultipartSerde.parse_request = parse_or_400  # type: ignore[method-assign]
+    MultipartSerde.ensure_file = staticmethod(uploaded_only)  # type: ignore[method-assign]
+
+
+def cancel_timeout_timers() -> None:
+    """Make BentoML's request timeout cancel its timer when the request is answered.
+
+    ``TimeoutMiddleware`` (bentoml 1.4.39) schedules ``loop.call_later(timeout, ...)``
+    for every request and never cancels it; the timer handle keeps the request's
+    context (the request, its scope and everything they reach, ~16 KB) alive for the
+    whole timeout, 900 s here: memory grew by ~16 MB per 1000 requests until then. This
+    replaces its ``__call__`` with the same logic plus ``handle.cancel()``.
+    """
+    import asyncio
+
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+    from starlette.responses import JSONResponse
+
+    async def call(self: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        timer = loop.call_later(self.timeout, self._set_timer_out, waiter)
+
+        async def _send(message: Message) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+            await send(message)
+
+        fut = asyncio.ensure_future(self.app(scope, receive, _send), loop=loop)
+        try:
+            await waiter
+        except TimeoutError:
+            if fut.cancel():
+                resp = JSONResponse({"error": f"Not able to process the request in "
+                                              f"{self.timeout} seconds"}, status_code=504)
+                await resp(scope, receive, send)
+        else:
+            await fut
+        finally:
+            timer.cancel()
+        return None
+
+    TimeoutMiddleware.__call__ = call  # type: ignore[method-assign]
+
+
+def bound_cork_wait() -> None:
+    """Make the batching queue learn how long it corked, not how long requests queued.
+
+    BentoML's ``CorkDispatcher`` (``_internal/marshal/dispatcher.py``) holds a lone
+    request back to form a batch for up to ~0.95 x the *mean logged wait* of the last
+    50 batches, and logs as wait ``dispatch time - enqueue time of the batch's first
+    request``. Under overload that is mostly time spent queued behind the running batch
+    (it runs one batch at a time), so the learned wait grew with the backlog; afterwards
+    even a lone request was held for that long and logged it back in: single-client
+    latency stayed at 6x its baseline after an overload.
+
+    Here the time the first request spent queued while the previous batch still ran is
+    subtracted (what is left is the time the dispatcher chose to wait), the result is
+    bounded by the batch's run time (waiting longer than a batch takes to run never
+    raises throughput), and a wait that gathered no second request is logged as none,
+    so a lone client stops being held once the last 50 batches show it.
+    """
+    import time
+
+    from bentoml._internal.marshal.dispatcher import CorkDispatcher, Optimizer
+
+    if getattr(Optimizer.log_outbound, "cacaomap_fixed", False):
+        return
+    log_outbound = Optimizer.log_outbound
+    outbound_call = CorkDispatcher.outbound_call
+
+    def logged_cork_time(self: Any, n: int, wait: float, duration: float) -> None:
+        corked = wait - getattr(self, "cacaomap_queued", 0.0) if n > 1 else 0.0
+        log_outbound(self, n=n, wait=max(0.0, min(corked, duration)), duration=duration)
+
+    async def timed_outbound_call(self: Any, inputs_info: Any, training: bool = False
+                                  ) -> None:
+        opt = self.optimizer
+        free_since = getattr(opt, "cacaomap_free_since", 0.0)
+        opt.cacaomap_queued = max(0.0, free_since - inputs_info[0].enqueue_time)
+        try:
+            await outbound_call(self, inputs_info, training)
+        finally:
+            opt.cacaomap_free_since = time.time()
+
+    logged_cork_time.cacaomap_fixed = True  # type: ignore[attr-defined]
+    Optimizer.log_outbound = logged_cork_time  # type: ignore[method-assign]
+    CorkDispatcher.outbound_call = timed_outbound_call  # type: ignore[method-assign]
+
+
+def apply() -> None:
+    """Apply every fix (idempotent)."""
+    harden_multipart()
+    cancel_timeout_timers()
+    bound_cork_wait()
