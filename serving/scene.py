@@ -1,15 +1,17 @@
 """Whole-scene classification: sliding windows, blended seams, a COG class map.
 
-Windows of the contract's tile size overlap by ``overlap`` pixels. Each window's class
-probabilities are weighted by a window that is 0 within ``overlap // 4`` pixels of an
-edge shared with a neighbour and ramps to 1 over the next ``overlap // 4`` pixels, then
-summed and renormalised: seams are blended, not cut, and the pixels a window sees with
+Windows of the contract's tile size overlap by ``overlap`` pixels and are blended by
+:mod:`serving.blending`: seams are blended, not cut, and the pixels a window sees with
 too little context (zero padding at its inner edges) never count. For a model whose
 receptive-field radius r is at most ``overlap // 4`` the stitched map therefore equals the
 map of the scene classified whole, away from a margin of r pixels at the scene's own
 edges (where a whole-scene run pads the input to a multiple of 32).
 
-Memory holds one strip of window rows (classes x tile x width floats), not the scene.
+The scene is classified in column groups (``block_px``, default 4096 px), each in
+strips of window rows read in a background thread while the previous strip is
+classified. Memory holds one strip of one group (classes x tile x group width floats)
+plus what a group carries to its neighbour (classes x height x overlap), not the scene;
+GDAL's block cache is capped for the same reason.
 """
 
 from __future__ import annotations
@@ -17,24 +19,38 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import rasterio
 import rasterio.shutil
+from affine import Affine
 from numpy.typing import NDArray
-from rasterio.io import DatasetReader
+from rasterio.io import DatasetReader, DatasetWriter
 from rasterio.windows import Window
 from rich.progress import Progress
 
 from serving.areas import AreaError, class_hectares, ground_pixel_size, pixel_areas
+from serving.blending import (
+    Carry,
+    Emitted,
+    GroupBlender,
+    column_groups,
+    window_starts,
+)
 from serving.tiles import InputError, TileClassifier
 
 #: Default largest scene accepted, in pixels (a full Sentinel-2 tile is 120.6 Mpx).
 DEFAULT_MAX_PIXELS = 11_000 * 11_000
 #: A scene's ground pixel size may differ from the training imagery's by this factor.
 PIXEL_SIZE_TOLERANCE = 1.5
+#: Widest column group classified at a time, in pixels: memory is bounded by this.
+DEFAULT_BLOCK_PX = 4096
+#: GDAL's block cache while a scene is classified (its default, 5% of RAM, would let
+#: memory grow with the scene up to ~1.2 GB on 24 GB).
+GDAL_CACHE_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -59,28 +75,6 @@ class SceneResult:
     height: int
     crs: str | None
     windows: int = 0
-
-
-def window_starts(length: int, tile: int, stride: int) -> list[int]:
-    """Start offsets covering ``[0, length)`` with windows of ``tile`` (last one flush)."""
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, stride))
-    starts.append(length - tile)
-    return sorted(set(starts))
-
-
-def edge_weights(start: int, size: int, length: int, overlap: int) -> NDArray[np.float32]:
-    """1-D blending weight of a window: 0 near inner edges, ramping to 1 inside."""
-    margin = overlap // 4
-    ramp = max(overlap // 4, 1)
-    d = np.arange(size, dtype=np.float32)
-    w = np.ones(size, np.float32)
-    if start > 0:  # an inner edge on the low side
-        w = np.minimum(w, np.clip((d - margin + 1) / ramp, 0, 1))
-    if start + size < length:  # an inner edge on the high side
-        w = np.minimum(w, np.clip((size - 1 - d - margin + 1) / ramp, 0, 1))
-    return w
 
 
 def check_scene(
@@ -120,10 +114,74 @@ def check_scene(
                 f"trained on {trained:,.1f} m pixels: resample the scene first")
 
 
-def _strips(src: DatasetReader, tile: int, stride: int) -> Iterator[tuple[int, np.ndarray]]:
-    for row in window_starts(src.height, tile, stride):
-        height = min(tile, src.height)
-        yield row, src.read(window=Window(0, row, src.width, height))
+def _strips(src: DatasetReader, x0: int, width: int, rows: list[int], height: int
+            ) -> Iterator[tuple[int, np.ndarray]]:
+    """Strips of a column group, each read in a thread while the previous is classified."""
+    with ThreadPoolExecutor(1, thread_name_prefix="scene-read") as pool:
+        pending = pool.submit(src.read, window=Window(x0, rows[0], width, height))
+        for i, row in enumerate(rows):
+            strip = pending.result()
+            if i + 1 < len(rows):
+                pending = pool.submit(src.read, window=Window(x0, rows[i + 1], width, height))
+            yield row, strip
+
+
+class _Tally:
+    """Pixel counts and ground hectares per class, summed over written blocks."""
+
+    def __init__(self, src: DatasetReader, classes: int) -> None:
+        self.crs, self.transform, self.classes = src.crs, src.transform, classes
+        self.counts = np.zeros(classes, np.int64)
+        self.hectares = np.zeros(classes, np.float64)
+
+    def add(self, codes: NDArray[np.uint8], row: int, col: int) -> None:
+        """Count a block of class codes whose top-left pixel is (row, col)."""
+        self.counts += np.bincount(codes.ravel(), minlength=self.classes)[: self.classes]
+        if self.crs is not None:
+            transform = self.transform * Affine.translation(col, 0)
+            areas = pixel_areas(self.crs, transform, codes.shape[0], codes.shape[1], row)
+            self.hectares += class_hectares(codes, areas, self.classes)
+
+
+def _write(block: Emitted | None, out: DatasetWriter, tally: _Tally, nodata: int) -> None:
+    if block is None:
+        return
+    classes = block.probs.argmax(0).astype(np.uint8)
+    classes[~block.valid] = nodata
+    out.write(classes, 1, window=Window(block.col, block.row, classes.shape[1],
+                                        classes.shape[0]))
+    tally.add(classes, block.row, block.col)
+
+
+def _blend_groups(src: DatasetReader, out: DatasetWriter, classifier: TileClassifier,
+                  tally: _Tally, overlap: int, batch_size: int, block_px: int,
+                  progress: bool) -> None:
+    """Classify every window, blend, and write the class codes to ``out``."""
+    tile = classifier.contract.tile_size
+    nodata = classifier.contract.schema.nodata
+    height, width = src.height, src.width
+    th, tw = min(tile, height), min(tile, width)
+    row_starts = window_starts(height, tile, tile - overlap)
+    groups = column_groups(window_starts(width, tile, tile - overlap), tw, block_px)
+    carry: Carry | None = None
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("classifying scene", total=len(row_starts) * len(groups))
+        for g, group in enumerate(groups):
+            x0 = group[0]
+            owned = (groups[g + 1][0] if g + 1 < len(groups) else width) - x0
+            blender = GroupBlender(group, tw, th, width, height, overlap,
+                                   classifier.contract.schema.num_classes, owned, carry,
+                                   last=g + 1 == len(groups))
+            for row, strip in _strips(src, x0, blender.width, row_starts, th):
+                _write(blender.emit_until(row), out, tally, nodata)
+                tiles = np.stack([strip[:, :, c - x0 : c - x0 + tw] for c in group])
+                blender.observe(classifier.valid_mask(strip[None])[0])
+                for b in range(0, len(group), batch_size):
+                    probs = classifier.probabilities(tiles[b : b + batch_size])
+                    blender.add(row, group[b : b + batch_size], probs)
+                bar.advance(task)
+            _write(blender.emit_until(height), out, tally, nodata)
+            carry = blender.carry_out
 
 
 def classify_scene(
@@ -135,8 +193,14 @@ def classify_scene(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     require_crs: bool = True,
     progress: bool = False,
+    block_px: int = DEFAULT_BLOCK_PX,
 ) -> SceneResult:
     """Classify an open scene into a Cloud Optimized GeoTIFF class map at ``dst``.
+
+    The scene is classified in column groups of at most ``block_px`` pixels, each from
+    top to bottom in strips of window rows; what a group adds to the columns its
+    right-hand neighbour starts in is carried over, so the map is the same for any
+    ``block_px`` and memory does not grow with the scene's width or height.
 
     The COG keeps the input's CRS and transform, carries the class colour table and
     marks nodata (code 0) as nodata. It is written to a temporary file and renamed, so a
@@ -151,82 +215,39 @@ def classify_scene(
         raise InputError(f"overlap must be in [0, {tile}); got {overlap}")
     stride = tile - overlap
     height, width = src.height, src.width
-    th, tw = min(tile, height), min(tile, width)
-    col_starts = window_starts(width, tile, stride)
-    row_starts = window_starts(height, tile, stride)
+    windows = len(window_starts(height, tile, stride)) * len(window_starts(width, tile, stride))
     n_cls = schema.num_classes
-    acc = np.zeros((n_cls, th, width), np.float32)
-    wsum = np.zeros((th, width), np.float32)
-    valid = np.zeros((th, width), bool)
-    counts = np.zeros(n_cls, np.int64)
-    hectares = np.zeros(n_cls, np.float64)
-    has_area = src.crs is not None
-    buf_start = 0
+    tally = _Tally(src, n_cls)
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(suffix=".tif", dir=dst.parent, prefix=f".{dst.name}.")
     os.close(fd)
     tmp = Path(tmp_name)
     tmp_cog = tmp.with_suffix(".cog.tif")
+    # Uncompressed: column groups rewrite the blocks they share; the COG compresses.
     profile = {
         "driver": "GTiff", "width": width, "height": height, "count": 1,
         "dtype": "uint8", "crs": src.crs, "transform": src.transform,
         "nodata": schema.nodata, "tiled": True, "blockxsize": 256, "blockysize": 256,
-        "compress": "deflate",
+        "BIGTIFF": "IF_SAFER",
     }
     try:
-        with (
-            rasterio.open(tmp, "w", **profile) as out,
-            Progress(disable=not progress, transient=True) as bar,
-        ):
-            out.write_colormap(1, schema.colormap())
-            # Lineage travels with the map: the model that made it and the scene's date.
-            out.update_tags(
-                CACAOMAP_MODEL=contract.name, CACAOMAP_MODEL_VERSION=contract.version,
-                CACAOMAP_ONNX_SHA256=contract.onnx_sha256,
-                CACAOMAP_MLFLOW_RUN_ID=contract.mlflow_run_id or "",
-                **({"DATE": src.tags()["DATE"]} if "DATE" in src.tags() else {}),
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+            with rasterio.open(tmp, "w", **profile) as out:
+                out.write_colormap(1, schema.colormap())
+                # Lineage travels with the map: the model that made it and the scene's date.
+                out.update_tags(
+                    CACAOMAP_MODEL=contract.name, CACAOMAP_MODEL_VERSION=contract.version,
+                    CACAOMAP_ONNX_SHA256=contract.onnx_sha256,
+                    CACAOMAP_MLFLOW_RUN_ID=contract.mlflow_run_id or "",
+                    **({"DATE": src.tags()["DATE"]} if "DATE" in src.tags() else {}),
+                )
+                _blend_groups(src, out, classifier, tally, overlap, batch_size, block_px,
+                              progress)
+            rasterio.shutil.copy(
+                tmp, tmp_cog, driver="COG", compress="DEFLATE", blocksize=512,
+                overview_resampling="NEAREST",
             )
-            task = bar.add_task("classifying scene", total=len(row_starts))
-
-            def emit(rows: int) -> None:
-                nonlocal acc, wsum, valid, buf_start
-                if rows <= 0:
-                    return
-                probs = acc[:, :rows] / np.maximum(wsum[:rows], 1e-12)
-                classes = probs.argmax(0).astype(np.uint8)
-                classes[~valid[:rows]] = schema.nodata
-                out.write(classes, 1, window=Window(0, buf_start, width, rows))
-                counts[:] += np.bincount(classes.ravel(), minlength=n_cls)[:n_cls]
-                if has_area:
-                    areas = pixel_areas(src.crs, src.transform, rows, width, buf_start)
-                    hectares[:] += class_hectares(classes, areas, n_cls)
-                acc = np.roll(acc, -rows, axis=1)
-                acc[:, -rows:] = 0
-                wsum = np.roll(wsum, -rows, axis=0)
-                wsum[-rows:] = 0
-                valid = np.roll(valid, -rows, axis=0)
-                valid[-rows:] = False
-                buf_start += rows
-
-            for row, strip in _strips(src, tile, stride):
-                emit(row - buf_start)
-                wy = edge_weights(row, th, height, overlap)
-                tiles = np.stack([strip[:, :, c : c + tw] for c in col_starts])
-                strip_valid = classifier.valid_mask(strip[None])[0]
-                valid[:] |= strip_valid
-                for b in range(0, len(col_starts), batch_size):
-                    probs = classifier.probabilities(tiles[b : b + batch_size])
-                    for i, c in enumerate(col_starts[b : b + batch_size]):
-                        w = wy[:, None] * edge_weights(c, tw, width, overlap)[None, :]
-                        acc[:, :, c : c + tw] += probs[i] * w
-                        wsum[:, c : c + tw] += w
-                bar.advance(task)
-            emit(height - buf_start)
-        rasterio.shutil.copy(
-            tmp, tmp_cog, driver="COG", compress="DEFLATE", blocksize=512,
-            overview_resampling="NEAREST",
-        )
         os.replace(tmp_cog, dst)
     finally:
         tmp.unlink(missing_ok=True)
@@ -234,11 +255,12 @@ def classify_scene(
     names = schema.names
     return SceneResult(
         path=dst,
-        class_pixels={names[i]: int(counts[i]) for i in range(n_cls)},
-        hectares={names[i]: float(hectares[i]) for i in range(n_cls)} if has_area else None,
+        class_pixels={names[i]: int(tally.counts[i]) for i in range(n_cls)},
+        hectares=({names[i]: float(tally.hectares[i]) for i in range(n_cls)}
+                  if src.crs is not None else None),
         width=width, height=height,
         crs=src.crs.to_wkt() if src.crs else None,
-        windows=len(row_starts) * len(col_starts),
+        windows=windows,
     )
 
 

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,7 +30,7 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import InvalidArgument
 from bentoml.validators import ContentType, DType, Shape
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, WithJsonSchema
 from rasterio.errors import RasterioError
 from rasterio.io import MemoryFile
 
@@ -38,6 +39,7 @@ from serving.areas import AreaError
 from serving.contract import ContractError, load_model_dir
 from serving.model_store import resolve_model_dir
 from serving.scene import DEFAULT_MAX_PIXELS, SceneResult, classify_scene
+from serving.tile_payload import TILES_SCHEMA, check_tiles
 from serving.tiles import InputError, TileClassifier
 from serving.ui import ui_app
 
@@ -63,47 +65,12 @@ TILES_API = (bentoml.api(batchable=True, batch_dim=(0, 0), max_batch_size=MAX_BA
                          max_latency_ms=MAX_LATENCY_MS)
              if os.environ.get("CACAOMAP_BATCHING", "on") != "off" else bentoml.api)
 
-def check_tile_payload(value: Any) -> Any:
-    """Validate tiles as sent, before any cast or reshape.
-
-    BentoML's own ndarray conversion casts to the dtype and reshapes to the declared
-    shape; a (4, 10, 32, 32) payload would silently become one (1, 10, 64, 64) tile.
-    This check runs first and refuses anything that is not exactly
-    (N, bands, tile, tile) of in-range, finite numbers (integers for integer dtypes).
-    """
-    expected = (CONTRACT.num_bands, CONTRACT.tile_size, CONTRACT.tile_size)
-    try:
-        arr = np.asarray(value)
-    except ValueError as err:
-        raise ValueError(f"tiles are ragged (not one rectangular array): {err}") from err
-    if arr.dtype == object:
-        raise ValueError("tiles are ragged (not one rectangular array)")
-    if arr.ndim != 4 or arr.shape[1:] != expected or arr.shape[0] == 0:
-        raise ValueError(
-            f"tiles must have shape (N, {', '.join(map(str, expected))}) for bands "
-            f"{', '.join(CONTRACT.bands)}; got {arr.shape}"
-        )
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise ValueError(f"tiles must be numbers; got {arr.dtype}")
-    if isinstance(value, np.ndarray) and arr.dtype != np.dtype(CONTRACT.input_dtype):
-        raise ValueError(f"expected dtype {CONTRACT.input_dtype}; got {arr.dtype}")
-    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-        raise ValueError("tiles contain NaN or Inf values")
-    target = np.dtype(CONTRACT.input_dtype)
-    if np.issubdtype(target, np.integer):
-        if not np.issubdtype(arr.dtype, np.integer) and not (arr == np.round(arr)).all():
-            raise ValueError(f"expected integer {target} values; got fractions")
-        info = np.iinfo(target)
-        if arr.min() < info.min or arr.max() > info.max:
-            raise ValueError(f"values outside the {target} range [{info.min}, {info.max}]")
-    return value
-
-
 Tiles = Annotated[
     np.ndarray,
-    BeforeValidator(check_tile_payload),
+    BeforeValidator(partial(check_tiles, contract=CONTRACT)),
     Shape((-1, CONTRACT.num_bands, CONTRACT.tile_size, CONTRACT.tile_size)),
     DType(CONTRACT.input_dtype),
+    WithJsonSchema(TILES_SCHEMA),
 ]
 GeoTiff = Annotated[Path, ContentType("image/tiff")]
 

@@ -13,8 +13,9 @@ from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 
 from serving.areas import AreaError, pixel_areas
+from serving.blending import column_groups, edge_weights, window_starts
 from serving.contract import load_model_dir
-from serving.scene import classify_file, edge_weights, window_starts
+from serving.scene import classify_file
 from serving.tiles import InputError, TileClassifier
 
 
@@ -52,6 +53,9 @@ def _read(path: Path) -> np.ndarray:
 def test_window_starts_cover_the_scene() -> None:
     assert window_starts(200, 64, 48) == [0, 48, 96, 136]
     assert window_starts(50, 64, 48) == [0]
+    assert column_groups([0, 48, 96, 136], 64, 120) == [[0, 48], [96, 136]]
+    assert column_groups([0, 48, 96, 136], 64, 10) == [[0], [48], [96], [136]]
+    assert column_groups([0, 48, 96, 136], 64, 4096) == [[0, 48, 96, 136]]
     w = edge_weights(48, 64, 200, 16)
     assert w[:4].max() == 0 and w[-4:].max() == 0 and w[8:56].min() == 1
 
@@ -74,6 +78,15 @@ def test_windows_equal_whole_scene_and_nodata_stays_nodata(
     m = 3
     assert np.array_equal(a[m:-m, m:-m], b[m:-m, m:-m])
     assert (a != b).mean() < 0.02
+    # Column groups of one or two windows carry their seams over: the same map.
+    for block_px in (10, 120):
+        narrow = classify_file(scene, tmp_path / f"narrow{block_px}.tif", windowed,
+                               block_px=block_px)
+        assert np.array_equal(_read(tmp_path / f"narrow{block_px}.tif"), a)
+        assert narrow.class_pixels == tiled.class_pixels
+        assert narrow.hectares is not None and tiled.hectares is not None
+        # (the areal scale factor is sampled on a lattice anchored at each block)
+        assert narrow.hectares == pytest.approx(tiled.hectares, rel=1e-5)
     # A hard cut (overlap 0) is not: tile-edge pixels see zero padding.
     cut = classify_file(scene, tmp_path / "cut.tif", windowed, overlap=0)
     assert cut.windows > 1
