@@ -7,6 +7,7 @@ memory must come back to its baseline. The table of cases is printed and saved t
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import pickle
@@ -23,6 +24,7 @@ from model_factory import write_local_model
 from rasterio.transform import Affine, from_origin
 from service_helpers import REPO, server_rss_mb, show_table
 
+from serving.tile_payload import encode_tiles
 from training.demo import ServerURL, served_model
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -119,6 +121,11 @@ def build_cases(landscape: Path, tmp: Path) -> list[Case]:
     with rasterio.open(landscape / "labels" / "labels_20201215.tif") as src:
         left, _, _, top = src.bounds
     tile = np.ones((1, BANDS, 64, 64), int)
+
+    def binary_tiles(**change: str) -> bytes:
+        payload = {**encode_tiles(tile.astype(np.uint16)), **change}
+        return json.dumps({"tiles": payload}).encode()
+
     vrt = (f'<VRTDataset rasterXSize="8" rasterYSize="8"><VRTRasterBand dataType="UInt16" '
            f'band="1"><SimpleSource><SourceFilename>{landscape}/images/s2l2a_20240820.tif'
            f'</SourceFilename></SimpleSource></VRTRasterBand></VRTDataset>').encode()
@@ -207,6 +214,11 @@ def build_cases(landscape: Path, tmp: Path) -> list[Case]:
         Case("tiles of 6 bands", raw_post(
             "classify_tiles", json.dumps({"tiles": np.ones((1, 6, 64, 64), int).tolist()}
                                          ).encode(), "application/json"), ("got (1, 6",)),
+        Case("binary tiles: bytes short of the shape", raw_post(
+            "classify_tiles", binary_tiles(data=base64.b64encode(b"12345678").decode()),
+            "application/json"), ("bytes; shape",)),
+        Case("binary tiles: not base64", raw_post(
+            "classify_tiles", binary_tiles(data="%%%"), "application/json"), ("base64",)),
         Case("body that is not JSON", raw_post("classify_tiles", b"{tiles: [", "application/json"),
              ("JSON", "json")),
         Case("Host: evil.example", raw_post("model", b"{}", "application/json",

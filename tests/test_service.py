@@ -17,6 +17,7 @@ from model_factory import write_local_model
 from rio_cogeo.cogeo import cog_validate
 
 from serving.scene import classify_file
+from serving.tile_payload import encode_tiles
 from serving.tiles import TileClassifier
 from training.demo import served_model
 
@@ -58,6 +59,38 @@ def test_classify_tiles_matches_in_process(server: str, model_dir: Path) -> None
     assert got.shape == (3, 64, 64)
     assert np.array_equal(got, expected)
     assert (got[0, :8, :8] == 0).all()
+    # The same tiles as base64 bytes give the same classes.
+    r = httpx.post(f"{server}/classify_tiles", json={"tiles": encode_tiles(tiles)},
+                   timeout=60)
+    assert r.status_code == 200, r.text
+    assert np.array_equal(np.asarray(r.json(), np.uint8), expected)
+    big_endian = encode_tiles(tiles.astype(">u2"))
+    assert big_endian == encode_tiles(tiles)  # always sent little-endian
+
+
+def _binary(tiles: np.ndarray, **change: object) -> dict:
+    return {**encode_tiles(tiles), **change}
+
+
+@pytest.mark.parametrize(
+    ("payload", "needle"),
+    [
+        (_binary(np.ones((1, 10, 64, 64), np.uint16), data="@@@@"), "not valid base64"),
+        (_binary(np.ones((1, 10, 64, 64), np.uint16), shape=[2, 10, 64, 64]),
+         "needs 163,840"),
+        (_binary(np.ones((1, 10, 64, 64), np.uint16), shape=[1, 10, 128, 32]),
+         "got (1, 10, 128, 32)"),
+        (_binary(np.ones((1, 10, 64, 64), np.float32)), "expected dtype uint16"),
+        (_binary(np.ones((1, 10, 64, 64), np.uint16), shape=[1, 10, 64, -64]),
+         "positive integers"),
+        ({"dtype": "uint16", "shape": [1, 10, 64, 64]}, "keys dtype, shape and data"),
+    ],
+)
+def test_binary_tiles_refused_when_inconsistent(server: str, payload: dict, needle: str
+                                                ) -> None:
+    r = httpx.post(f"{server}/classify_tiles", json={"tiles": payload}, timeout=60)
+    assert r.status_code == 400, r.text
+    assert needle in r.json()["error"]
 
 
 @pytest.mark.parametrize(

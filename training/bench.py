@@ -202,7 +202,10 @@ def summarise(r: dict[str, Any]) -> dict[str, Any]:
     stride = tile - r["scene"]["overlap"]
     full = r["scene"]["int8_full"]
     model_mpx = at8["ort_int8"] * stride**2 / 1e6  # new pixels per window
-    svc = {(s["batching"], s["clients"]): s for s in r["service"]}
+    # Runs before the binary form existed sent nested lists only.
+    sent = "binary" if any(x.get("payload") == "binary" for x in r["service"]) else "lists"
+    svc = {(x["batching"], x["clients"]): x for x in r["service"]
+           if x.get("payload", "lists") == sent}
     on16, off16 = svc.get(("on", 16)), svc.get(("off", 16))
     return {
         "best_tiles_per_s": best,
@@ -282,6 +285,17 @@ def update_readme(r: dict[str, Any], s: dict[str, Any]) -> None:
     for row in r.get("session_options", []):
         lines.append(f"| ORT fp32 256 px batch 8, {row['option']} | "
                      f"{row['tiles_per_s']:.2f} tiles/s |")
+    lines += ["", "Service, one tile per request (`bentoml serve`, loopback):", "",
+              "| batching | payload | clients | req/s | p50 / p95 / p99 ms | mean batch | "
+              "statuses |", "|---|---|---|---|---|---|---|"]
+    for x in r["service"]:
+        pct = " / ".join("-" if x[f"p{q}_ms"] is None else f"{x[f'p{q}_ms']:.0f}"
+                         for q in (50, 95, 99))
+        batch = x.get("mean_batch_size")
+        lines.append(f"| {x['batching']} | {x.get('payload', 'lists')} | {x['clients']} | "
+                     f"{x['requests_per_s']:.2f} | {pct} | "
+                     f"{'-' if batch is None else f'{batch:.1f}'} | "
+                     f"{', '.join(f'{k}: {v}' for k, v in x['statuses'].items())} |")
     lines.append(END)
     text = README.read_text()
     if START in text:

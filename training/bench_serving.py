@@ -4,8 +4,8 @@ The scene is built from the demo imagery repeated to 10980 x 10980 px (10 bands,
 uint16, tiled GeoTIFF), classified by :func:`serving.scene.classify_file` in a child
 process so that its peak RSS is its own (``VmHWM``). The service is a real
 ``bentoml serve`` on loopback, called by N concurrent asyncio clients each sending one
-tile per request, with adaptive batching on (max batch 32) and off
-(``CACAOMAP_BATCHING=off``: each request on its own).
+tile per request (base64 binary; nested lists once, for comparison), with adaptive
+batching on (max batch 32) and off (``CACAOMAP_BATCHING=off``: each request on its own).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import rasterio
 from numpy.typing import NDArray
 from rasterio.windows import Window
 
+from serving.tile_payload import encode_tiles
 from training.demo import served_model
 
 SENTINEL2_TILE = 10980
@@ -124,17 +125,24 @@ def batch_sizes_from_metrics(text: str) -> dict[str, float]:
 
 def service_throughput(model_dir: Path, tile: NDArray[np.generic], client_counts: list[int],
                        seconds: float, log_dir: Path) -> list[dict[str, Any]]:
-    """Requests/s and latency percentiles by client count, batching on and off."""
-    body = ('{"tiles": ' + json.dumps(tile[None].tolist()) + "}").encode()
+    """Requests/s and latency percentiles by client count, batching on and off.
+
+    Tiles are sent in the binary form (base64 bytes); one client also sends the
+    nested-list form, to show what parsing 655,360 JSON numbers per tile costs.
+    """
+    bodies = {"binary": json.dumps({"tiles": encode_tiles(tile[None])}).encode(),
+              "lists": ('{"tiles": ' + json.dumps(tile[None].tolist()) + "}").encode()}
+    runs = [("lists", 1)] + [("binary", n) for n in client_counts]
     rows = []
     for label in ("on", "off"):
         env = {"CACAOMAP_BATCHING": label, "CACAOMAP_MAX_IN_FLIGHT": "256",
                "BENTOML_HOME": str(log_dir / f"home-{label}")}
         with served_model(model_dir, log_dir / f"serve-{label}.log", env) as url:
-            asyncio.run(_clients(url, body, 1, 1.0))  # warm-up
-            for clients in client_counts:
+            asyncio.run(_clients(url, bodies["binary"], 1, 1.0))  # warm-up
+            for payload, clients in runs:
                 before = batch_sizes_from_metrics(httpx.get(f"{url}/metrics").text)
-                row = asyncio.run(_clients(url, body, clients, seconds))
+                row = {"payload": payload,
+                       **asyncio.run(_clients(url, bodies[payload], clients, seconds))}
                 after = batch_sizes_from_metrics(httpx.get(f"{url}/metrics").text)
                 if after and before:
                     n = after["batches"] - before["batches"]
