@@ -207,14 +207,16 @@ def summarise(r: dict[str, Any]) -> dict[str, Any]:
     svc = {(x["batching"], x["clients"]): x for x in r["service"]
            if x.get("payload", "lists") == sent}
     on16, off16 = svc.get(("on", 16)), svc.get(("off", 16))
+    # The model's own compute: the session alone (older runs: the serving path).
+    session = max(x.get("ort_fp32_session", x["ort_fp32"]) for x in rows)
     return {
         "best_tiles_per_s": best,
         "ort_fp32_vs_eager": best["ort_fp32"] / best["eager_fp32"],
         "ort_int8_vs_eager": best["ort_int8"] / best["eager_fp32"],
-        "fp32_gflops_achieved": best["ort_fp32"] * gflop,
-        "fp32_fraction_of_peak": best["ort_fp32"] * gflop / r["ceiling"]["theoretical"][
-            "gflops"],
-        "fp32_fraction_of_matmul": best["ort_fp32"] * gflop / r["ceiling"]["matmul_gflops"],
+        "fp32_session_tiles_per_s": session,
+        "fp32_gflops_achieved": session * gflop,
+        "fp32_fraction_of_peak": session * gflop / r["ceiling"]["theoretical"]["gflops"],
+        "fp32_fraction_of_matmul": session * gflop / r["ceiling"]["matmul_gflops"],
         "scene_seconds_int8": full["seconds"],
         "scene_efficiency": full["mpx_per_s"] / model_mpx,
         "scene_peak_rss_mb": full["peak_rss_mb"],
@@ -230,11 +232,14 @@ def summarise(r: dict[str, Any]) -> dict[str, Any]:
 def print_tables(r: dict[str, Any], s: dict[str, Any], console: Console) -> None:
     """The model table and the goals table."""
     t = Table(title=f"tiles/s on {r['machine']['model']} ({r['machine']['cores']} cores)")
-    for col in ("tile", "batch", "eager fp32", "ORT fp32", "ORT int8"):
+    for col in ("tile", "batch", "eager fp32", "ORT fp32", "ORT int8",
+                "session fp32", "session int8"):
         t.add_column(col, justify="right")
     for x in r["model_throughput"]:
-        t.add_row(str(x["tile"]), str(x["batch"]), f"{x['eager_fp32']:.1f}",
-                  f"{x['ort_fp32']:.1f}", f"{x['ort_int8']:.1f}")
+        t.add_row(str(x["tile"]), str(x["batch"]), *(
+            f"{x[k]:.1f}" if k in x else "-" for k in (
+                "eager_fp32", "ort_fp32", "ort_int8", "ort_fp32_session",
+                "ort_int8_session")))
     console.print(t)
     if r.get("session_options"):
         o = Table(title="ONNX Runtime options, fp32, 256 px, batch 8 (tiles/s)")
@@ -252,7 +257,7 @@ def print_tables(r: dict[str, Any], s: dict[str, Any], console: Console) -> None
     console.print(g)
 
 
-def update_readme(r: dict[str, Any], s: dict[str, Any]) -> None:
+def update_readme(r: dict[str, Any], s: dict[str, Any], readme: Path = README) -> None:
     """Replace the README's performance section with these figures."""
     m = r["machine"]
     lines = [
@@ -271,7 +276,9 @@ def update_readme(r: dict[str, Any], s: dict[str, Any]) -> None:
         f"{(s['int8_delta_IoU_macro'] or 0):+.4f} |",
         f"| GFLOP per {r['scene']['tile']} px tile (counted) | "
         f"{r['gflop_per_tile'][str(r['scene']['tile'])]:.1f} |",
-        f"| fp32 achieved GFLOP/s ÷ theoretical peak ({r['ceiling']['theoretical']['gflops']:.0f}"
+        f"| fp32 session alone, best tiles/s | {s['fp32_session_tiles_per_s']:.1f} |",
+        f"| fp32 achieved GFLOP/s (session) ÷ theoretical peak "
+        f"({r['ceiling']['theoretical']['gflops']:.0f}"
         f" GFLOP/s) ÷ measured matmul ({r['ceiling']['matmul_gflops']:.0f}) | "
         f"{s['fp32_gflops_achieved']:.0f}: {s['fp32_fraction_of_peak']:.0%}, "
         f"{s['fp32_fraction_of_matmul']:.0%} |",
@@ -297,11 +304,11 @@ def update_readme(r: dict[str, Any], s: dict[str, Any]) -> None:
                      f"{'-' if batch is None else f'{batch:.1f}'} | "
                      f"{', '.join(f'{k}: {v}' for k, v in x['statuses'].items())} |")
     lines.append(END)
-    text = README.read_text()
+    text = readme.read_text()
     if START in text:
         head, rest = text.split(START, 1)
         text = head + "\n".join(lines) + rest.split(END, 1)[1]
     else:
         text = text.replace("## Limits known today",
                             "## Performance\n\n" + "\n".join(lines) + "\n\n## Limits known today")
-    README.write_text(text)
+    readme.write_text(text)

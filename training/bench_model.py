@@ -118,7 +118,12 @@ def model_throughput(
     tile_sizes: list[int], batch_sizes: list[int], min_seconds: float = MIN_SECONDS,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """tiles/s of eager and each ORT engine, per tile size and batch size."""
+    """tiles/s of eager and each ORT engine, per tile size and batch size.
+
+    Each engine is timed twice: the serving path (``<engine>``: normalise, session,
+    argmax, the same work as eager) and the session alone on prepared input
+    (``<engine>_session``: the model's own compute, for GFLOP/s).
+    """
     rng = np.random.default_rng(0)
     eager = eager_classify(model, contract)
     rows = []
@@ -130,9 +135,15 @@ def model_throughput(
             tiles = np.moveaxis(tiles, -1, 1).clip(1, 20000).astype(contract.input_dtype)
             row: dict[str, Any] = {"tile": tile, "batch": batch}
             row["eager_fp32"] = rate(functools.partial(eager, tiles), batch, min_seconds)
+            prepared = ((tiles.astype(np.float32) - np.asarray(contract.mean, np.float32)[
+                None, :, None, None]) / np.asarray(contract.std, np.float32)[
+                None, :, None, None]).astype(np.float32)
             for name, classifier in engines.items():
                 row[name] = rate(functools.partial(classifier.classify, tiles), batch,
                                  min_seconds)
+                row[f"{name}_session"] = rate(functools.partial(
+                    classifier.session.run, None, {contract.input_name: prepared}),
+                    batch, min_seconds)
             rows.append(row)
             if progress:
                 progress(f"tile {tile} batch {batch}: " + ", ".join(

@@ -1,0 +1,97 @@
+"""``make bench``'s parts on small inputs: they must keep working between benchmark runs.
+
+The benchmark itself takes ~30 minutes on the full Sentinel-2 size; here each part runs
+for real on a small scene and a small model (a real child process, a real
+``bentoml serve``), and the README section is regenerated from the committed JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from model_factory import write_local_model
+from service_helpers import REPO
+
+from serving.blending import window_starts
+from training.bench import END, START, summarise, update_readme
+from training.bench_serving import (
+    batch_sizes_from_metrics,
+    build_scene,
+    classify_scene_child,
+    service_throughput,
+)
+
+pytestmark = [pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_local_model(tmp_path_factory.mktemp("bench") / "v1", tile_size=64,
+                             overlap=16)
+
+
+def test_scene_child_reports_time_and_its_own_peak_memory(
+    model_dir: Path, landscape: Path, tmp_path: Path
+) -> None:
+    source = landscape / "images" / "s2l2a_20240820.tif"
+    scene = build_scene(source, tmp_path / "scene.tif", 300)
+    with rasterio.open(scene) as src, rasterio.open(source) as orig:
+        assert (src.width, src.height) == (300, 300)
+        # The source repeated: its first rows and columns, then again.
+        w = orig.width
+        assert np.array_equal(src.read(1, window=((0, 8), (w, w + 8))),
+                              orig.read(1, window=((0, 8), (0, 8))))
+    record = classify_scene_child(model_dir, scene, tmp_path / "out.tif")
+    assert record["width"] == record["height"] == 300
+    assert record["windows"] == len(window_starts(300, 64, 48)) ** 2 == 36
+    assert record["seconds"] > 0 and record["mpx_per_s"] > 0
+    # The child's own VmHWM: a Python with numpy, ORT and GDAL, not this test process.
+    assert 50 < record["peak_rss_mb"] < 2048
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_service_sweep_counts_statuses_and_batches(model_dir: Path, tmp_path: Path
+                                                   ) -> None:
+    tile = np.random.default_rng(0).integers(100, 4000, (10, 64, 64)).astype(np.uint16)
+    rows = service_throughput(model_dir, tile, [1, 4], 1.5, tmp_path)
+    assert [(r["batching"], r["payload"], r["clients"]) for r in rows] == [
+        ("on", "lists", 1), ("on", "binary", 1), ("on", "binary", 4),
+        ("off", "lists", 1), ("off", "binary", 1), ("off", "binary", 4)]
+    for r in rows:
+        assert set(r["statuses"]) == {200}, r
+        assert r["requests_per_s"] > 0
+        assert r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
+    on = [r for r in rows if r["batching"] == "on"]
+    assert all(r["mean_batch_size"] >= 1 for r in on)
+
+
+def test_batch_sizes_from_prometheus_text() -> None:
+    text = ('bentoml_service_adaptive_batch_size_sum{endpoint="/classify_tiles",'
+            'method_name="classify_tiles",service_name="cacaomap"} 30.0\n'
+            'bentoml_service_adaptive_batch_size_count{endpoint="/classify_tiles",'
+            'method_name="classify_tiles",service_name="cacaomap"} 12.0\n')
+    assert batch_sizes_from_metrics(text) == {"batches": 12.0, "mean_batch_size": 2.5}
+    assert batch_sizes_from_metrics("") == {}
+
+
+def test_readme_section_is_generated_from_the_newest_json(tmp_path: Path) -> None:
+    newest = sorted(p for p in (REPO / "experiments" / "benchmarks").glob("20*.json")
+                    if "partial" not in p.name)[-1]
+    result = json.loads(newest.read_text())
+    summary = summarise(result)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n## Performance\n\n{START}\nold\n{END}\n\n## Next\n")
+    update_readme(result, summary, readme)
+    text = readme.read_text()
+    section = text.split(START)[1].split(END)[0]
+    assert "old" not in section and text.endswith("## Next\n")
+    assert f"experiments/benchmarks/{result['date']}.json" in section
+    assert f"{summary['scene_seconds_int8']:.0f} s" in section
+    assert f"{summary['ort_int8_vs_eager']:.2f}x" in section
+    # The committed README carries the newest figures.
+    committed = (REPO / "README.md").read_text().split(START)[1].split(END)[0]
+    assert committed == section
