@@ -226,6 +226,14 @@ def summarise(r: dict[str, Any]) -> dict[str, Any]:
         "service16_on_vs_off": on16["requests_per_s"] / off16["requests_per_s"]
         if on16 and off16 else None,
         "int8_delta_IoU_macro": r["int8"].get("delta_test_IoU_macro"),
+        # What this machine allows, whatever the code: the scene cannot be faster than
+        # its windows at the best int8 rate; ORT cannot beat eager by more than the
+        # matmul ceiling over eager's rate; batching cannot beat single-tile requests
+        # by more than the best batch's rate over batch 1's.
+        "scene_seconds_bound": full["windows"] / best["ort_int8"],
+        "ort_vs_eager_bound": r["ceiling"]["matmul_gflops"] / (best["eager_fp32"] * gflop),
+        "batching_gain_bound": best["ort_int8"] / next(
+            x["ort_int8"] for x in rows if x["batch"] == 1),
     }
 
 
@@ -288,6 +296,10 @@ def update_readme(r: dict[str, Any], s: dict[str, Any], readme: Path = README) -
         "| service, 16 clients, batching on: ÷ offline, ÷ batching off | "
         + (f"{s['service16_vs_offline']:.2f}, {s['service16_on_vs_off']:.2f}"
            if s["service16_vs_offline"] else "n/a") + " |",
+        f"| bounds on this machine: scene ≥ windows ÷ best int8 tiles/s; ORT ÷ eager ≤ "
+        f"matmul ceiling ÷ eager GFLOP/s; batching gain ≤ best batch ÷ batch 1 | "
+        f"{s['scene_seconds_bound']:.0f} s; {s['ort_vs_eager_bound']:.2f}x; "
+        f"{s['batching_gain_bound']:.2f}x |",
     ]
     for row in r.get("session_options", []):
         lines.append(f"| ORT fp32 256 px batch 8, {row['option']} | "
