@@ -59,13 +59,13 @@ def as_class_map(path: str | Path, classifier: Any | None, work_dir: Path) -> Pa
     Raises:
         ValueError: A scene was given but there is no model to classify it.
     """
+    from serving.scene import classify_file, is_class_map
+
     with rasterio.open(path) as src:
-        is_map = src.count == 1 and src.dtypes[0] == "uint8"
-    if is_map:
-        return Path(path)
+        if is_class_map(src):
+            return Path(path)
     if classifier is None:
         raise ValueError(f"{Path(path).name} is a scene, not a class map: give a model")
-    from serving.scene import classify_file
 
     out = work_dir / f"classes_{Path(path).stem}.tif"
     classify_file(path, out, classifier)

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import rasterio
@@ -75,6 +76,27 @@ class SceneResult:
     height: int
     crs: str | None
     windows: int = 0
+
+
+def is_class_map(src: DatasetReader) -> bool:
+    """Whether an open raster is a class map (one uint8 band) rather than a scene."""
+    return src.count == 1 and src.dtypes[0] == "uint8"
+
+
+def class_map_or_scene(src: DatasetReader, classifier: TileClassifier, name: str
+                       ) -> Literal["class map", "scene"]:
+    """What an upload for one date is: a class map as it is, or a scene to classify.
+
+    Raises:
+        InputError: It is neither (naming its bands and dtype).
+    """
+    if is_class_map(src):
+        return "class map"
+    if src.count == classifier.contract.num_bands:
+        return "scene"
+    raise InputError(f"the {name} upload must be a one-band uint8 class map or a scene of "
+                     f"{classifier.contract.num_bands} bands; got {src.count} band(s) of "
+                     f"{src.dtypes[0]}")
 
 
 def check_scene(

@@ -38,7 +38,12 @@ from serving import guards
 from serving.areas import AreaError
 from serving.contract import ContractError, load_model_dir
 from serving.model_store import resolve_model_dir
-from serving.scene import DEFAULT_MAX_PIXELS, SceneResult, classify_scene
+from serving.scene import (
+    DEFAULT_MAX_PIXELS,
+    SceneResult,
+    class_map_or_scene,
+    classify_scene,
+)
 from serving.tile_payload import TILES_SCHEMA, check_tiles
 from serving.tiles import InputError, TileClassifier
 from serving.ui import ui_app
@@ -162,22 +167,14 @@ class CacaoMap:
             paths = []
             for name, upload in (("reference", reference), ("current", current)):
                 with _open_upload(upload) as memfile, memfile.open(driver="GTiff") as src:
-                    if src.count == 1 and src.dtypes[0] == "uint8":
+                    if class_map_or_scene(src, self.classifier, name) == "class map":
                         target = work / f"{name}.tif"
                         target.write_bytes(upload.read_bytes())
-                    elif src.count == self.contract.num_bands:  # a scene: classify it
+                    else:
                         target = classify_scene(src, work / f"{name}_classes.tif",
                                                 self.classifier, max_pixels=MAX_PIXELS).path
-                    else:
-                        raise InvalidArgument(
-                            f"{name} must be a one-band uint8 class map or a scene of "
-                            f"{self.contract.num_bands} bands; got {src.count} band(s) "
-                            f"of {src.dtypes[0]}")
                 paths.append(target)
-            lineage = {"model": {"name": self.contract.name,
-                                 "version": self.contract.version,
-                                 "onnx_sha256": self.contract.onnx_sha256,
-                                 "mlflow_run_id": self.contract.mlflow_run_id}}
+            lineage = self._lineage()
             report, _, _ = build_report(paths[0], paths[1], self.contract.schema, zones,
                                         lineage=lineage, zones_geojson_only=True)
             return report
@@ -188,15 +185,19 @@ class CacaoMap:
         except RasterioError as err:
             raise InvalidArgument(f"a class map is not a readable GeoTIFF: {err}") from err
 
+    def _lineage(self) -> dict[str, Any]:
+        """The served model, as reports record it."""
+        return {"model": {"name": self.contract.name, "version": self.contract.version,
+                          "onnx_sha256": self.contract.onnx_sha256,
+                          "mlflow_run_id": self.contract.mlflow_run_id}}
+
     def _analyze(self, uploads: dict[str, Path]) -> dict[str, Any]:
         from serving.baseline import BaselineError
         from serving.ui import analyze
 
-        lineage = {"model": {"name": self.contract.name, "version": self.contract.version,
-                             "onnx_sha256": self.contract.onnx_sha256,
-                             "mlflow_run_id": self.contract.mlflow_run_id}}
         try:
-            return analyze(uploads, self.classifier, MAX_PIXELS, lineage)
+            return analyze(uploads, self.classifier, MAX_PIXELS, self._lineage(),
+                           open_upload=_open_upload)
         except (BaselineError, AreaError, InputError, ValueError) as err:
             raise InvalidArgument(str(err)) from err
         except RasterioError as err:

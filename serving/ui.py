@@ -18,17 +18,18 @@ import re
 import secrets
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.io import DatasetReader
+from rasterio.io import DatasetReader, MemoryFile
 
 from serving.areas import class_hectares, pixel_areas
 from serving.browser_maps import class_map_image, rgb_image
 from serving.classes import ClassSchema
-from serving.scene import classify_scene
+from serving.scene import class_map_or_scene, classify_scene
 from serving.tiles import InputError, TileClassifier
 
 STATIC_DIR = Path(__file__).parent / "ui" / "static"
@@ -82,19 +83,14 @@ def _one_date(src: DatasetReader, upload: Path, name: str, folder: Path,
     schema = contract.schema
     target = folder / f"classes_{name}.tif"
     date = src.tags().get("DATE")
-    if src.count == 1 and src.dtypes[0] == "uint8":
+    kind = class_map_or_scene(src, classifier, name)
+    if kind == "class map":
         if src.crs is None:
             raise InputError(f"the {name} class map has no CRS: no hectares")
         shutil.copyfile(upload, target)
-        kind = "class map"
-    elif src.count == contract.num_bands:
+    else:
         classify_scene(src, target, classifier, max_pixels=max_pixels)
         rgb_image(src, contract.bands, contract.image_nodata).save(folder / f"rgb_{name}.png")
-        kind = "scene"
-    else:
-        raise InputError(f"the {name} upload must be a one-band uint8 class map or a scene "
-                         f"of {contract.num_bands} bands; got {src.count} band(s) of "
-                         f"{src.dtypes[0]}")
     with rasterio.open(target) as written:
         date = written.tags().get("DATE") or date
     pixels, hectares = map_summary(target, schema)
@@ -105,7 +101,8 @@ def _one_date(src: DatasetReader, upload: Path, name: str, folder: Path,
 
 
 def analyze(uploads: dict[str, Path], classifier: TileClassifier, max_pixels: int,
-            lineage: dict[str, Any] | None = None) -> dict[str, Any]:
+            lineage: dict[str, Any] | None = None,
+            open_upload: Callable[[Path], MemoryFile] | None = None) -> dict[str, Any]:
     """Classify ``current`` (and ``reference`` with ``zones``) for the map page.
 
     Args:
@@ -113,6 +110,8 @@ def analyze(uploads: dict[str, Path], classifier: TileClassifier, max_pixels: in
         classifier: The served model.
         max_pixels: Largest scene accepted.
         lineage: Model lineage for the baseline report.
+        open_upload: Opens an upload in memory (the service's, which checks its size);
+            default: the bytes as they are.
 
     Returns:
         JSON for the page: classes, per-date hectares and image bounds, the baseline
@@ -121,9 +120,9 @@ def analyze(uploads: dict[str, Path], classifier: TileClassifier, max_pixels: in
     Raises:
         InputError, AreaError, BaselineError, ZoneError: Naming what is wrong.
     """
-    from rasterio.io import MemoryFile
-
     from serving.baseline_report import build_report, write_report
+
+    opener = open_upload or (lambda path: MemoryFile(path.read_bytes()))
 
     schema = classifier.contract.schema
     result_id, folder = new_result_folder()
@@ -132,8 +131,7 @@ def analyze(uploads: dict[str, Path], classifier: TileClassifier, max_pixels: in
         for name in ("reference", "current"):
             if name not in uploads:
                 continue
-            with MemoryFile(uploads[name].read_bytes()) as memfile, \
-                    memfile.open(driver="GTiff") as src:
+            with opener(uploads[name]) as memfile, memfile.open(driver="GTiff") as src:
                 dates[name] = _one_date(src, uploads[name], name, folder, classifier,
                                         max_pixels)
         out: dict[str, Any] = {
