@@ -18,7 +18,7 @@ import yaml
 _HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 #: The default schema shipped with the project.
-DEFAULT_CLASSES_PATH = Path(__file__).resolve().parent.parent / "datasets" / "classes.yaml"
+DEFAULT_CLASSES_PATH = Path(__file__).resolve().parent / "classes.yaml"
 
 
 class ClassSchemaError(ValueError):

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from serving.classes import load_classes
-from serving.contract import ModelContract
-from training.export import OPSET, package_model
+from serving.inference.contract import ModelContract
+from training.export.exporter import OPSET, package_model
 from training.synthetic.spectra import S2_BANDS
 
 

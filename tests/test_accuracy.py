@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from serving.accuracy import sample_sizes, stratified_estimate
+from serving.baseline.accuracy import sample_sizes, stratified_estimate
 
 # Olofsson, Foody, Herold, Stehman, Woodcock & Wulder (2014), "Good practices for
 # estimating area and assessing accuracy of land change", Remote Sens. Environ. 148,

@@ -24,8 +24,8 @@ from model_factory import write_local_model
 from rasterio.transform import Affine, from_origin
 from service_helpers import REPO, server_rss_mb, show_table
 
-from serving.tile_payload import encode_tiles
-from training.demo import ServerURL, served_model
+from serving.http.local_server import ServerURL, served_model
+from serving.http.tile_payload import encode_tiles
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 UPLOAD_LIMIT_MB = 4

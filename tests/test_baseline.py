@@ -11,8 +11,14 @@ import pytest
 import rasterio
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
-from serving.baseline import Thresholds, load_class_maps, transition_hectares, zone_statistics
-from serving.baseline_report import build_report, draw_sample, write_report
+from serving.baseline.change import (
+    Thresholds,
+    load_class_maps,
+    transition_hectares,
+    zone_statistics,
+)
+from serving.baseline.report import build_report, write_report
+from serving.baseline.sampling import draw_sample
 from serving.classes import load_classes
 
 SCHEMA = load_classes()

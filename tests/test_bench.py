@@ -16,9 +16,9 @@ import rasterio
 from model_factory import write_local_model
 from service_helpers import REPO
 
-from serving.blending import window_starts
-from training.bench import END, START, summarise, update_readme
-from training.bench_serving import (
+from serving.inference.blending import window_starts
+from training.bench.runner import END, START, summarise, update_readme
+from training.bench.service import (
     batch_sizes_from_metrics,
     build_scene,
     classify_scene_child,

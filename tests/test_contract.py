@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from model_factory import write_local_model
 
-from serving.contract import ContractError, ModelContract, load_model_dir
-from serving.tiles import TileClassifier
+from serving.inference.contract import ContractError, ModelContract, load_model_dir
+from serving.inference.tiles import TileClassifier
 
 
 @pytest.fixture(scope="module")

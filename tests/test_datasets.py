@@ -3,8 +3,8 @@ from pathlib import Path
 import torch
 from torchgeo.samplers import GridGeoSampler
 
-from training.datamodule import LandCoverDataModule
-from training.datasets import LabelRemap
+from training.data.datamodule import LandCoverDataModule
+from training.data.datasets import LabelRemap
 
 
 def test_polygon_labels_give_the_raster_masks(landscape: Path) -> None:

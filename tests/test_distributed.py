@@ -13,7 +13,7 @@ import torch
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from torchgeo.samplers import GridGeoSampler
 
-from training.datamodule import LandCoverDataModule
+from training.data.datamodule import LandCoverDataModule
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent

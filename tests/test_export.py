@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import rasterio
 
-import training.export as export_module
-from serving.contract import load_model_dir
+import training.export.exporter as export_module
+from serving.inference.contract import load_model_dir
 from training.cli import main
 
 pytestmark = pytest.mark.slow
@@ -62,7 +62,7 @@ def test_export_from_run_checks_parity_and_registers(
     assert (Path(stored.path) / "contract.json").read_text() == (
         onnx_path.parent / "contract.json").read_text()
     # Dynamic axes: the model runs at another batch size and tile size.
-    from serving.tiles import TileClassifier
+    from serving.inference.tiles import TileClassifier
 
     tiles = np.full((3, 10, 96, 96), 900, np.uint16)
     assert TileClassifier(onnx_path, contract).classify(tiles).shape == (3, 96, 96)

@@ -18,8 +18,8 @@ import mlflow
 import pytest
 from service_helpers import REPO, show_table
 
-from serving.contract import ContractError, load_model_dir
-from serving.model_store import resolve_model_dir
+from serving.inference.contract import ContractError, load_model_dir
+from serving.inference.model_store import resolve_model_dir
 
 pytestmark = pytest.mark.slow
 CACAOMAP = str(Path(sys.executable).with_name("cacaomap"))
@@ -135,7 +135,7 @@ def test_killed_export_leaves_no_model(landscape: Path, tmp_path: Path) -> None:
 
 def test_report_write_is_all_or_nothing(tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    import serving.baseline_report as report_module
+    import serving.baseline.report as report_module
 
     target = tmp_path / "report.json"
     report_module._atomic_write(target, json.dumps({"v": 1}).encode())

@@ -17,8 +17,8 @@ import pytest
 from model_factory import write_local_model
 from service_helpers import REPO
 
-from serving.guards import HostGuard, Message, Scope, TokenGuard
-from training.demo import ServerURL, free_port, served_model
+from serving.http.guards import HostGuard, Message, Scope, TokenGuard
+from serving.http.local_server import ServerURL, free_port, served_model
 
 TOKEN = "correct-horse-battery-staple"
 
@@ -114,7 +114,7 @@ def _serve_exit(model: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]
     env = os.environ | {"CACAOMAP_MODEL": str(model), "BENTOML_HOME": str(tmp_path / "h"),
                         "BENTOML_DO_NOT_TRACK": "true"}
     return subprocess.run(
-        [sys.executable, "-m", "bentoml", "serve", "serving.service:CacaoMap", "--host",
+        [sys.executable, "-m", "bentoml", "serve", "serving.http.service:CacaoMap", "--host",
          "127.0.0.1", "--port", str(free_port())], env=env, cwd=REPO, capture_output=True,
         text=True, timeout=180)
 

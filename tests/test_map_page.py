@@ -22,9 +22,9 @@ from PIL import Image
 from rasterio.warp import transform_bounds
 from service_helpers import ARTIFACTS, REPO
 
-from serving.browser_maps import class_map_image, rgb_image
 from serving.classes import load_classes
-from training.demo import ServerURL, served_model
+from serving.http.browser_maps import class_map_image, rgb_image
+from serving.http.local_server import ServerURL, served_model
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

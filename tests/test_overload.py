@@ -20,7 +20,7 @@ import pytest
 from model_factory import write_local_model
 from service_helpers import REPO, server_rss_mb, show_table
 
-from training.demo import ServerURL, served_model
+from serving.http.local_server import ServerURL, served_model
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 TILE = 32

@@ -10,7 +10,7 @@ import torch
 from torchgeo.samplers import GridGeoSampler
 
 from training.cli import main
-from training.datamodule import LandCoverDataModule
+from training.data.datamodule import LandCoverDataModule
 
 pytestmark = pytest.mark.slow
 DATA = Path("tests/data/rondonia")
@@ -68,8 +68,8 @@ def test_train_and_evaluate_on_real_landsat(mlflow_store: dict[str, str]) -> Non
         "nodata", "forest", "degraded", "other"]
 
     # Parity of the exported model on real Landsat tiles (int16, nodata -9999).
-    from serving.contract import load_model_dir
-    from training.export import export_model
+    from serving.inference.contract import load_model_dir
+    from training.export.exporter import export_model
 
     folder = export_model(ckpt, name="rondonia", models_dir=Path(mlflow_store["root"]) / "m",
                           tile_size=96, overlap=16, parity_images=DATA / "LC08_232066_20190727.tif",

@@ -13,10 +13,10 @@ from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 
 from serving.areas import AreaError, pixel_areas
-from serving.blending import column_groups, edge_weights, window_starts
-from serving.contract import load_model_dir
-from serving.scene import classify_file
-from serving.tiles import InputError, TileClassifier
+from serving.inference.blending import column_groups, edge_weights, window_starts
+from serving.inference.contract import load_model_dir
+from serving.inference.scene import classify_file
+from serving.inference.tiles import InputError, TileClassifier
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 from model_factory import write_local_model
 from service_helpers import ARTIFACTS, REPO
 
-from training.demo import ServerURL, served_model
+from serving.http.local_server import ServerURL, served_model
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 MIN_CASES = 1000

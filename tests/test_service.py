@@ -16,10 +16,10 @@ import rasterio
 from model_factory import write_local_model
 from rio_cogeo.cogeo import cog_validate
 
-from serving.scene import classify_file
-from serving.tile_payload import encode_tiles
-from serving.tiles import TileClassifier
-from training.demo import served_model
+from serving.http.local_server import served_model
+from serving.http.tile_payload import encode_tiles
+from serving.inference.scene import classify_file
+from serving.inference.tiles import TileClassifier
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 REPO = Path(__file__).resolve().parent.parent
@@ -165,7 +165,7 @@ def test_bad_scenes_get_400_naming_the_problem(server: str, tmp_path: Path) -> N
 
 
 def test_baseline_endpoint_matches_offline(server: str, landscape: Path) -> None:
-    from serving.baseline_report import build_report
+    from serving.baseline.report import build_report
     from serving.classes import load_classes
 
     ref = landscape / "labels" / "labels_20201215.tif"
@@ -209,7 +209,7 @@ def test_many_scenes_fan_out_to_replicas(server: str, landscape: Path, tmp_path:
 
 
 def test_service_module_never_imports_torch(model_dir: Path) -> None:
-    code = ("import sys, serving.service; "
+    code = ("import sys, serving.http.service; "
             "bad = [m for m in ('torch', 'lightning', 'torchgeo', 'training') "
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     env = os.environ | {"CACAOMAP_MODEL": str(model_dir)}
@@ -233,7 +233,7 @@ def test_bento_builds_without_torch(model_dir: Path, tmp_path: Path) -> None:
     (bento,) = [p for p in (tmp_path / "home" / "bentos" / "cacaomap").iterdir()
                 if p.is_dir() and p.name != "latest"]
     sources = {p.relative_to(bento / "src").as_posix() for p in (bento / "src").rglob("*.py")}
-    assert "serving/service.py" in sources
+    assert "serving/http/service.py" in sources
     assert not any(s.startswith("training/") for s in sources)
     requirements = "\n".join(p.read_text() for p in (bento / "env").rglob("requirements*.txt"))
     assert "onnxruntime" in requirements

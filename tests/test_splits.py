@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import shapely
 
-from training.datamodule import LandCoverDataModule
-from training.splits import assign_blocks
+from training.data.datamodule import LandCoverDataModule
+from training.data.splits import assign_blocks
 
 
 def test_blocks_cover_and_do_not_overlap() -> None:

@@ -12,10 +12,10 @@ import httpx
 import mlflow
 import pytest
 
-from serving.contract import load_model_dir
+from serving.http.local_server import free_port, served_model
+from serving.inference.contract import load_model_dir
 from training.cli import main
-from training.demo import free_port, served_model
-from training.export import resolve_model_uri
+from training.export.registry import resolve_model_uri
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 

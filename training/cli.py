@@ -62,9 +62,9 @@ def export(
         register: Register in MLflow and the BentoML store.
         alias: MLflow alias set on the new version.
     """
-    from training.export import (
+    from training.export.exporter import export_model
+    from training.export.registry import (
         checkpoint_from_run,
-        export_model,
         run_of_model_uri,
         test_metrics_of_run,
     )
@@ -108,10 +108,10 @@ def classify(
         overlap: Overlap between windows (default: the contract's; in-process only).
         batch_size: Windows per ONNX Runtime call (in-process only).
     """
-    from serving.batch import classify_many, scene_list
-    from serving.model_store import resolve_model_dir
-    from serving.scene import classify_file
-    from serving.tiles import TileClassifier
+    from serving.inference.many_scenes import classify_many, scene_list
+    from serving.inference.model_store import resolve_model_dir
+    from serving.inference.scene import classify_file
+    from serving.inference.tiles import TileClassifier
 
     files = scene_list([source])
     single = source.suffix.lower() in (".tif", ".tiff") and not url
@@ -153,7 +153,7 @@ def serve(
     port: int = 3000,
     models_dir: Path = Path("models"),
 ) -> None:
-    """Serve a model with BentoML (``bentoml serve serving.service:CacaoMap``).
+    """Serve a model with BentoML (``bentoml serve serving.http.service:CacaoMap``).
 
     Args:
         model: A model folder, ``models:/<name>@<alias>`` from the MLflow registry
@@ -166,12 +166,12 @@ def serve(
     import os
 
     if model and model.startswith("models:/"):
-        from training.export import resolve_model_uri
+        from training.export.registry import resolve_model_uri
 
         model = str(resolve_model_uri(model, models_dir))
     env = os.environ | ({"CACAOMAP_MODEL": model} if model else {})
     os.execvpe(sys.executable, [sys.executable, "-m", "bentoml", "serve",
-                                "serving.service:CacaoMap", "--host", host,
+                                "serving.http.service:CacaoMap", "--host", host,
                                 "--port", str(port)], env)
 
 
@@ -206,11 +206,11 @@ def baseline(
     from rich.console import Console
     from rich.table import Table
 
-    from serving.baseline import Thresholds
-    from serving.baseline_report import as_class_map, build_report, write_report
+    from serving.baseline.change import Thresholds
+    from serving.baseline.report import as_class_map, build_report, write_report
     from serving.classes import load_classes
-    from serving.model_store import resolve_model_dir
-    from serving.tiles import TileClassifier
+    from serving.inference.model_store import resolve_model_dir
+    from serving.inference.tiles import TileClassifier
 
     classifier = TileClassifier.from_model_dir(resolve_model_dir(model)) if model else None
     schema = classifier.contract.schema if classifier and not classes else load_classes(
@@ -262,7 +262,7 @@ def sample_points(
         seed: Random seed.
         reference_map: Class map at the reference date: strata become transitions.
     """
-    from serving.baseline_report import draw_sample
+    from serving.baseline.sampling import draw_sample
     from serving.classes import load_classes
 
     path = draw_sample(class_map, out, load_classes(classes), users_accuracy,
@@ -295,7 +295,7 @@ def bench(scene_size: int = 10980, service_seconds: float = 10.0,
         redo: Comma list of sections to measure again although today's JSON has them
             (``scene,service``); the others are reused.
     """
-    from training.bench import add_session_options, run_bench
+    from training.bench.runner import add_session_options, run_bench
 
     if options_only:
         add_session_options()

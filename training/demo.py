@@ -7,13 +7,6 @@ monitoring-date scene to ``/classify_scene`` (the COG class map) and
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +16,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from training.export import checkpoint_from_run, export_model, test_metrics_of_run
+from serving.http.local_server import served_model
+from training.export.exporter import export_model
+from training.export.registry import checkpoint_from_run, test_metrics_of_run
 from training.tracking import resolve_tracking_uri
-
-READY_TIMEOUT_S = 180
 
 
 def latest_run(experiment: str) -> str:
@@ -40,70 +33,6 @@ def latest_run(experiment: str) -> str:
     if not runs:
         raise SystemExit(f"no finished run in {experiment!r}: train first")
     return str(runs[0].info.run_id)
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServerURL(str):
-    """The base URL of a running server, with the server's process id."""
-
-    pid: int
-
-
-@contextmanager
-def served_model(
-    model_dir: Path, log_path: Path | None = None, extra_env: dict[str, str] | None = None,
-    cwd: Path | None = None,
-) -> Iterator[ServerURL]:
-    """Run ``bentoml serve`` for ``model_dir`` on 127.0.0.1 until the block exits.
-
-    Yields the base URL (with the server's ``pid``) once ``/readyz`` answers 200; stops
-    the server afterwards.
-
-    Raises:
-        RuntimeError: If the server exits or is not ready in time (with its log tail).
-    """
-    url = ServerURL(f"http://127.0.0.1:{free_port()}")
-    env = os.environ | {"CACAOMAP_MODEL": str(model_dir), "BENTOML_DO_NOT_TRACK": "true",
-                        **(extra_env or {})}
-    log = open(log_path, "w") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "serving.service:CacaoMap",
-         "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]],
-        env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url.pid = proc.pid
-
-    def tail() -> str:
-        return log_path.read_text()[-3000:] if log_path else ""
-
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited with {proc.returncode}\n{tail()}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"bentoml serve not ready in {READY_TIMEOUT_S} s\n{tail()}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        if log_path:
-            log.close()  # type: ignore[union-attr]
 
 
 def _post(url: str, endpoint: str, files: dict[str, Path]) -> httpx.Response:
@@ -148,7 +77,7 @@ def run_demo_serving(
     models_dir: Path = Path("models"),
 ) -> None:
     """Export the newest demo run, serve it, classify both dates, run the baseline."""
-    from serving.baseline_report import build_report, write_report
+    from serving.baseline.report import build_report, write_report
     from serving.classes import load_classes
 
     console = Console()

@@ -9,9 +9,9 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.exceptions import MlflowException
 
-from training.datamodule import LandCoverDataModule
-from training.task import LandCoverSegmentationTask
+from training.data.datamodule import LandCoverDataModule
 from training.tracking import MLflowSaveConfigCallback, checkpoint_run_id
+from training.trainers.segmentation import LandCoverSegmentationTask
 
 
 class CacaomapLightningCLI(LightningCLI):

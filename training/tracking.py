@@ -14,7 +14,8 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
-from matplotlib.figure import Figure
+
+from serving.files import sha256_file
 
 #: Where runs go unless MLFLOW_TRACKING_URI says otherwise.
 DEFAULT_TRACKING_URI = "sqlite:///experiments/mlflow.db"
@@ -37,15 +38,6 @@ def git_sha(cwd: str | Path | None = None) -> str:
         return "unknown"
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def dataset_fingerprint(files: Iterable[str | Path]) -> str:
     """sha256 over the names and contents of the files a dataset reads.
 
@@ -54,7 +46,7 @@ def dataset_fingerprint(files: Iterable[str | Path]) -> str:
     digest = hashlib.sha256()
     for path in sorted(Path(f) for f in files):
         digest.update(path.name.encode())
-        digest.update(file_sha256(path).encode())
+        digest.update(sha256_file(path).encode())
     return digest.hexdigest()
 
 
@@ -87,7 +79,7 @@ def ensure_experiment(name: str) -> str:
 
 
 class CacaoMLFlowLogger(MLFlowLogger):
-    """MLFlowLogger with the project's defaults and a figure helper.
+    """MLFlowLogger with the project's defaults.
 
     Tracking URI: ``MLFLOW_TRACKING_URI`` if set, else a sqlite store under
     ``experiments/``; artifacts under ``experiments/mlartifacts`` for new experiments.
@@ -123,14 +115,6 @@ class CacaoMLFlowLogger(MLFlowLogger):
             tags=all_tags, log_model=log_model, artifact_location=artifact_location,
             run_id=run_id, save_dir=None,
         )
-
-    def log_figure(self, figure: Figure, artifact_file: str) -> None:
-        """Log a matplotlib figure as a PNG artifact of this run."""
-        self.experiment.log_figure(self.run_id, figure, artifact_file)
-
-    def log_dict(self, data: dict[str, Any], artifact_file: str) -> None:
-        """Log a JSON artifact of this run."""
-        self.experiment.log_dict(self.run_id, data, artifact_file)
 
 
 class MLflowSaveConfigCallback(SaveConfigCallback):

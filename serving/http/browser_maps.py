@@ -26,6 +26,7 @@ from rasterio.transform import Affine, array_bounds
 from rasterio.warp import calculate_default_transform, reproject, transform_bounds
 
 from serving.classes import ClassSchema
+from serving.inference.validity import observed
 
 WEB_MERCATOR = CRS.from_epsg(3857)
 #: Longest side of a browser image, in pixels.
@@ -71,9 +72,7 @@ def _warp_to_mercator(
         dst_transform = dst_transform * Affine.scale(scale)
     out = np.zeros((count, dst_h, dst_w), data.dtype)
     valid = np.zeros((dst_h, dst_w), np.uint8)
-    src_valid = np.ones((height, width), np.uint8)
-    if nodata is not None:
-        src_valid = (~(data == nodata).all(axis=0)).astype(np.uint8)
+    src_valid = np.asarray(observed(data, nodata), np.uint8)
     common = {"src_transform": transform, "src_crs": crs, "dst_transform": dst_transform,
               "dst_crs": WEB_MERCATOR}
     reproject(data, out, resampling=resampling, **common)

@@ -1,7 +1,7 @@
 """Fixes for BentoML 1.4.39 behaviour this service cannot live with.
 
 Each was found by a test and is applied once, at import of the service, by
-:func:`apply` (called from :func:`serving.guards.install`). Re-check each one when
+:func:`apply`, which the service calls explicitly at import. Re-check each one when
 BentoML is upgraded; each docstring names the BentoML code it replaces.
 
 - :func:`harden_multipart`: malformed multipart bodies answered 500, and a text form

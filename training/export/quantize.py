@@ -15,17 +15,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from serving.contract import ModelContract, load_model_dir
-from serving.tiles import TileClassifier
-from training.export import package_model
+from serving.files import staged
+from serving.inference.contract import load_model_dir
+from serving.inference.tiles import TileClassifier
+from training.export.exporter import package_model
 
 
 class TileCalibration:
@@ -72,8 +71,7 @@ def quantize_int8(
     onnx_path, contract = load_model_dir(model_dir)
     fp32 = TileClassifier(onnx_path, contract)
     target = model_dir.parent / f"{contract.version}-int8"
-    tmp = Path(tempfile.mkdtemp(prefix=f".quantize-{os.getpid()}-", dir=model_dir.parent))
-    try:
+    with staged(target, directory=True, prefix=f".quantize-{os.getpid()}-") as tmp:
         pre = tmp / "pre.onnx"
         quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
         quantize_static(
@@ -100,16 +98,5 @@ def quantize_int8(
             **{f"delta_{k}": scores_int8[k] - scores_fp32[k] for k in scores_fp32},
         }
         package_model(tmp, int8_contract)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-        return target
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def quantization_summary(model_dir: Path) -> dict[str, Any]:
-    """The quantisation record of an int8 variant's contract."""
-    return dict(ModelContract.from_json((model_dir / "contract.json").read_text()
-                                        ).quantization)
+        shutil.rmtree(target, ignore_errors=True)  # a variant made before is replaced
+    return target

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from rasterio.io import MemoryFile
 from rasterio.warp import Resampling, reproject
 
-from serving.areas import check_transform, pixel_areas
+from serving.areas import M2_PER_HA, check_transform, class_hectares, pixel_areas
 from serving.classes import ClassSchema
 
 FOREST = "forest"
@@ -86,10 +86,13 @@ def load_class_maps(reference: str | Path, current: str | Path) -> ClassMaps:
 
 def transition_hectares(maps: ClassMaps, n_classes: int) -> NDArray[np.float64]:
     """Ground hectares of every reference→current transition (rows: reference)."""
-    codes = maps.reference.astype(np.int64) * n_classes + maps.current
-    ha = np.bincount(codes.ravel(), weights=maps.areas_m2.ravel(),
-                     minlength=n_classes * n_classes) / 10_000
-    return ha[: n_classes * n_classes].reshape(n_classes, n_classes)
+    return class_hectares(transition_codes(maps, n_classes), maps.areas_m2,
+                          n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def transition_codes(maps: ClassMaps, n_classes: int) -> NDArray[np.int64]:
+    """Each pixel's transition as one code: ``reference * n_classes + current``."""
+    return maps.reference.astype(np.int64) * n_classes + maps.current
 
 
 def zone_statistics(
@@ -113,7 +116,7 @@ def zone_statistics(
     except ValueError as err:
         raise BaselineError("the class schema has no 'forest' class") from err
     zones = zones.to_crs(maps.profile["crs"])
-    transition = (maps.reference.astype(np.uint16) * n + maps.current).astype(np.uint16)
+    transition = transition_codes(maps, n).astype(np.uint16)
     profile = maps.profile | {"count": 1, "dtype": "uint16", "nodata": None,
                               "driver": "GTiff"}
     height, width = transition.shape
@@ -124,7 +127,7 @@ def zone_statistics(
             rows = exact_extract(src, zones, ["cell_id", "coverage", "values"],
                                  output="pandas")
     areas = maps.areas_m2.ravel()
-    pixel_ha = float(np.median(maps.areas_m2)) / 10_000
+    pixel_ha = float(np.median(maps.areas_m2)) / M2_PER_HA
     out = []
     for i, (cells, coverage, values) in enumerate(
         zip(rows["cell_id"], rows["coverage"], rows["values"], strict=True)
@@ -134,7 +137,7 @@ def zone_statistics(
         vals = np.asarray(values, np.int64)
         ok = (cells >= 0) & (cells < height * width)
         cells, cov, vals = cells[ok], cov[ok], vals[ok]
-        ha = cov * areas[cells] / 10_000
+        ha = cov * areas[cells] / M2_PER_HA
         ref, cur = vals // n, vals % n
         valid = (ref != schema.nodata) & (cur != schema.nodata)
         was_forest = valid & (ref == forest)

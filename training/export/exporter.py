@@ -1,9 +1,11 @@
 """Checkpoint → ONNX + contract, parity-checked, registered, written atomically.
 
-Order of work, so that nothing half-made is ever visible: export into a temporary
-folder beside the destination, embed the contract, measure ONNX Runtime vs PyTorch
-parity on random and real tiles (refuse if it fails), register in MLflow (model +
-alias) and the BentoML model store, and only then rename the folder into place.
+Order of work, so that nothing half-made is ever visible: export into a staged folder
+beside the destination (:func:`serving.files.staged`), embed the contract, measure
+parity of the served path (:class:`~serving.inference.tiles.TileClassifier` on tiles
+that need padding and hold unobserved pixels) against PyTorch on random and real tiles
+(refuse if it fails), register in MLflow (model + alias) and the BentoML model store
+(:mod:`training.export.registry`), and only then rename the folder into place.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,17 +25,19 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from serving.contract import (
+from serving.files import sha256_file, staged
+from serving.inference.contract import (
     CARD_FILE,
     CONTRACT_FILE,
     METADATA_KEY,
     ONNX_FILE,
     ModelContract,
-    sha256_file,
 )
-from serving.tiles import TileClassifier
-from training.task import LandCoverSegmentationTask
-from training.tracking import ensure_experiment, git_sha, resolve_tracking_uri
+from serving.inference.tiles import TileClassifier
+from serving.inference.validity import observed
+from training.export.registry import register_model
+from training.tracking import git_sha
+from training.trainers.segmentation import LandCoverSegmentationTask
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +49,6 @@ OPSET = 18
 MAX_ABS_LOGIT_DIFF = 1e-3
 MAX_REL_LOGIT_DIFF = 1e-5
 MIN_ARGMAX_AGREEMENT = 0.999
-
-
-#: Run artifact folder holding the exported model folders, one per version.
-MODEL_FILES_PATH = "cacaomap-model"
 
 
 class ExportError(RuntimeError):
@@ -80,77 +79,6 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
     )
 
 
-def checkpoint_from_run(run_id: str, tracking_uri: str | None = None) -> Path:
-    """Download the best checkpoint logged by a training run."""
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri or resolve_tracking_uri())
-    dirs = [a.path for a in client.list_artifacts(run_id) if a.is_dir]
-    candidates = [d for d in dirs if d.startswith(("best", "epoch"))] or [
-        d for d in dirs if d == "last"
-    ]
-    if not candidates:
-        raise ExportError(f"run {run_id} logged no checkpoint")
-    local = Path(client.download_artifacts(run_id, candidates[-1]))
-    return next(local.rglob("*.ckpt"))
-
-
-def resolve_model_uri(uri: str, dest: str | Path = "models") -> Path:
-    """Download ``models:/<name>@<alias>`` (or ``models:/<name>/<version>``) to a folder.
-
-    The files are the exact ones exported (hash-checked by ``load_model_dir``), placed
-    at ``dest/<name>/<version>/``.
-    """
-    import mlflow
-
-    from serving.contract import load_model_dir
-
-    if not uri.startswith("models:/"):
-        raise ExportError(f"not a registered-model URI: {uri!r}")
-    ref = uri.removeprefix("models:/")
-    client = mlflow.MlflowClient(resolve_tracking_uri())
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        version = client.get_model_version_by_alias(name, alias)
-    else:
-        name, number = ref.split("/", 1)
-        version = client.get_model_version(name, number)
-    folder = version.tags.get("cacaomap_version")
-    if not folder or not version.run_id:
-        raise ExportError(f"{uri} was not registered by cacaomap export")
-    target = Path(dest) / name / folder
-    if not (target / ONNX_FILE).is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
-        try:
-            local = mlflow.artifacts.download_artifacts(
-                run_id=version.run_id, artifact_path=f"{MODEL_FILES_PATH}/{folder}",
-                dst_path=str(tmp), tracking_uri=resolve_tracking_uri())
-            os.replace(local, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    load_model_dir(target)
-    return target
-
-
-def run_of_model_uri(uri: str) -> str:
-    """The training run behind a registered model version (``models:/name@alias``)."""
-    import mlflow
-
-    ref = uri.removeprefix("models:/")
-    client = mlflow.MlflowClient(resolve_tracking_uri())
-    name, alias = ref.split("@", 1)
-    return str(client.get_model_version_by_alias(name, alias).run_id)
-
-
-def test_metrics_of_run(run_id: str) -> dict[str, float]:
-    """The test metrics a training run logged (they go into the contract)."""
-    import mlflow
-
-    run = mlflow.MlflowClient(resolve_tracking_uri()).get_run(run_id)
-    return {k: v for k, v in run.data.metrics.items() if k.startswith("test_")}
-
-
 def real_tiles(
     images: str | Path, dtype: str, bands: int, tile: int, count: int, seed: int = 0
 ) -> np.ndarray:
@@ -175,24 +103,78 @@ def real_tiles(
     return np.stack(out).astype(dtype)
 
 
+def parity_tiles_like_served(tiles: np.ndarray, contract: ModelContract) -> np.ndarray:
+    """Tiles as the service meets them: a side that needs padding, unobserved pixels.
+
+    Crops ``tiles`` to a side that is not a multiple of the contract's ``size_multiple``
+    (so the served path pads and crops), then marks a block of each tile unobserved
+    (``image_nodata`` in every band, or NaN for float imagery without a nodata value)
+    and one band of one pixel as nodata (a pixel still observed in the other bands).
+    """
+    multiple = contract.size_multiple
+    side = max(1, min(tiles.shape[-2:]) - multiple // 2 - 1)
+    if side % multiple == 0:
+        side -= 1
+    out = np.array(tiles[..., :side, :side])
+    nodata = contract.image_nodata
+    floating = np.issubdtype(out.dtype, np.floating)
+    fill = nodata if nodata is not None else (np.nan if floating else None)
+    if fill is not None and side >= 4:
+        q = side // 4
+        out[:, :, q : 2 * q, q : 2 * q] = fill
+        out[:, 0, -1, -1] = fill
+    return out
+
+
+def reference_logits(task: LandCoverSegmentationTask, contract: ModelContract,
+                     tiles: np.ndarray) -> np.ndarray:
+    """PyTorch's logits for raw tiles, prepared as in training.
+
+    Unobserved pixels take the band mean (0 once normalised), as the data module does;
+    the input is zero-padded to the contract's ``size_multiple`` and cropped back.
+    """
+    valid = torch.from_numpy(np.asarray(observed(tiles, contract.image_nodata)))
+    x = torch.from_numpy(tiles.astype(np.float32))
+    mean = torch.tensor(contract.mean, dtype=torch.float32)[None, :, None, None]
+    std = torch.tensor(contract.std, dtype=torch.float32)[None, :, None, None]
+    x = torch.where(valid[:, None], (x - mean) / std, torch.zeros(()))
+    h, w = x.shape[-2:]
+    m = contract.size_multiple
+    x = torch.nn.functional.pad(x, (0, (-w) % m, 0, (-h) % m))
+    with torch.no_grad():
+        return task(x)[..., :h, :w].numpy()
+
+
 def measure_parity(
     task: LandCoverSegmentationTask, classifier: TileClassifier, tiles: np.ndarray
 ) -> dict[str, float]:
-    """Max |Δlogit| and argmax agreement of ONNX Runtime vs PyTorch on the same input."""
+    """ONNX Runtime through the served path vs PyTorch, on tiles as served.
+
+    The served side is :class:`~serving.inference.tiles.TileClassifier` itself (its
+    normalisation, nodata fill, padding and argmax), not the bare ONNX graph, on
+    :func:`parity_tiles_like_served` versions of ``tiles``.
+
+    Returns:
+        Max |Δlogit| over the observed classes, the largest |logit|, their ratio, and
+        the agreement of the served class codes with PyTorch's argmax on observed
+        pixels.
+    """
     contract = classifier.contract
-    mean = np.asarray(contract.mean, np.float32)[None, :, None, None]
-    std = np.asarray(contract.std, np.float32)[None, :, None, None]
-    x = ((tiles.astype(np.float32) - mean) / std).astype(np.float32)
+    tiles = parity_tiles_like_served(tiles, contract)
+    ref = reference_logits(task, contract, tiles)
+    got = classifier.logits(tiles)
+    classes = [c for c in range(ref.shape[1]) if c != contract.schema.nodata]
+    diff = float(np.abs(ref[:, classes] - got[:, classes]).max())
+    scale = float(np.abs(ref[:, classes]).max())
     valid = classifier.valid_mask(tiles)
-    x = np.where(valid[:, None], x, 0).astype(np.float32)
-    with torch.no_grad():
-        ref = task(torch.from_numpy(x)).numpy()
-    (got,) = classifier.session.run(None, {contract.input_name: x})
-    diff = float(np.abs(ref - got).max())
-    scale = float(np.abs(ref).max())
-    agree = float((ref.argmax(1) == got.argmax(1))[valid].mean()) if valid.any() else 1.0
+    ref[:, contract.schema.nodata] = -np.inf
+    served = classifier.classify(tiles) if not np.issubdtype(tiles.dtype, np.floating) \
+        else np.asarray(got.argmax(1), np.uint8)
+    agree = float((ref.argmax(1) == served)[valid].mean()) if valid.any() else 1.0
     return {"max_abs_logit_diff": diff, "max_abs_logit": scale,
-            "rel_logit_diff": diff / max(scale, 1e-12), "argmax_agreement": agree}
+            "rel_logit_diff": diff / max(scale, 1e-12), "argmax_agreement": agree,
+            "tile_side": float(tiles.shape[-1]),
+            "unobserved_fraction": float(1 - valid.mean())}
 
 
 def parity_ok(parity: dict[str, float]) -> bool:
@@ -261,9 +243,9 @@ def export_model(
     root = Path(models_dir) / name
     root.mkdir(parents=True, exist_ok=True)
     sweep_stale_exports(root)
-    tmp = Path(tempfile.mkdtemp(prefix=f".export-{os.getpid()}-", dir=root))
-    try:
-        version = _next_version(root)
+    version = _next_version(root)
+    final = root / version
+    with staged(final, directory=True, prefix=f".export-{os.getpid()}-") as tmp:
         onnx_path = tmp / ONNX_FILE
         _export_onnx(task, onnx_path, len(bands), tile_size)
         contract = ModelContract(
@@ -298,13 +280,8 @@ def export_model(
         package_model(tmp, contract)
         if register:
             register_model(tmp, contract, alias)
-        final = root / version
-        os.replace(tmp, final)
-        log.info("exported %s", final)
-        return final
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    log.info("exported %s", final)
+    return final
 
 
 def package_model(folder: Path, contract: ModelContract) -> None:
@@ -321,43 +298,6 @@ def package_model(folder: Path, contract: ModelContract) -> None:
     contract.onnx_sha256 = sha256_file(onnx_path)
     (folder / CONTRACT_FILE).write_text(contract.to_json(), encoding="utf-8")
     (folder / CARD_FILE).write_text(model_card(contract), encoding="utf-8")
-
-
-def register_model(model_dir: Path, contract: ModelContract, alias: str) -> None:
-    """Log the ONNX model to MLflow (registered, with an alias) and save it to BentoML."""
-    import bentoml
-    import mlflow
-
-    experiment = ensure_experiment("cacaomap-exports")
-    client = mlflow.MlflowClient()
-    onnx_model = onnx.load(str(model_dir / ONNX_FILE))
-    if contract.mlflow_run_id:
-        run = mlflow.start_run(run_id=contract.mlflow_run_id)
-    else:
-        run = mlflow.start_run(
-            experiment_id=experiment, run_name=f"export-{contract.name}-{contract.version}"
-        )
-    with run:
-        info = mlflow.onnx.log_model(
-            onnx_model, name=f"onnx-{contract.version}",
-            registered_model_name=contract.name,
-        )
-        mlflow.log_dict(contract.to_dict(), f"onnx-{contract.version}/{CONTRACT_FILE}")
-        # The exact files (contract sidecar and card included), for models:/ resolution.
-        mlflow.log_artifacts(str(model_dir), f"{MODEL_FILES_PATH}/{contract.version}")
-    registered = info.registered_model_version
-    client.set_model_version_tag(contract.name, registered, "cacaomap_version",
-                                 contract.version)
-    client.set_model_version_tag(contract.name, registered, "onnx_sha256",
-                                 contract.onnx_sha256)
-    client.set_registered_model_alias(contract.name, alias, registered)
-    with bentoml.models.create(
-        contract.name,
-        labels={"version": contract.version, "alias": alias},
-        metadata={"onnx_sha256": contract.onnx_sha256, "mlflow_version": registered},
-    ) as bento_model:
-        for f in (ONNX_FILE, CONTRACT_FILE, CARD_FILE):
-            shutil.copy2(model_dir / f, Path(bento_model.path) / f)
 
 
 def model_card(contract: ModelContract) -> str:

@@ -1,80 +1,86 @@
 """The BentoML service: tiles and whole scenes classified on ONNX Runtime.
 
-Start it with ``bentoml serve serving.service:CacaoMap`` (``CACAOMAP_MODEL`` names the
-model: a models/ folder, or ``bento:<name>:<version>`` from the BentoML store; default
-the newest ``models/cacaomap/v<N>``). Endpoints: ``/classify_tiles`` (adaptive
+Start it with ``bentoml serve serving.http.service:CacaoMap`` (``CACAOMAP_MODEL`` names
+the model: a models/ folder, or ``bento:<name>:<version>`` from the BentoML store;
+default the newest ``models/cacaomap/v<N>``). Endpoints: ``/classify_tiles`` (adaptive
 batching), ``/classify_scene`` (GeoTIFF in, COG class map out),
-``/classify_scene_summary`` (per-class pixels and hectares as JSON), ``/model`` (the
-contract), and BentoML's ``/livez``, ``/readyz`` and ``/metrics``.
+``/classify_scene_summary`` (per-class pixels and hectares as JSON), ``/baseline``,
+``/analyze`` and ``/analyze_scene`` (the map page), ``/model`` (the contract), and
+BentoML's ``/livez``, ``/readyz`` and ``/metrics``.
 
-The model is checked at import (file hash, embedded contract vs sidecar), because request
-schemas are built from its contract: a tile with the wrong band count, size or dtype is
-refused with a 4xx before it can reach a batch, and a missing or corrupt model stops
-``bentoml serve`` with the reason and a non-zero exit. The ONNX Runtime session is created
-in ``__init__``. The guards of :mod:`serving.guards` (hosts, token, body size, load) sit
-in front of every route; uploads are opened from memory with the GTiff driver only, and
-each request's files live in BentoML's per-request folder, emptied after the response.
+The model is checked once per deployment, before any worker starts
+(``@bentoml.on_deployment``: file hash, embedded contract vs sidecar), so a missing or
+corrupt model stops ``bentoml serve`` with the reason and a non-zero exit; each worker
+loads it in ``__init__``. Tile payloads are checked against the loaded contract before
+they reach a batch (a tile with the wrong band count, size or dtype gets a 4xx). Settings
+come from :func:`serving.settings.current`, read once. The guards of
+:mod:`serving.http.guards` (hosts, token, body size, media types, load) sit in front of
+every route, and the BentoML fixes of :mod:`serving.http.bentoml_fixes` are applied here,
+explicitly. Uploads are opened from memory with the GTiff driver only, and each
+request's files live in BentoML's per-request folder, emptied after the response.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
 import numpy as np
 from bentoml.exceptions import InvalidArgument
-from bentoml.validators import ContentType, DType, Shape
+from bentoml.validators import ContentType
 from pydantic import BeforeValidator, WithJsonSchema
 from rasterio.errors import RasterioError
 from rasterio.io import MemoryFile
 
-from serving import guards
 from serving.areas import AreaError
-from serving.contract import ContractError, load_model_dir
-from serving.model_store import resolve_model_dir
-from serving.scene import (
-    DEFAULT_MAX_PIXELS,
-    SceneResult,
-    class_map_or_scene,
-    classify_scene,
-)
-from serving.tile_payload import TILES_SCHEMA, check_tiles
-from serving.tiles import InputError, TileClassifier
-from serving.ui import ui_app
+from serving.http import bentoml_fixes, guards
+from serving.http.map_page import ui_app
+from serving.http.tile_payload import TILES_SCHEMA, tiles_from_payload
+from serving.inference.contract import ContractError, ModelContract, load_model_dir
+from serving.inference.model_store import resolve_model_dir
+from serving.inference.scene import SceneResult, class_map_of, classify_scene
+from serving.inference.tiles import InputError, TileClassifier
+from serving.settings import current
 
 log = logging.getLogger(__name__)
 
-try:
-    MODEL_DIR = resolve_model_dir()
-    CONTRACT = load_model_dir(MODEL_DIR)[1]
-except ContractError as _err:
-    sys.exit(f"cacaomap: cannot serve: {_err}")
-#: Largest request body (and scene upload) in bytes (``CACAOMAP_MAX_UPLOAD_MB``, 2048 MB).
-MAX_UPLOAD_BYTES = guards.max_upload_bytes()
-#: Largest scene in pixels (env ``CACAOMAP_MAX_PIXELS``).
-MAX_PIXELS = int(os.environ.get("CACAOMAP_MAX_PIXELS", str(DEFAULT_MAX_PIXELS)))
+#: This process's settings. Read at import: the batching limits decorate the class.
+SETTINGS = current()
+
+
+class LoadedModel:
+    """The contract of the model this worker serves, once ``__init__`` has loaded it.
+
+    Tile payloads are validated against it while the request is parsed, before BentoML
+    batches requests together (a wrong shape must not reach a batch).
+    """
+
+    contract: ModelContract | None = None
+
+
+def _tiles_for_loaded_model(value: Any) -> Any:
+    contract = LoadedModel.contract
+    if contract is None:
+        raise ValueError("the model is not loaded yet; retry when /readyz answers 200")
+    return tiles_from_payload(value, contract)
+
+
 #: Adaptive batching limits of /classify_tiles. The latency is BentoML's deadline: a
 #: request queued longer is refused (503). A full batch of 32 256-px tiles takes ~2.5 s
 #: on 2 CPU cores, so the deadline leaves room for a few batches and a scene running
 #: beside them: a monitoring caller would rather wait than retry.
-MAX_BATCH_SIZE = int(os.environ.get("CACAOMAP_MAX_BATCH_SIZE", "32"))
-MAX_LATENCY_MS = int(os.environ.get("CACAOMAP_MAX_LATENCY_MS", "10000"))
-#: ``CACAOMAP_BATCHING=off`` serves each /classify_tiles request on its own (benchmarks).
-TILES_API = (bentoml.api(batchable=True, batch_dim=(0, 0), max_batch_size=MAX_BATCH_SIZE,
-                         max_latency_ms=MAX_LATENCY_MS)
-             if os.environ.get("CACAOMAP_BATCHING", "on") != "off" else bentoml.api)
+TILES_API = (bentoml.api(batchable=True, batch_dim=(0, 0),
+                         max_batch_size=SETTINGS.max_batch_size,
+                         max_latency_ms=SETTINGS.max_latency_ms)
+             if SETTINGS.batching else bentoml.api)
 
 Tiles = Annotated[
     np.ndarray,
-    BeforeValidator(partial(check_tiles, contract=CONTRACT)),
-    Shape((-1, CONTRACT.num_bands, CONTRACT.tile_size, CONTRACT.tile_size)),
-    DType(CONTRACT.input_dtype),
+    BeforeValidator(_tiles_for_loaded_model),
     WithJsonSchema(TILES_SCHEMA),
 ]
 GeoTiff = Annotated[Path, ContentType("image/tiff")]
@@ -84,10 +90,9 @@ def _check_size(path: Path) -> None:
     size = path.stat().st_size
     if size == 0:
         raise InvalidArgument("the uploaded scene is empty (0 bytes)")
-    if size > MAX_UPLOAD_BYTES:
-        raise InvalidArgument(
-            f"the uploaded scene is {size:,} bytes, over the limit of {MAX_UPLOAD_BYTES:,}"
-        )
+    if size > SETTINGS.max_upload_bytes:
+        raise InvalidArgument(f"the uploaded scene is {size:,} bytes, over the limit of "
+                              f"{SETTINGS.max_upload_bytes:,}")
 
 
 def _open_upload(path: Path) -> MemoryFile:
@@ -100,10 +105,22 @@ def _open_upload(path: Path) -> MemoryFile:
 class CacaoMap:
     """Land-cover classification of Sentinel-2 tiles and scenes."""
 
+    @bentoml.on_deployment
+    def check_model() -> None:
+        """Refuse to start (exit 1, naming why) unless the model is whole and consistent.
+
+        Runs once in ``bentoml serve``'s own process, before any worker.
+        """
+        try:
+            load_model_dir(resolve_model_dir())
+        except ContractError as err:
+            sys.exit(f"cacaomap: cannot serve: {err}")
+
     def __init__(self) -> None:
         """Load the model (contract-checked) into an ONNX Runtime session."""
-        self.classifier = TileClassifier.from_model_dir(MODEL_DIR)
+        self.classifier = TileClassifier.from_model_dir(resolve_model_dir())
         self.contract = self.classifier.contract
+        LoadedModel.contract = self.contract
         log.info("model %s %s on %s", self.contract.name, self.contract.version,
                  self.classifier.provider)
 
@@ -123,7 +140,7 @@ class CacaoMap:
         try:
             with _open_upload(scene) as memfile, memfile.open(driver="GTiff") as src:
                 return classify_scene(src, out_dir / "classes.tif", self.classifier,
-                                      max_pixels=MAX_PIXELS)
+                                      max_pixels=SETTINGS.max_pixels)
         except InvalidArgument:
             raise
         except (InputError, AreaError) as err:
@@ -159,20 +176,17 @@ class CacaoMap:
         Each date is a class map (this model's ``/classify_scene`` output) or a scene,
         classified first; the report carries the model's lineage.
         """
-        from serving.baseline import BaselineError
-        from serving.baseline_report import build_report
+        from serving.baseline.change import BaselineError
+        from serving.baseline.report import build_report
 
         work = Path(ctx.temp_dir)
         try:
             paths = []
             for name, upload in (("reference", reference), ("current", current)):
+                target = work / f"{name}_classes.tif"
                 with _open_upload(upload) as memfile, memfile.open(driver="GTiff") as src:
-                    if class_map_or_scene(src, self.classifier, name) == "class map":
-                        target = work / f"{name}.tif"
-                        target.write_bytes(upload.read_bytes())
-                    else:
-                        target = classify_scene(src, work / f"{name}_classes.tif",
-                                                self.classifier, max_pixels=MAX_PIXELS).path
+                    class_map_of(src, upload, target, self.classifier, name,
+                                 SETTINGS.max_pixels)
                 paths.append(target)
             lineage = self._lineage()
             report, _, _ = build_report(paths[0], paths[1], self.contract.schema, zones,
@@ -192,11 +206,11 @@ class CacaoMap:
                           "mlflow_run_id": self.contract.mlflow_run_id}}
 
     def _analyze(self, uploads: dict[str, Path]) -> dict[str, Any]:
-        from serving.baseline import BaselineError
-        from serving.ui import analyze
+        from serving.baseline.change import BaselineError
+        from serving.http.map_page import analyze
 
         try:
-            return analyze(uploads, self.classifier, MAX_PIXELS, self._lineage(),
+            return analyze(uploads, self.classifier, SETTINGS.max_pixels, self._lineage(),
                            open_upload=_open_upload)
         except (BaselineError, AreaError, InputError, ValueError) as err:
             raise InvalidArgument(str(err)) from err
@@ -225,5 +239,7 @@ class CacaoMap:
         return dict(json.loads(self.contract.to_json()))
 
 
-guards.install(CacaoMap)
+bentoml_fixes.apply()
+for _guard in guards.GUARDS:  # outermost first
+    CacaoMap.add_asgi_middleware(_guard)  # type: ignore[attr-defined]
 CacaoMap.mount_asgi_app(ui_app(), path="/ui")  # type: ignore[attr-defined]

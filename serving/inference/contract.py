@@ -7,13 +7,13 @@ match the bands and classes), and refuses input that does not match it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from serving.classes import ClassSchema, ClassSchemaError
+from serving.files import sha256_file
 
 #: Key of the contract in the ONNX model's ``metadata_props``.
 METADATA_KEY = "cacaomap_contract"
@@ -47,6 +47,8 @@ class ModelContract:
         pixel_size_m: Ground pixel side of the training imagery in metres (None: not
             recorded; scenes are then not checked against it).
         tile_size: Tile side the model was exported and served at.
+        size_multiple: Inputs are zero-padded (the band mean) to a multiple of this
+            before the model sees them, and cropped back (U-Net encoders downsample 32x).
         overlap: Default overlap between scene windows, in pixels.
         opset: ONNX opset.
         input_name: ONNX input name.
@@ -79,6 +81,7 @@ class ModelContract:
     reflectance_offset: float = 0.0
     image_nodata: float | None = 0
     pixel_size_m: float | None = None
+    size_multiple: int = 32
     input_name: str = "image"
     output_name: str = "logits"
     mlflow_run_id: str | None = None
@@ -106,6 +109,9 @@ class ModelContract:
             )
         if any(s <= 0 for s in self.std):
             raise ContractError("contract std values must be positive")
+        if self.size_multiple <= 0:
+            raise ContractError(f"contract size_multiple must be positive, got "
+                                f"{self.size_multiple}")
         if self.tile_size <= 0 or not 0 <= self.overlap < self.tile_size:
             raise ContractError(
                 f"contract tile_size={self.tile_size}, overlap={self.overlap}: need "
@@ -153,15 +159,6 @@ class ModelContract:
         if not isinstance(data, dict):
             raise ContractError("contract JSON must be an object")
         return cls.from_dict(data)
-
-
-def sha256_file(path: str | Path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def embedded_contract(onnx_path: str | Path) -> ModelContract:

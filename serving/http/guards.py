@@ -19,8 +19,8 @@ the problem:
   API requests per worker; also adds ``Retry-After`` to BentoML's own 503s (the
   batching queue's "overloaded").
 
-:func:`install` also applies :mod:`serving.bentoml_fixes` (multipart hardening, the
-request-timer leak, the batching queue's wait estimate).
+The service adds :data:`GUARDS` in order, outermost first. Their settings come from
+:func:`serving.settings.current` unless given to the constructor.
 """
 
 from __future__ import annotations
@@ -28,11 +28,10 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from serving import bentoml_fixes
+from serving.settings import current
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -43,7 +42,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: Paths any caller may reach (health, metrics, the OpenAPI schema, docs).
 PUBLIC_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/",
                           "/docs"})
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 #: Seconds a client is asked to wait after a 503.
 RETRY_AFTER_S = 1
 
@@ -80,19 +78,13 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def _env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    raw = os.environ.get(name, "")
-    items = tuple(item.strip().lower() for item in raw.split(",") if item.strip())
-    return items or default
-
-
 class HostGuard:
     """Refuse requests whose ``Host`` is not an allowed host name (400)."""
 
     def __init__(self, app: ASGIApp, allowed: tuple[str, ...] | None = None) -> None:
         """Wrap ``app``; ``allowed`` defaults to ``CACAOMAP_ALLOWED_HOSTS`` or loopback."""
         self.app = app
-        self.allowed = allowed or _env_list("CACAOMAP_ALLOWED_HOSTS", LOOPBACK_HOSTS)
+        self.allowed = allowed or current().allowed_hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the Host header of HTTP requests."""
@@ -113,7 +105,7 @@ class TokenGuard:
     def __init__(self, app: ASGIApp, token: str | None = None) -> None:
         """Wrap ``app``; ``token`` defaults to ``CACAOMAP_API_TOKEN`` (none: loopback only)."""
         self.app = app
-        self.token = token if token is not None else os.environ.get("CACAOMAP_API_TOKEN", "")
+        self.token = token if token is not None else current().api_token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the caller's token, or that the service is reached on loopback."""
@@ -175,7 +167,7 @@ class BodyLimit:
     def __init__(self, app: ASGIApp, max_bytes: int | None = None) -> None:
         """Wrap ``app``; ``max_bytes`` defaults to ``CACAOMAP_MAX_UPLOAD_MB`` (2048 MB)."""
         self.app = app
-        self.max_bytes = max_bytes if max_bytes is not None else max_upload_bytes()
+        self.max_bytes = max_bytes if max_bytes is not None else current().max_upload_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check ``Content-Length`` of requests that carry a body."""
@@ -202,8 +194,7 @@ class InFlightLimit:
     def __init__(self, app: ASGIApp, limit: int | None = None) -> None:
         """Wrap ``app``; ``limit`` defaults to ``CACAOMAP_MAX_IN_FLIGHT`` (64)."""
         self.app = app
-        self.limit = limit if limit is not None else int(
-            os.environ.get("CACAOMAP_MAX_IN_FLIGHT", "64"))
+        self.limit = limit if limit is not None else current().max_in_flight
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -318,14 +309,5 @@ class ErrorShape:
         return json.dumps({"error": error_message(payload)}).encode()
 
 
-def max_upload_bytes() -> int:
-    """The request body limit: ``CACAOMAP_MAX_UPLOAD_MB`` (default 2048) in bytes."""
-    return int(float(os.environ.get("CACAOMAP_MAX_UPLOAD_MB", "2048")) * 2**20)
-
-
-def install(service: Any) -> None:
-    """Add the guards (and the BentoML fixes) to a service, outermost first."""
-    bentoml_fixes.apply()
-    for guard in (ErrorShape, HostGuard, TokenGuard, BodyLimit, MediaTypeGuard,
-                  InFlightLimit):
-        service.add_asgi_middleware(guard)
+#: The guards in the order the service adds them, outermost first.
+GUARDS = (ErrorShape, HostGuard, TokenGuard, BodyLimit, MediaTypeGuard, InFlightLimit)

@@ -2,7 +2,7 @@
 
 Writes ``experiments/benchmarks/<date>.json``, prints the tables, and regenerates the
 README's performance section from that JSON. Uses the newest demo run (``make demo``)
-and its exported model; builds the int8 variant (:mod:`training.quantize`) when absent.
+and its exported model; builds the int8 variant (:mod:`training.export.quantize`) when absent.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from rasterio.features import geometry_mask
 from rich.console import Console
 from rich.table import Table
 
-from serving.contract import load_model_dir
-from serving.model_store import newest_version
-from serving.scene import classify_file
-from serving.tiles import TileClassifier
-from training.bench_model import (
+from serving.inference.contract import load_model_dir
+from serving.inference.model_store import newest_version
+from serving.inference.scene import classify_file
+from serving.inference.tiles import TileClassifier
+from training.bench.model import (
     cpu_facts,
     gflop_per_tile,
     matmul_gflops,
@@ -36,15 +36,16 @@ from training.bench_model import (
     session_options,
     theoretical_peak,
 )
-from training.bench_serving import (
+from training.bench.service import (
     SENTINEL2_TILE,
     build_scene,
     classify_scene_child,
     service_throughput,
 )
 from training.demo import latest_run
-from training.export import checkpoint_from_run, load_checkpoint, real_tiles
-from training.quantize import quantize_int8
+from training.export.exporter import load_checkpoint, real_tiles
+from training.export.quantize import quantize_int8
+from training.export.registry import checkpoint_from_run
 
 README = Path("README.md")
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -53,7 +54,7 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 def test_block_scorer(data_hparams: dict[str, Any], scene: Path, labels: Path
                       ) -> Callable[[TileClassifier], dict[str, float]]:
     """A function scoring a classifier by macro-IoU on the test blocks of ``scene``."""
-    from training.datamodule import LandCoverDataModule
+    from training.data.datamodule import LandCoverDataModule
 
     # The checkpoint also keeps what LightningCLI linked in (e.g. the class schema's
     # derived values): only the data module's own arguments are passed back.

@@ -1,7 +1,7 @@
 """Whole-scene classification: sliding windows, blended seams, a COG class map.
 
 Windows of the contract's tile size overlap by ``overlap`` pixels and are blended by
-:mod:`serving.blending`: seams are blended, not cut, and the pixels a window sees with
+:mod:`serving.inference.blending`: seams are blended, not cut, and the pixels a window sees with
 too little context (zero padding at its inner edges) never count. For a model whose
 receptive-field radius r is at most ``overlap // 4`` the stitched map therefore equals the
 map of the scene classified whole, away from a margin of r pixels at the scene's own
@@ -16,7 +16,7 @@ GDAL's block cache is capped for the same reason.
 
 from __future__ import annotations
 
-import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,17 +34,17 @@ from rasterio.windows import Window
 from rich.progress import Progress
 
 from serving.areas import AreaError, class_hectares, ground_pixel_size, pixel_areas
-from serving.blending import (
+from serving.files import staged
+from serving.inference.blending import (
     Carry,
     Emitted,
     GroupBlender,
     column_groups,
     window_starts,
 )
-from serving.tiles import InputError, TileClassifier
+from serving.inference.tiles import InputError, TileClassifier
+from serving.settings import DEFAULT_MAX_PIXELS
 
-#: Default largest scene accepted, in pixels (a full Sentinel-2 tile is 120.6 Mpx).
-DEFAULT_MAX_PIXELS = 11_000 * 11_000
 #: A scene's ground pixel size may differ from the training imagery's by this factor.
 PIXEL_SIZE_TOLERANCE = 1.5
 #: Widest column group classified at a time, in pixels: memory is bounded by this.
@@ -97,6 +97,39 @@ def class_map_or_scene(src: DatasetReader, classifier: TileClassifier, name: str
     raise InputError(f"the {name} upload must be a one-band uint8 class map or a scene of "
                      f"{classifier.contract.num_bands} bands; got {src.count} band(s) of "
                      f"{src.dtypes[0]}")
+
+
+def class_map_of(src: DatasetReader, source: Path, target: Path,
+                 classifier: TileClassifier | None, name: str,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> Literal["class map", "scene"]:
+    """Put the class map of one date at ``target``: copied if it is one, else classified.
+
+    The one place that decides "class map or scene" for the service's ``/baseline``,
+    the map page and the CLI's baseline.
+
+    Args:
+        src: ``source`` opened (an upload is opened from memory, GTiff driver only).
+        source: The file's bytes on disk (copied as they are for a class map).
+        target: Where the class map goes.
+        classifier: The model that classifies a scene (None: scenes are refused).
+        name: What the date is called in messages (``reference``, ``current``).
+        max_pixels: Largest scene accepted.
+
+    Returns:
+        What ``source`` was.
+
+    Raises:
+        InputError: It is neither, or a scene came without a model.
+    """
+    if is_class_map(src):
+        shutil.copyfile(source, target)
+        return "class map"
+    if classifier is None:
+        raise InputError(f"the {name} date ({source.name}) is a scene, not a class map: "
+                         "give a model to classify it")
+    kind = class_map_or_scene(src, classifier, name)
+    classify_scene(src, target, classifier, max_pixels=max_pixels)
+    return kind
 
 
 def check_scene(
@@ -225,8 +258,8 @@ def classify_scene(
     ``block_px`` and memory does not grow with the scene's width or height.
 
     The COG keeps the input's CRS and transform, carries the class colour table and
-    marks nodata (code 0) as nodata. It is written to a temporary file and renamed, so a
-    failed run leaves nothing at ``dst``.
+    marks nodata (code 0) as nodata. It is staged under a temporary name and renamed
+    (:func:`serving.files.staged`), so a failed run leaves nothing at ``dst``.
     """
     check_scene(src, classifier, max_pixels, require_crs)
     contract = classifier.contract
@@ -241,11 +274,6 @@ def classify_scene(
     n_cls = schema.num_classes
     tally = _Tally(src, n_cls)
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(suffix=".tif", dir=dst.parent, prefix=f".{dst.name}.")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp_cog = tmp.with_suffix(".cog.tif")
     # Uncompressed: column groups rewrite the blocks they share; the COG compresses.
     profile = {
         "driver": "GTiff", "width": width, "height": height, "count": 1,
@@ -253,27 +281,24 @@ def classify_scene(
         "nodata": schema.nodata, "tiled": True, "blockxsize": 256, "blockysize": 256,
         "BIGTIFF": "IF_SAFER",
     }
-    try:
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
-            with rasterio.open(tmp, "w", **profile) as out:
-                out.write_colormap(1, schema.colormap())
-                # Lineage travels with the map: the model that made it and the scene's date.
-                out.update_tags(
-                    CACAOMAP_MODEL=contract.name, CACAOMAP_MODEL_VERSION=contract.version,
-                    CACAOMAP_ONNX_SHA256=contract.onnx_sha256,
-                    CACAOMAP_MLFLOW_RUN_ID=contract.mlflow_run_id or "",
-                    **({"DATE": src.tags()["DATE"]} if "DATE" in src.tags() else {}),
-                )
-                _blend_groups(src, out, classifier, tally, overlap, batch_size, block_px,
-                              progress)
-            rasterio.shutil.copy(
-                tmp, tmp_cog, driver="COG", compress="DEFLATE", blocksize=512,
-                overview_resampling="NEAREST",
+    # The blocks are written to a scratch file, then copied into the staged COG.
+    with staged(dst, suffix=".cog.tif") as cog, tempfile.TemporaryDirectory(
+            prefix=f".{dst.name}.", dir=dst.parent) as scratch, rasterio.Env(
+            GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+        blocks = Path(scratch) / "blocks.tif"
+        with rasterio.open(blocks, "w", **profile) as out:
+            out.write_colormap(1, schema.colormap())
+            # Lineage travels with the map: the model that made it and the scene's date.
+            out.update_tags(
+                CACAOMAP_MODEL=contract.name, CACAOMAP_MODEL_VERSION=contract.version,
+                CACAOMAP_ONNX_SHA256=contract.onnx_sha256,
+                CACAOMAP_MLFLOW_RUN_ID=contract.mlflow_run_id or "",
+                **({"DATE": src.tags()["DATE"]} if "DATE" in src.tags() else {}),
             )
-        os.replace(tmp_cog, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-        tmp_cog.unlink(missing_ok=True)
+            _blend_groups(src, out, classifier, tally, overlap, batch_size, block_px,
+                          progress)
+        rasterio.shutil.copy(blocks, cog, driver="COG", compress="DEFLATE", blocksize=512,
+                             overview_resampling="NEAREST")
     names = schema.names
     return SceneResult(
         path=dst,

@@ -16,13 +16,14 @@ from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
 
 from serving.areas import ground_pixel_size
 from serving.classes import ClassSchema, load_classes
-from training.datasets import (
+from serving.inference.validity import observed
+from training.data.datasets import (
     DATED_FILENAME_REGEX,
     LandCoverRaster,
     LandCoverVectors,
     MultispectralImagery,
 )
-from training.splits import BlockAssignment, assign_blocks, split_by_blocks
+from training.data.splits import BlockAssignment, assign_blocks, split_by_blocks
 from training.synthetic.spectra import S2_BANDS
 from training.tracking import dataset_fingerprint
 
@@ -223,12 +224,8 @@ class LandCoverDataModule(GeoDataModule):
         }
 
     def _valid_pixels(self, image: Tensor) -> Tensor:
-        """Boolean (…, H, W): pixels observed in every band (not nodata, not NaN)."""
-        valid = torch.isfinite(image).all(dim=-3)
-        nodata = self.hparams["image_nodata"]
-        if nodata is not None:
-            valid &= ~(image == nodata).all(dim=-3)
-        return valid
+        """Boolean (…, H, W): observed pixels (:func:`serving.inference.validity.observed`)."""
+        return observed(image, self.hparams["image_nodata"])
 
     def statistics(self) -> dict[str, Any]:
         """What the contract and the run record: bands, scale, mean, std, nodata."""

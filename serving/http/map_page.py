@@ -2,7 +2,7 @@
 
 :func:`analyze` does the work behind ``POST /analyze`` (two dates and plots: class maps,
 baseline, reports) and ``POST /analyze_scene`` (one date): class-map COGs, browser
-images (:mod:`serving.browser_maps`), hectares per class and the baseline report, all
+images (:mod:`serving.http.browser_maps`), hectares per class and the baseline report, all
 written into a result folder named by a random id. :func:`ui_app` is the Starlette app
 mounted at ``/ui``: the page, its vendored scripts (Leaflet from npm, no CDN) and the
 result files. Result folders live in ``CACAOMAP_RESULTS_DIR`` (default
@@ -13,7 +13,6 @@ id is 128 random bits: its files are readable by whoever holds the link.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import shutil
@@ -27,12 +26,13 @@ import rasterio
 from rasterio.io import DatasetReader, MemoryFile
 
 from serving.areas import class_hectares, pixel_areas
-from serving.browser_maps import class_map_image, rgb_image
 from serving.classes import ClassSchema
-from serving.scene import class_map_or_scene, classify_scene
-from serving.tiles import InputError, TileClassifier
+from serving.http.browser_maps import class_map_image, rgb_image
+from serving.inference.scene import class_map_of, is_class_map
+from serving.inference.tiles import InputError, TileClassifier
+from serving.settings import Settings, current
 
-STATIC_DIR = Path(__file__).parent / "ui" / "static"
+STATIC_DIR = Path(__file__).parent / "static"
 #: Files a result folder may hold (nothing else is ever served from it).
 RESULT_FILES = frozenset({
     "classes_reference.tif", "classes_current.tif", "rgb_reference.png", "rgb_current.png",
@@ -42,18 +42,19 @@ RESULT_FILES = frozenset({
 _RESULT_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def results_root() -> Path:
-    """Where result folders go (``CACAOMAP_RESULTS_DIR``)."""
-    root = Path(os.environ.get("CACAOMAP_RESULTS_DIR")
-                or Path(tempfile.gettempdir()) / "cacaomap-results")
+def results_root(settings: Settings | None = None) -> Path:
+    """Where result folders go (the setting ``CACAOMAP_RESULTS_DIR``)."""
+    settings = settings or current()
+    root = settings.results_dir or Path(tempfile.gettempdir()) / "cacaomap-results"
     root.mkdir(parents=True, exist_ok=True)
     return root
 
 
-def new_result_folder() -> tuple[str, Path]:
+def new_result_folder(settings: Settings | None = None) -> tuple[str, Path]:
     """A fresh result folder; the oldest beyond ``CACAOMAP_UI_KEEP`` are removed."""
-    root = results_root()
-    keep = int(os.environ.get("CACAOMAP_UI_KEEP", "20"))
+    settings = settings or current()
+    root = results_root(settings)
+    keep = settings.ui_keep
     folders = sorted((p for p in root.iterdir() if _RESULT_ID.match(p.name)),
                      key=lambda p: p.stat().st_mtime)
     for old in folders[: max(0, len(folders) - keep + 1)]:
@@ -83,13 +84,10 @@ def _one_date(src: DatasetReader, upload: Path, name: str, folder: Path,
     schema = contract.schema
     target = folder / f"classes_{name}.tif"
     date = src.tags().get("DATE")
-    kind = class_map_or_scene(src, classifier, name)
-    if kind == "class map":
-        if src.crs is None:
-            raise InputError(f"the {name} class map has no CRS: no hectares")
-        shutil.copyfile(upload, target)
-    else:
-        classify_scene(src, target, classifier, max_pixels=max_pixels)
+    if is_class_map(src) and src.crs is None:
+        raise InputError(f"the {name} class map has no CRS: no hectares")
+    kind = class_map_of(src, upload, target, classifier, name, max_pixels)
+    if kind == "scene":
         rgb_image(src, contract.bands, contract.image_nodata).save(folder / f"rgb_{name}.png")
     with rasterio.open(target) as written:
         date = written.tags().get("DATE") or date
@@ -120,7 +118,7 @@ def analyze(uploads: dict[str, Path], classifier: TileClassifier, max_pixels: in
     Raises:
         InputError, AreaError, BaselineError, ZoneError: Naming what is wrong.
     """
-    from serving.baseline_report import build_report, write_report
+    from serving.baseline.report import build_report, write_report
 
     opener = open_upload or (lambda path: MemoryFile(path.read_bytes()))
 

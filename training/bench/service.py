@@ -1,7 +1,7 @@
 """Scene and service benchmarks: a full Sentinel-2 tile end to end, and HTTP clients.
 
 The scene is built from the demo imagery repeated to 10980 x 10980 px (10 bands,
-uint16, tiled GeoTIFF), classified by :func:`serving.scene.classify_file` in a child
+uint16, tiled GeoTIFF), classified by :func:`serving.inference.scene.classify_file` in a child
 process so that its peak RSS is its own (``VmHWM``). The service is a real
 ``bentoml serve`` on loopback, called by N concurrent asyncio clients each sending one
 tile per request (base64 binary; nested lists once, for comparison), with adaptive
@@ -25,8 +25,8 @@ import rasterio
 from numpy.typing import NDArray
 from rasterio.windows import Window
 
-from serving.tile_payload import encode_tiles
-from training.demo import served_model
+from serving.http.local_server import served_model
+from serving.http.tile_payload import encode_tiles
 
 SENTINEL2_TILE = 10980
 
@@ -58,8 +58,8 @@ def build_scene(source: Path, out: Path, size: int) -> Path:
 # report the parent's peak.
 _CHILD = """
 import json, sys, time
-from serving.scene import classify_file
-from serving.tiles import TileClassifier
+from serving.inference.scene import classify_file
+from serving.inference.tiles import TileClassifier
 classifier = TileClassifier.from_model_dir(sys.argv[1])
 start = time.perf_counter()
 result = classify_file(sys.argv[2], sys.argv[3], classifier, batch_size=int(sys.argv[4]))

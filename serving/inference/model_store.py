@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from serving.contract import CONTRACT_FILE, ContractError
+from serving.inference.contract import CONTRACT_FILE, ContractError
+from serving.settings import current
 
 #: Default root of exported model folders.
 MODELS_DIR = Path("models")
@@ -31,7 +31,7 @@ def resolve_model_dir(model: str | Path | None = None) -> Path:
     ``CACAOMAP_MODEL`` or the newest ``models/cacaomap/v<N>``; or a BentoML store tag
     ``bento:<name>[:<version>]`` (``CACAOMAP_MODEL=bento:cacaomap:latest``).
     """
-    ref = str(model) if model is not None else os.environ.get("CACAOMAP_MODEL", "")
+    ref = str(model) if model is not None else current().model
     if ref.startswith("bento:"):
         import bentoml
 

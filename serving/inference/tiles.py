@@ -12,15 +12,46 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from serving.contract import ModelContract, load_model_dir
-from serving.session import create_session
-
-#: Model inputs are padded to a multiple of this (U-Net encoders downsample 32x).
-SIZE_MULTIPLE = 32
+from serving.inference.contract import ModelContract, load_model_dir
+from serving.inference.session import create_session
+from serving.inference.validity import is_floating, observed
 
 
 class InputError(ValueError):
     """Input that does not match the model contract; the message names the mismatch."""
+
+
+def check_tiles(tiles: NDArray[np.generic], contract: ModelContract,
+                tile_size: int | None = None, exact_dtype: bool = True) -> None:
+    """Refuse tiles whose shape, band count, dtype or values break the contract.
+
+    The one check of tiles, for in-process callers and for HTTP payloads
+    (:mod:`serving.http.tile_payload` converts a payload, then calls this).
+
+    Args:
+        tiles: (N, bands, H, W).
+        contract: The model's contract.
+        tile_size: Required H and W (None: any size; scene windows may be smaller).
+        exact_dtype: Require the contract's dtype (False: any numeric dtype, for
+            payloads that are range-checked and cast afterwards).
+
+    Raises:
+        InputError: Naming the mismatch.
+    """
+    if not isinstance(tiles, np.ndarray):
+        raise InputError("tiles must be a numeric array")
+    side = f"{tile_size}, {tile_size}" if tile_size else "H, W"
+    n_bands = contract.num_bands
+    if (tiles.ndim != 4 or tiles.shape[1] != n_bands or 0 in tiles.shape
+            or (tile_size is not None and tiles.shape[2:] != (tile_size, tile_size))):
+        raise InputError(f"tiles must be 4-D, of shape (N, {n_bands}, {side}) for bands "
+                         f"{', '.join(contract.bands)}; got {tiles.shape}")
+    if not (np.issubdtype(tiles.dtype, np.number) or tiles.dtype == bool):
+        raise InputError(f"tiles must be numbers; got {tiles.dtype}")
+    if exact_dtype and tiles.dtype != np.dtype(contract.input_dtype):
+        raise InputError(f"expected dtype {contract.input_dtype}; got {tiles.dtype}")
+    if is_floating(tiles) and not np.isfinite(tiles).all():
+        raise InputError("tiles contain NaN or Inf values")
 
 
 class TileClassifier:
@@ -53,53 +84,18 @@ class TileClassifier:
         """The execution provider in use."""
         return str(self.session.get_providers()[0])
 
-    # ------------------------------------------------------------ validation
-    def check_tiles(self, tiles: NDArray[np.generic], allow_nodata: bool = True) -> None:
-        """Refuse tiles whose shape, band count, dtype or values break the contract.
-
-        Raises:
-            InputError: Naming the mismatch.
-        """
-        c = self.contract
-        if not isinstance(tiles, np.ndarray):
-            raise InputError("tiles must be a numeric array")
-        if tiles.ndim != 4:
-            raise InputError(
-                f"tiles must be 4-D (N, bands, H, W); got {tiles.ndim}-D shape {tiles.shape}"
-            )
-        n, bands, h, w = tiles.shape
-        if n == 0 or h == 0 or w == 0:
-            raise InputError(f"tiles must not be empty; got shape {tiles.shape}")
-        if bands != c.num_bands:
-            raise InputError(
-                f"expected {c.num_bands} bands ({', '.join(c.bands)}); got {bands}"
-            )
-        if tiles.dtype != np.dtype(c.input_dtype):
-            raise InputError(f"expected dtype {c.input_dtype}; got {tiles.dtype}")
-        if np.issubdtype(tiles.dtype, np.floating) and not np.isfinite(tiles).all():
-            raise InputError("tiles contain NaN or Inf values")
-
     # ------------------------------------------------------------- inference
     def valid_mask(self, tiles: NDArray[np.generic]) -> NDArray[np.bool_]:
-        """(N, H, W): pixels observed in every band."""
-        valid = np.ones((tiles.shape[0], *tiles.shape[2:]), bool)
-        if np.issubdtype(tiles.dtype, np.floating):
-            valid &= np.isfinite(tiles).all(axis=1)
-        nodata = self.contract.image_nodata
-        if nodata is not None:
-            # Band by band: a strided reduction over axis 1 is several times slower.
-            unobserved = tiles[:, 0] == nodata
-            for band in range(1, tiles.shape[1]):
-                unobserved &= tiles[:, band] == nodata
-            valid &= ~unobserved
-        return valid
+        """(N, H, W): pixels observed (:func:`serving.inference.validity.observed`)."""
+        return np.asarray(observed(tiles, self.contract.image_nodata), bool)
 
     def logits(self, tiles: NDArray[np.generic],
                valid: NDArray[np.bool_] | None = None) -> NDArray[np.float32]:
         """Model logits (N, classes, H, W); the nodata channel is -inf.
 
         Invalid input pixels are filled with the band mean before the model sees them
-        (as in training); tiles are padded to a multiple of 32 and cropped back.
+        (as in training); tiles are padded with it to a multiple of the contract's
+        ``size_multiple`` and cropped back.
         """
         if valid is None:
             valid = self.valid_mask(tiles)
@@ -107,9 +103,10 @@ class TileClassifier:
         x -= self._mean
         x *= self._inv_std
         if not valid.all():
-            x *= valid[:, None]  # 0 = the band mean
+            np.copyto(x, np.float32(0), where=~valid[:, None])  # 0 = the band mean
         h, w = x.shape[2:]
-        ph, pw = (-h) % SIZE_MULTIPLE, (-w) % SIZE_MULTIPLE
+        multiple = self.contract.size_multiple
+        ph, pw = (-h) % multiple, (-w) % multiple
         if ph or pw:
             x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)))  # 0 = the band mean
         (out,) = self.session.run(None, {self.contract.input_name: x})
@@ -142,7 +139,7 @@ class TileClassifier:
         class over whole planes: the first class wins ties, as with ``np.argmax``,
         which is several times slower over a non-last axis.
         """
-        self.check_tiles(tiles)
+        check_tiles(tiles, self.contract)
         valid = self.valid_mask(tiles)
         logits = self.logits(tiles, valid)
         best = logits[:, 0].copy()

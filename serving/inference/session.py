@@ -7,12 +7,13 @@ untested here (no GPU on the project's machines) and fall back to the CPU provid
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
+
+from serving.settings import current
 
 log = logging.getLogger(__name__)
 
@@ -56,22 +57,22 @@ def create_session(
 
     Args:
         onnx_path: The model file.
-        providers: Provider names in preference order (default: TensorRT, CUDA, CPU;
-            env ``CACAOMAP_PROVIDERS`` as a comma list overrides).
-        intra_op_threads: Threads per session (default: ORT's choice; env
-            ``CACAOMAP_ORT_THREADS``).
+        providers: Provider names in preference order (default: the setting
+            ``CACAOMAP_PROVIDERS``, else TensorRT, CUDA, CPU).
+        intra_op_threads: Threads per session (default: the setting
+            ``CACAOMAP_ORT_THREADS``, else ORT's choice).
         fp16: Let TensorRT build fp16 engines.
 
     Returns:
         The session; ``session.get_providers()[0]`` is the provider in use.
     """
-    env_providers = os.environ.get("CACAOMAP_PROVIDERS")
-    if providers is None and env_providers:
-        providers = [p.strip() for p in env_providers.split(",") if p.strip()]
+    settings = current()
+    if providers is None and settings.providers:
+        providers = settings.providers
     names = choose_providers(providers)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    threads = intra_op_threads or int(os.environ.get("CACAOMAP_ORT_THREADS", "0"))
+    threads = intra_op_threads or settings.ort_threads
     if threads:
         options.intra_op_num_threads = threads
     session = ort.InferenceSession(

@@ -21,8 +21,8 @@ import torch
 from numpy.typing import NDArray
 from torch.utils.flop_counter import FlopCounterMode
 
-from serving.contract import ModelContract
-from serving.tiles import TileClassifier
+from serving.inference.contract import ModelContract
+from serving.inference.tiles import TileClassifier
 
 #: Measure each configuration for at least this long (and 3 calls).
 MIN_SECONDS = 3.0
@@ -161,7 +161,7 @@ def session_options(onnx_path: Path, contract: ModelContract, tile: int = 256,
     """
     import onnxruntime as ort
 
-    from serving.session import create_session
+    from serving.inference.session import create_session
 
     tiles = np.random.default_rng(0).normal(contract.mean, contract.std, (
         batch, tile, tile, contract.num_bands))

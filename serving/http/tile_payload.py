@@ -9,7 +9,8 @@ Two JSON forms are accepted for the same (N, bands, tile, tile) array:
   "data": "<base64>"}}``, the array's bytes in C order, little-endian
   (:func:`encode_tiles` builds it). Decoding costs ~10 ms per tile.
 
-Either form is checked before BentoML casts or reshapes anything (:func:`check_tiles`).
+Either form is checked before BentoML casts or reshapes anything
+(:func:`tiles_from_payload`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from serving.contract import ModelContract
+from serving.inference.contract import ModelContract
+from serving.inference.tiles import check_tiles
 
 #: Keys of the binary form.
 BINARY_KEYS = frozenset({"dtype", "shape", "data"})
@@ -94,13 +96,14 @@ def decode_tiles(payload: dict[str, Any], expected_dtype: str) -> NDArray[np.gen
     return arr.astype(np.dtype(expected_dtype), copy=False)
 
 
-def check_tiles(value: Any, contract: ModelContract) -> Any:
-    """Validate tiles as sent, before any cast or reshape.
+def tiles_from_payload(value: Any, contract: ModelContract) -> NDArray[np.generic]:
+    """The tiles of a payload as sent, checked before any cast or reshape.
 
     BentoML's own ndarray conversion casts to the dtype and reshapes to the declared
     shape; a (4, 10, 32, 32) payload would silently become one (1, 10, 64, 64) tile.
-    This check runs first and refuses anything that is not exactly
-    (N, bands, tile, tile) of in-range, finite numbers (integers for integer dtypes).
+    This runs first and refuses anything that is not exactly (N, bands, tile, tile) of
+    in-range, finite numbers (integers for integer dtypes), by
+    :func:`serving.inference.tiles.check_tiles`.
 
     Returns:
         The tiles as an array of the contract's dtype (BentoML does not convert again).
@@ -110,24 +113,13 @@ def check_tiles(value: Any, contract: ModelContract) -> Any:
     """
     if isinstance(value, dict):
         value = decode_tiles(value, contract.input_dtype)
-    expected = (contract.num_bands, contract.tile_size, contract.tile_size)
     try:
         arr = np.asarray(value)
     except ValueError as err:
         raise ValueError(f"tiles are ragged (not one rectangular array): {err}") from err
     if arr.dtype == object:
         raise ValueError("tiles are ragged (not one rectangular array)")
-    if arr.ndim != 4 or arr.shape[1:] != expected or arr.shape[0] == 0:
-        raise ValueError(
-            f"tiles must have shape (N, {', '.join(map(str, expected))}) for bands "
-            f"{', '.join(contract.bands)}; got {arr.shape}"
-        )
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise ValueError(f"tiles must be numbers; got {arr.dtype}")
-    if isinstance(value, np.ndarray) and arr.dtype != np.dtype(contract.input_dtype):
-        raise ValueError(f"expected dtype {contract.input_dtype}; got {arr.dtype}")
-    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-        raise ValueError("tiles contain NaN or Inf values")
+    check_tiles(arr, contract, contract.tile_size, exact_dtype=isinstance(value, np.ndarray))
     target = np.dtype(contract.input_dtype)
     if np.issubdtype(target, np.integer) and arr.dtype != target:
         if not np.issubdtype(arr.dtype, np.integer) and not (arr == np.round(arr)).all():

@@ -3,24 +3,23 @@
 Resumable: each output is named after the sha256 of its input scene's bytes and the
 model's sha256 (``<stem>.<scene sha[:12]>.<model sha[:12]>.classes.tif``), so scenes
 already done with the same model are skipped, and a renamed or edited scene is not
-mistaken for a done one. Outputs are written atomically (temporary file, rename).
+mistaken for a done one. Outputs are staged and renamed into place
+(:func:`serving.files.staged`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import itertools
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.progress import Progress
 
-from serving.contract import sha256_file
-from serving.scene import classify_file
-from serving.tiles import TileClassifier
+from serving.files import sha256_file, staged
+from serving.inference.scene import classify_file
+from serving.inference.tiles import TileClassifier
 
 
 @dataclass
@@ -65,10 +64,8 @@ def _post_scene(url: str, scene: Path, target: Path) -> None:
                        files={"scene": (scene.name, f, "image/tiff")})
     if r.status_code != 200:
         raise RuntimeError(f"{url} answered {r.status_code}: {r.text[:300]}")
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(r.content)
-    os.replace(tmp, target)
+    with staged(target) as tmp:
+        tmp.write_bytes(r.content)
 
 
 def classify_many(

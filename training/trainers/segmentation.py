@@ -23,7 +23,7 @@ from torchmetrics.classification import (
 )
 
 from serving.classes import ClassSchema, load_classes
-from training.figures import confusion_matrix_figure, overlay_figure
+from training.trainers.figures import confusion_matrix_figure, overlay_figure
 
 #: Metrics computed per class; each is also logged as a macro average over the
 #: observed classes (nodata excluded), never micro-averaged alone.

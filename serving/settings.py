@@ -1,0 +1,151 @@
+"""Every ``CACAOMAP_*`` setting of the serving floor, in one typed object read once.
+
+The service, its guards, the ONNX Runtime session and the model store take their
+settings from :func:`current` (the environment, read at first use) or from a
+:class:`Settings` given to them (tests, embedding). A malformed value stops the service
+with a message naming the variable, never a silent default.
+
+| variable | field | default |
+|---|---|---|
+| ``CACAOMAP_MODEL`` | ``model`` | newest ``models/cacaomap/v<N>`` |
+| ``CACAOMAP_PROVIDERS`` | ``providers`` | TensorRT, CUDA, CPU (those installed) |
+| ``CACAOMAP_ORT_THREADS`` | ``ort_threads`` | ONNX Runtime's choice |
+| ``CACAOMAP_MAX_PIXELS`` | ``max_pixels`` | 121,000,000 (a full S2 tile) |
+| ``CACAOMAP_MAX_UPLOAD_MB`` | ``max_upload_mb`` | 2048 |
+| ``CACAOMAP_MAX_BATCH_SIZE`` | ``max_batch_size`` | 32 |
+| ``CACAOMAP_MAX_LATENCY_MS`` | ``max_latency_ms`` | 10000 |
+| ``CACAOMAP_BATCHING`` | ``batching`` | on |
+| ``CACAOMAP_MAX_IN_FLIGHT`` | ``max_in_flight`` | 64 |
+| ``CACAOMAP_ALLOWED_HOSTS`` | ``allowed_hosts`` | loopback names |
+| ``CACAOMAP_API_TOKEN`` | ``api_token`` | none (loopback only) |
+| ``CACAOMAP_RESULTS_DIR`` | ``results_dir`` | ``<tmp>/cacaomap-results`` |
+| ``CACAOMAP_UI_KEEP`` | ``ui_keep`` | 20 |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Default largest scene accepted, in pixels (a full Sentinel-2 tile is 120.6 Mpx).
+DEFAULT_MAX_PIXELS = 11_000 * 11_000
+#: Host names a loopback service answers to by default.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+PREFIX = "CACAOMAP_"
+
+
+class SettingsError(ValueError):
+    """A ``CACAOMAP_*`` variable whose value cannot be used."""
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The serving floor's settings (see the module docstring for the variables).
+
+    Attributes:
+        model: Model reference: a model folder, ``models/<name>``, or
+            ``bento:<name>[:<version>]``; empty: the newest ``models/cacaomap/v<N>``.
+        providers: ONNX Runtime providers in preference order (empty: all known).
+        ort_threads: Intra-op threads per session (0: ONNX Runtime's choice).
+        max_pixels: Largest scene (or class map) accepted, in pixels.
+        max_upload_mb: Largest request body, in MiB.
+        max_batch_size: Adaptive batching: most tiles requests in one batch.
+        max_latency_ms: Adaptive batching: a request queued longer gets 503.
+        batching: Adaptive batching of ``/classify_tiles`` on or off.
+        max_in_flight: API requests in flight per worker before 503.
+        allowed_hosts: ``Host`` header names answered (``*``: any).
+        api_token: Bearer token required on API routes (empty: loopback only).
+        results_dir: Where the map page keeps result folders (None: under the temp dir).
+        ui_keep: Result folders of the map page kept.
+    """
+
+    model: str = ""
+    providers: tuple[str, ...] = ()
+    ort_threads: int = 0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_upload_mb: float = 2048.0
+    max_batch_size: int = 32
+    max_latency_ms: int = 10_000
+    batching: bool = True
+    max_in_flight: int = 64
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+    api_token: str = field(default="", repr=False)
+    results_dir: Path | None = None
+    ui_keep: int = 20
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """The request body limit in bytes."""
+        return int(self.max_upload_mb * 2**20)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the ``CACAOMAP_*`` variables of ``env`` (default: ``os.environ``).
+
+        Raises:
+            SettingsError: Naming the variable whose value is malformed.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            name = PREFIX + f.name.upper()
+            raw = env.get(name, "").strip()
+            if not raw:
+                continue
+            try:
+                values[f.name] = _parse(f.name, raw)
+            except ValueError as err:
+                raise SettingsError(f"{name}={raw!r}: {err}") from err
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse values out of range.
+
+        Raises:
+            SettingsError: Naming the setting.
+        """
+        positive = {"max_pixels": self.max_pixels, "max_upload_mb": self.max_upload_mb,
+                    "max_batch_size": self.max_batch_size,
+                    "max_latency_ms": self.max_latency_ms,
+                    "max_in_flight": self.max_in_flight, "ui_keep": self.ui_keep}
+        for name, value in positive.items():
+            if value <= 0:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be positive; got {value}")
+        if self.ort_threads < 0:
+            raise SettingsError(f"{PREFIX}ORT_THREADS must be >= 0; got {self.ort_threads}")
+
+
+def _parse(name: str, raw: str) -> object:
+    """One variable's value as its field's type."""
+    if name in ("providers",):
+        return _names(raw)
+    if name == "allowed_hosts":
+        return tuple(h.lower() for h in _names(raw))
+    if name == "batching":
+        if raw.lower() not in ("on", "off", "true", "false", "1", "0"):
+            raise ValueError("expected on or off")
+        return raw.lower() in ("on", "true", "1")
+    if name == "max_upload_mb":
+        return float(raw)
+    if name in ("ort_threads", "max_pixels", "max_batch_size", "max_latency_ms",
+                "max_in_flight", "ui_keep"):
+        return int(raw.replace("_", ""))
+    if name == "results_dir":
+        return Path(raw)
+    return raw
+
+
+@functools.cache
+def current() -> Settings:
+    """The settings of this process, read from the environment once."""
+    return Settings.from_env()

@@ -1,0 +1,1 @@
+"""Training data: TorchGeo datasets, the Lightning data module, spatially blocked splits."""

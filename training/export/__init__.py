@@ -1,0 +1,1 @@
+"""Checkpoint → ONNX + contract (parity through the served path), registries, int8."""

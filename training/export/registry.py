@@ -1,0 +1,132 @@
+"""Where exported models are registered and found again: MLflow and BentoML stores.
+
+- :func:`register_model`: the exported files logged to the training run, a registered
+  MLflow model version with an alias, and a BentoML store model.
+- :func:`resolve_model_uri`: ``models:/<name>@<alias>`` back to the exact, hash-checked
+  files.
+- :func:`checkpoint_from_run`, :func:`test_metrics_of_run`, :func:`run_of_model_uri`:
+  what a training run logged.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from serving.files import staged
+from serving.inference.contract import CARD_FILE, CONTRACT_FILE, ONNX_FILE, ModelContract
+from training.tracking import ensure_experiment, resolve_tracking_uri
+
+#: Run artifact folder holding the exported model folders, one per version.
+MODEL_FILES_PATH = "cacaomap-model"
+
+
+class RegistryError(RuntimeError):
+    """A run or registered model that does not hold what cacaomap needs."""
+
+
+def checkpoint_from_run(run_id: str, tracking_uri: str | None = None) -> Path:
+    """Download the best checkpoint logged by a training run."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri or resolve_tracking_uri())
+    dirs = [a.path for a in client.list_artifacts(run_id) if a.is_dir]
+    candidates = [d for d in dirs if d.startswith(("best", "epoch"))] or [
+        d for d in dirs if d == "last"
+    ]
+    if not candidates:
+        raise RegistryError(f"run {run_id} logged no checkpoint")
+    local = Path(client.download_artifacts(run_id, candidates[-1]))
+    return next(local.rglob("*.ckpt"))
+
+
+def resolve_model_uri(uri: str, dest: str | Path = "models") -> Path:
+    """Download ``models:/<name>@<alias>`` (or ``models:/<name>/<version>``) to a folder.
+
+    The files are the exact ones exported (hash-checked by ``load_model_dir``), placed
+    at ``dest/<name>/<version>/``.
+    """
+    import mlflow
+
+    from serving.inference.contract import load_model_dir
+
+    if not uri.startswith("models:/"):
+        raise RegistryError(f"not a registered-model URI: {uri!r}")
+    ref = uri.removeprefix("models:/")
+    client = mlflow.MlflowClient(resolve_tracking_uri())
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias)
+    else:
+        name, number = ref.split("/", 1)
+        version = client.get_model_version(name, number)
+    folder = version.tags.get("cacaomap_version")
+    if not folder or not version.run_id:
+        raise RegistryError(f"{uri} was not registered by cacaomap export")
+    target = Path(dest) / name / folder
+    if not (target / ONNX_FILE).is_file():
+        with staged(target, directory=True, prefix=".download-") as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=version.run_id, artifact_path=f"{MODEL_FILES_PATH}/{folder}",
+                dst_path=str(tmp / "artifacts"), tracking_uri=resolve_tracking_uri())
+            for item in Path(local).iterdir():
+                shutil.move(item, tmp / item.name)
+            shutil.rmtree(tmp / "artifacts")
+    load_model_dir(target)
+    return target
+
+
+def run_of_model_uri(uri: str) -> str:
+    """The training run behind a registered model version (``models:/name@alias``)."""
+    import mlflow
+
+    ref = uri.removeprefix("models:/")
+    client = mlflow.MlflowClient(resolve_tracking_uri())
+    name, alias = ref.split("@", 1)
+    return str(client.get_model_version_by_alias(name, alias).run_id)
+
+
+def test_metrics_of_run(run_id: str) -> dict[str, float]:
+    """The test metrics a training run logged (they go into the contract)."""
+    import mlflow
+
+    run = mlflow.MlflowClient(resolve_tracking_uri()).get_run(run_id)
+    return {k: v for k, v in run.data.metrics.items() if k.startswith("test_")}
+
+
+def register_model(model_dir: Path, contract: ModelContract, alias: str) -> None:
+    """Log the ONNX model to MLflow (registered, with an alias) and save it to BentoML."""
+    import bentoml
+    import mlflow
+    import onnx
+
+    experiment = ensure_experiment("cacaomap-exports")
+    client = mlflow.MlflowClient()
+    onnx_model = onnx.load(str(model_dir / ONNX_FILE))
+    if contract.mlflow_run_id:
+        run = mlflow.start_run(run_id=contract.mlflow_run_id)
+    else:
+        run = mlflow.start_run(
+            experiment_id=experiment, run_name=f"export-{contract.name}-{contract.version}"
+        )
+    with run:
+        info = mlflow.onnx.log_model(
+            onnx_model, name=f"onnx-{contract.version}",
+            registered_model_name=contract.name,
+        )
+        mlflow.log_dict(contract.to_dict(), f"onnx-{contract.version}/{CONTRACT_FILE}")
+        # The exact files (contract sidecar and card included), for models:/ resolution.
+        mlflow.log_artifacts(str(model_dir), f"{MODEL_FILES_PATH}/{contract.version}")
+    registered = info.registered_model_version
+    client.set_model_version_tag(contract.name, registered, "cacaomap_version",
+                                 contract.version)
+    client.set_model_version_tag(contract.name, registered, "onnx_sha256",
+                                 contract.onnx_sha256)
+    client.set_registered_model_alias(contract.name, alias, registered)
+    with bentoml.models.create(
+        contract.name,
+        labels={"version": contract.version, "alias": alias},
+        metadata={"onnx_sha256": contract.onnx_sha256, "mlflow_version": registered},
+    ) as bento_model:
+        for f in (ONNX_FILE, CONTRACT_FILE, CARD_FILE):
+            shutil.copy2(model_dir / f, Path(bento_model.path) / f)

@@ -1,0 +1,1 @@
+"""The Lightning task (segmentation), its figures, and the per-pixel baseline model."""
