@@ -175,6 +175,21 @@ def serve(
                                 "--port", str(port)], env)
 
 
+def bento(model: Path | None = None) -> None:
+    """Build the Bento (``serving/`` only, no torch) from this installation.
+
+    The same Bento as ``bentoml build`` at the repository root, but built from the
+    installed package, so it needs no checkout. Serve it with ``bentoml serve <tag>``.
+
+    Args:
+        model: A model folder to save into the BentoML model store first (the Bento
+            serves ``cacaomap:latest`` from the store).
+    """
+    from serving.http.bento import build_bento
+
+    print(f"built Bento {build_bento(model)}")
+
+
 def baseline(
     *,
     reference: Path,
@@ -334,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     auto_cli(
         {"synth": synth, "export": export, "classify": classify, "serve": serve,
-         "baseline": baseline,
+         "bento": bento, "baseline": baseline,
          "sample-points": sample_points, "demo-serve": demo_serve, "mlflow-ui": ui_hint,
          "bench": bench},
         args=args,

@@ -39,23 +39,33 @@ class ServerURL(str):
 
 @contextmanager
 def served_model(
-    model_dir: Path, log_path: Path | None = None, extra_env: dict[str, str] | None = None,
-    cwd: Path | None = None,
+    model_dir: Path | None, log_path: Path | None = None,
+    extra_env: dict[str, str] | None = None, cwd: Path | None = None,
+    target: str = SERVICE, python: str = sys.executable,
 ) -> Iterator[ServerURL]:
     """Run ``bentoml serve`` for ``model_dir`` on 127.0.0.1 until the block exits.
 
     Yields the base URL (with the server's ``pid``) once ``/readyz`` answers 200; stops
     the server afterwards.
 
+    Args:
+        model_dir: The model folder (``CACAOMAP_MODEL``); None: the service's default.
+        log_path: Where the server's output goes (None: discarded).
+        extra_env: Variables added to the server's environment.
+        cwd: The server's working directory.
+        target: What ``bentoml serve`` serves: the service (default) or a Bento tag.
+        python: The interpreter whose BentoML runs it (another virtual environment).
+
     Raises:
         RuntimeError: If the server exits or is not ready in time (with its log tail).
     """
     url = ServerURL(f"http://127.0.0.1:{free_port()}")
-    env = os.environ | {"CACAOMAP_MODEL": str(model_dir), "BENTOML_DO_NOT_TRACK": "true",
-                        **(extra_env or {})}
+    env = os.environ | {"BENTOML_DO_NOT_TRACK": "true", **(extra_env or {})}
+    if model_dir is not None:
+        env["CACAOMAP_MODEL"] = str(model_dir)
     log = open(log_path, "w") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", SERVICE,
+        [python, "-m", "bentoml", "serve", target,
          "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]],
         env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
     )

@@ -27,22 +27,32 @@ def newest_version(root: Path) -> Path:
 def resolve_model_dir(model: str | Path | None = None) -> Path:
     """Resolve a model reference to a folder holding model.onnx + contract.json.
 
-    Accepted: a model folder; a models/<name> folder (its newest version); None, then
-    ``CACAOMAP_MODEL`` or the newest ``models/cacaomap/v<N>``; or a BentoML store tag
-    ``bento:<name>[:<version>]`` (``CACAOMAP_MODEL=bento:cacaomap:latest``).
+    Accepted: a model folder; a models/<name> folder (its newest version); a BentoML
+    store tag ``bento:<name>[:<version>]``; or None, then ``CACAOMAP_MODEL``, else the
+    newest ``models/cacaomap/v<N>``, else (a built Bento served from the store, outside
+    any checkout) ``cacaomap:latest`` from the BentoML model store.
     """
     ref = str(model) if model is not None else current().model
     if ref.startswith("bento:"):
-        import bentoml
-
-        tag = ref.removeprefix("bento:")
-        try:
-            return Path(bentoml.models.get(tag).path)
-        except bentoml.exceptions.NotFound as err:
-            raise ContractError(f"no model {tag!r} in the BentoML store") from err
+        return _from_bento_store(ref.removeprefix("bento:"))
     path = Path(ref) if ref else MODELS_DIR / DEFAULT_NAME
     if (path / CONTRACT_FILE).is_file() or (path / "model.onnx").is_file():
         return path
     if path.is_dir():
         return newest_version(path)
+    if not ref:
+        try:
+            return _from_bento_store(f"{DEFAULT_NAME}:latest")
+        except ContractError:
+            pass
     raise ContractError(f"model {path} does not exist")
+
+
+def _from_bento_store(tag: str) -> Path:
+    """The folder of a model in the BentoML model store."""
+    import bentoml
+
+    try:
+        return Path(bentoml.models.get(tag).path)
+    except bentoml.exceptions.NotFound as err:
+        raise ContractError(f"no model {tag!r} in the BentoML store") from err

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from serving.files import staged
-from serving.inference.contract import CARD_FILE, CONTRACT_FILE, ONNX_FILE, ModelContract
+from serving.inference.contract import CONTRACT_FILE, ONNX_FILE, ModelContract
 from training.tracking import ensure_experiment, resolve_tracking_uri
 
 #: Run artifact folder holding the exported model folders, one per version.
@@ -96,9 +96,10 @@ def test_metrics_of_run(run_id: str) -> dict[str, float]:
 
 def register_model(model_dir: Path, contract: ModelContract, alias: str) -> None:
     """Log the ONNX model to MLflow (registered, with an alias) and save it to BentoML."""
-    import bentoml
     import mlflow
     import onnx
+
+    from serving.http.bento import save_model
 
     experiment = ensure_experiment("cacaomap-exports")
     client = mlflow.MlflowClient()
@@ -123,10 +124,5 @@ def register_model(model_dir: Path, contract: ModelContract, alias: str) -> None
     client.set_model_version_tag(contract.name, registered, "onnx_sha256",
                                  contract.onnx_sha256)
     client.set_registered_model_alias(contract.name, alias, registered)
-    with bentoml.models.create(
-        contract.name,
-        labels={"version": contract.version, "alias": alias},
-        metadata={"onnx_sha256": contract.onnx_sha256, "mlflow_version": registered},
-    ) as bento_model:
-        for f in (ONNX_FILE, CONTRACT_FILE, CARD_FILE):
-            shutil.copy2(model_dir / f, Path(bento_model.path) / f)
+    save_model(model_dir, contract, labels={"version": contract.version, "alias": alias},
+               metadata={"mlflow_version": registered})

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from model_factory import write_local_model
-from service_helpers import ARTIFACTS, REPO
 
 from serving.http.local_server import ServerURL, served_model
+from tests.model_factory import write_local_model
+from tests.service_helpers import ARTIFACTS, REPO
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 MIN_CASES = 1000

@@ -3,10 +3,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from model_factory import write_local_model
 
 from serving.inference.contract import ContractError, ModelContract, load_model_dir
 from serving.inference.tiles import TileClassifier
+from tests.model_factory import write_local_model
 
 
 @pytest.fixture(scope="module")

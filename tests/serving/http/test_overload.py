@@ -17,10 +17,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from model_factory import write_local_model
-from service_helpers import REPO, server_rss_mb, show_table
 
 from serving.http.local_server import ServerURL, served_model
+from tests.model_factory import write_local_model
+from tests.service_helpers import REPO, server_rss_mb, show_table
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 TILE = 32

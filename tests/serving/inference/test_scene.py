@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from model_factory import write_local_model
 from pyproj import Geod, Transformer
 from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
@@ -17,6 +16,7 @@ from serving.inference.blending import column_groups, edge_weights, window_start
 from serving.inference.contract import load_model_dir
 from serving.inference.scene import classify_file
 from serving.inference.tiles import InputError, TileClassifier
+from tests.model_factory import write_local_model
 
 
 @pytest.fixture(scope="module")

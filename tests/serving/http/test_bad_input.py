@@ -20,12 +20,12 @@ import httpx
 import numpy as np
 import pytest
 import rasterio
-from model_factory import write_local_model
 from rasterio.transform import Affine, from_origin
-from service_helpers import REPO, server_rss_mb, show_table
 
 from serving.http.local_server import ServerURL, served_model
 from serving.http.tile_payload import encode_tiles
+from tests.model_factory import write_local_model
+from tests.service_helpers import REPO, server_rss_mb, show_table
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 UPLOAD_LIMIT_MB = 4

@@ -13,16 +13,16 @@ import httpx
 import numpy as np
 import pytest
 import rasterio
-from model_factory import write_local_model
 from rio_cogeo.cogeo import cog_validate
 
 from serving.http.local_server import served_model
 from serving.http.tile_payload import encode_tiles
 from serving.inference.scene import classify_file
 from serving.inference.tiles import TileClassifier
+from tests.model_factory import write_local_model
+from tests.service_helpers import REPO
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,14 @@ import httpx
 import numpy as np
 import pytest
 import rasterio
-from model_factory import write_local_model
 from PIL import Image
 from rasterio.warp import transform_bounds
-from service_helpers import ARTIFACTS, REPO
 
 from serving.classes import load_classes
 from serving.http.browser_maps import class_map_image, rgb_image
 from serving.http.local_server import ServerURL, served_model
+from tests.model_factory import write_local_model
+from tests.service_helpers import ARTIFACTS, REPO
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

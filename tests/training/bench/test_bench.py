@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from model_factory import write_local_model
-from service_helpers import REPO
 
 from serving.inference.blending import window_starts
+from tests.model_factory import write_local_model
+from tests.service_helpers import REPO
 from training.bench.runner import END, START, summarise, update_readme
 from training.bench.service import (
     batch_sizes_from_metrics,

@@ -14,11 +14,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from model_factory import write_local_model
-from service_helpers import REPO
 
 from serving.http.guards import HostGuard, Message, Scope, TokenGuard
 from serving.http.local_server import ServerURL, free_port, served_model
+from tests.model_factory import write_local_model
+from tests.service_helpers import REPO
 
 TOKEN = "correct-horse-battery-staple"
 

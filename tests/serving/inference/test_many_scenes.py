@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import rasterio
-from model_factory import write_local_model
 
+from tests.model_factory import write_local_model
 from training.cli import main
 
 

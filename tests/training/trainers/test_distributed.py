@@ -13,10 +13,10 @@ import torch
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from torchgeo.samplers import GridGeoSampler
 
+from tests.service_helpers import REPO
 from training.data.datamodule import LandCoverDataModule
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parent.parent
 
 
 def test_ddp_two_processes_log_once(landscape: Path, tmp_path: Path) -> None:

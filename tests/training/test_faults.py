@@ -16,10 +16,10 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from service_helpers import REPO, show_table
 
 from serving.inference.contract import ContractError, load_model_dir
 from serving.inference.model_store import resolve_model_dir
+from tests.service_helpers import REPO, show_table
 
 pytestmark = pytest.mark.slow
 CACAOMAP = str(Path(sys.executable).with_name("cacaomap"))
