@@ -41,14 +41,14 @@ test: install lint browser
 	$(BIN)/pytest
 
 # Front-end libraries of the map page come from the npm registry and are committed under
-# serving/ui/static/vendor/ (the page loads nothing from a CDN). Rerun to update them.
+# serving/http/static/vendor/ (the page loads nothing from a CDN). Rerun to update them.
 LEAFLET := 1.9.4
 vendor:
 	rm -rf .vendor-tmp && mkdir .vendor-tmp
 	cd .vendor-tmp && npm pack --silent leaflet@$(LEAFLET) && tar xzf leaflet-$(LEAFLET).tgz
-	mkdir -p serving/ui/static/vendor/leaflet
+	mkdir -p serving/http/static/vendor/leaflet
 	cp -r .vendor-tmp/package/dist/leaflet.js .vendor-tmp/package/dist/leaflet.css \
-	    .vendor-tmp/package/dist/images .vendor-tmp/package/LICENSE serving/ui/static/vendor/leaflet/
+	    .vendor-tmp/package/dist/images .vendor-tmp/package/LICENSE serving/http/static/vendor/leaflet/
 	rm -rf .vendor-tmp
 
 # The map page's browser test drives Debian's chromium (Playwright never downloads one).

@@ -28,6 +28,44 @@ Send = Callable[[Message], Awaitable[None]]
 #: Longest file name kept from an upload.
 MAX_FILENAME = 64
 
+#: The BentoML code each fix replaces: (module, attribute, first 16 hex digits of the
+#: sha256 of its source in BentoML 1.4.39). A test compares them with the installed
+#: BentoML, so an upgrade that changes any of them fails until the fix is re-checked.
+UPSTREAM: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "harden_multipart": (
+        ("_bentoml_impl.serde", "MultipartSerde.parse_request", "65de1b4c289aac56"),
+        ("_bentoml_impl.serde", "MultipartSerde.ensure_file", "962fb19eb99f95a5"),
+    ),
+    "cancel_timeout_timers": (
+        ("bentoml._internal.server.http.traffic", "TimeoutMiddleware.__call__",
+         "fd8b9e3da28ed2b4"),
+    ),
+    "bound_cork_wait": (
+        ("bentoml._internal.marshal.dispatcher", "Optimizer.log_outbound",
+         "7f783eacef39b0ea"),
+        ("bentoml._internal.marshal.dispatcher", "CorkDispatcher.outbound_call",
+         "d380666220b880ef"),
+    ),
+    "fast_json_responses": (
+        ("_bentoml_sdk.io_models", "IORootModel.model_dump_json", "7eb4eaa0ae883ba1"),
+    ),
+}
+
+
+def upstream_digest(module: str, attribute: str) -> str:
+    """First 16 hex digits of the sha256 of an upstream attribute's source code.
+
+    Meaningful before :func:`apply` only (afterwards it is this module's replacement).
+    """
+    import hashlib
+    import importlib
+    import inspect
+
+    obj: Any = importlib.import_module(module)
+    for part in attribute.split("."):
+        obj = getattr(obj, part)
+    return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]
+
 
 def safe_filename(name: str | None) -> str:
     """An upload's file name reduced to a short, harmless base name.

@@ -135,16 +135,16 @@ def test_killed_export_leaves_no_model(landscape: Path, tmp_path: Path) -> None:
 
 def test_report_write_is_all_or_nothing(tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    import serving.baseline.report as report_module
+    import serving.files as files_module
 
     target = tmp_path / "report.json"
-    report_module._atomic_write(target, json.dumps({"v": 1}).encode())
+    files_module.write_bytes_atomic(target, json.dumps({"v": 1}).encode())
 
     def crash(src: str, dst: str) -> None:  # the process dies between write and rename
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(report_module.os, "replace", crash)
+    monkeypatch.setattr(files_module.os, "replace", crash)
     with pytest.raises(KeyboardInterrupt):
-        report_module._atomic_write(target, json.dumps({"v": 2}).encode())
+        files_module.write_bytes_atomic(target, json.dumps({"v": 2}).encode())
     assert json.loads(target.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]

@@ -8,15 +8,12 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-import numpy as np
 import pytest
 
 from serving.http.guards import HostGuard, Message, Scope, TokenGuard
-from serving.http.local_server import ServerURL, free_port, served_model
+from serving.http.local_server import free_port
 from tests.model_factory import write_local_model
 from tests.service_helpers import REPO
 
@@ -26,33 +23,6 @@ TOKEN = "correct-horse-battery-staple"
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_local_model(tmp_path_factory.mktemp("guards") / "v1")
-
-
-@pytest.fixture(scope="module")
-def token_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-                 ) -> Iterator[ServerURL]:
-    home = tmp_path_factory.mktemp("home")
-    with served_model(model_dir, home / "serve.log",
-                      {"BENTOML_HOME": str(home), "CACAOMAP_API_TOKEN": TOKEN},
-                      cwd=REPO) as url:
-        yield url
-
-
-@pytest.mark.server
-@pytest.mark.slow
-def test_api_token_is_required_when_set(token_server: ServerURL) -> None:
-    tiles = {"tiles": np.ones((1, 10, 64, 64), int).tolist()}
-    assert httpx.get(f"{token_server}/livez").status_code == 200  # health stays open
-    assert httpx.get(f"{token_server}/metrics").status_code == 200
-    r = httpx.post(f"{token_server}/classify_tiles", json=tiles, timeout=60)
-    assert r.status_code == 401 and "API token" in r.text
-    assert r.headers["www-authenticate"].startswith("Bearer")
-    wrong = httpx.post(f"{token_server}/model", json={},
-                       headers={"authorization": "Bearer guess"})
-    assert wrong.status_code == 401
-    ok = httpx.post(f"{token_server}/classify_tiles", json=tiles, timeout=60,
-                    headers={"authorization": f"Bearer {TOKEN}"})
-    assert ok.status_code == 200 and np.asarray(ok.json()).shape == (1, 64, 64)
 
 
 async def _call(app: TokenGuard | HostGuard, scope: Scope) -> tuple[int, str]:

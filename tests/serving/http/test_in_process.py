@@ -1,0 +1,149 @@
+"""The service in-process (``CacaoMap.to_asgi()`` + Starlette's TestClient).
+
+Guards and validation need no real process: the app is the one ``bentoml serve`` runs
+(same middleware, same BentoML request parsing, the model loaded by ``__init__``), driven
+without sockets. What needs a process (memory, overload, soak, faults, schemathesis, the
+browser) stays in the tests that start ``bentoml serve``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from starlette.testclient import TestClient
+
+from serving.http.tile_payload import encode_tiles
+from serving.inference.tiles import TileClassifier
+from serving.settings import current
+from tests.model_factory import write_local_model
+
+TOKEN = "correct-horse-battery-staple"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_local_model(tmp_path_factory.mktemp("inproc") / "v1", tile_size=64,
+                             overlap=16)
+
+
+@pytest.fixture(scope="module")
+def client(model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[TestClient]:
+    """The service with a token, on 127.0.0.1 as far as the guards can tell."""
+    with pytest.MonkeyPatch.context() as env:
+        # ``bentoml serve`` gives every worker a Prometheus folder; /metrics reads it.
+        env.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path_factory.mktemp("prometheus")))
+        env.setenv("CACAOMAP_MODEL", str(model_dir))
+        env.setenv("CACAOMAP_API_TOKEN", TOKEN)
+        current.cache_clear()
+        from serving.http.service import CacaoMap
+
+        app = CacaoMap.to_asgi()  # type: ignore[attr-defined]
+        with TestClient(app, base_url="http://127.0.0.1:3000", headers=AUTH) as test_client:
+            yield test_client
+    current.cache_clear()
+
+
+def test_api_token_is_required_when_set(client: TestClient, model_dir: Path) -> None:
+    tiles = {"tiles": np.ones((1, 10, 64, 64), int).tolist()}
+    assert client.get("/livez", headers={"authorization": ""}).status_code == 200
+    assert client.get("/metrics", headers={"authorization": ""}).status_code == 200
+    r = client.post("/classify_tiles", json=tiles, headers={"authorization": ""})
+    assert r.status_code == 401 and "API token" in r.text
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    wrong = client.post("/model", json={}, headers={"authorization": "Bearer guess"})
+    assert wrong.status_code == 401
+    ok = client.post("/classify_tiles", json=tiles)
+    assert ok.status_code == 200 and np.asarray(ok.json()).shape == (1, 64, 64)
+    expected = TileClassifier.from_model_dir(model_dir).classify(
+        np.ones((1, 10, 64, 64), np.uint16))
+    assert np.array_equal(np.asarray(ok.json(), np.uint8), expected)
+
+
+def test_other_hosts_media_types_and_malformed_bodies_are_refused(client: TestClient
+                                                                  ) -> None:
+    r = client.post("/model", json={}, headers={"host": "attacker.example"})
+    assert r.status_code == 400 and "attacker.example" in r.json()["error"]
+    r = client.post("/classify_tiles", content=b"\x80\x04K\x01.",
+                    headers={"content-type": "application/x-pickle"})
+    assert r.status_code == 415 and "pickle" in r.json()["error"]
+    r = client.post("/classify_scene", content=b"--x\r\nbroken",
+                    headers={"content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 400 and "error" in r.json()
+    r = client.post("/classify_scene", files={"scene": ("s.tif", b"", "image/tiff")})
+    assert r.status_code == 400 and "empty" in r.json()["error"]
+
+
+def _post_scene(client: TestClient, path: Path, endpoint: str):
+    with open(path, "rb") as f:
+        return client.post(f"/{endpoint}", files={"scene": (path.name, f, "image/tiff")})
+
+
+def _binary(tiles: np.ndarray, **change: object) -> dict:
+    return {**encode_tiles(tiles), **change}
+
+
+@pytest.mark.parametrize(
+    ("payload", "needle"),
+    [
+        (_binary(np.ones((1, 10, 64, 64), np.uint16), data="@@@@"), "not valid base64"),
+        (_binary(np.ones((1, 10, 64, 64), np.uint16), shape=[2, 10, 64, 64]),
+         "needs 163,840"),
+        (_binary(np.ones((1, 10, 64, 64), np.uint16), shape=[1, 10, 128, 32]),
+         "got (1, 10, 128, 32)"),
+        (_binary(np.ones((1, 10, 64, 64), np.float32)), "expected dtype uint16"),
+        (_binary(np.ones((1, 10, 64, 64), np.uint16), shape=[1, 10, 64, -64]),
+         "positive integers"),
+        ({"dtype": "uint16", "shape": [1, 10, 64, 64]}, "keys dtype, shape and data"),
+    ],
+)
+def test_binary_tiles_refused_when_inconsistent(client: TestClient, payload: dict,
+                                                needle: str) -> None:
+    r = client.post("/classify_tiles", json={"tiles": payload})
+    assert r.status_code == 400, r.text
+    assert needle in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "needle"),
+    [
+        (np.ones((1, 6, 64, 64), int).tolist(), "got (1, 6, 64, 64)"),
+        (np.ones((4, 10, 32, 32), int).tolist(), "got (4, 10, 32, 32)"),  # same size
+        (np.ones((10, 64, 64), int).tolist(), "got (10, 64, 64)"),
+        ((np.ones((1, 10, 64, 64)) * 1.5).tolist(), "fractions"),
+        ((np.ones((1, 10, 64, 64)) * -3).astype(int).tolist(), "outside the uint16 range"),
+        ([[[[1, 2], [3]]]], "ragged"),
+    ],
+)
+def test_classify_tiles_refuses_what_breaks_the_contract(
+    client: TestClient, payload: list, needle: str
+) -> None:
+    r = client.post("/classify_tiles", json={"tiles": payload})
+    assert r.status_code == 400, r.text
+    assert needle in r.text
+
+
+def test_bad_scenes_get_400_naming_the_problem(client: TestClient, tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.tif"
+    garbage.write_bytes(b"II*\x00 not really a tiff")
+    r = _post_scene(client, garbage, "classify_scene")
+    assert r.status_code == 400 and "not a readable GeoTIFF" in r.text
+    six = tmp_path / "six.tif"
+    with rasterio.open(six, "w", driver="GTiff", width=16, height=16, count=6,
+                       dtype="uint16", crs="EPSG:32718",
+                       transform=rasterio.transform.from_origin(0, 0, 10, 10)) as dst:
+        dst.write(np.ones((6, 16, 16), np.uint16))
+    r = _post_scene(client, six, "classify_scene_summary")
+    assert r.status_code == 400 and "expected 10 bands" in r.text
+    nocrs = tmp_path / "nocrs.tif"
+    with rasterio.open(nocrs, "w", driver="GTiff", width=16, height=16, count=10,
+                       dtype="uint16") as dst:
+        dst.write(np.ones((10, 16, 16), np.uint16))
+    r = _post_scene(client, nocrs, "classify_scene_summary")
+    assert r.status_code == 400 and "no CRS" in r.text
+    assert client.get("/livez").status_code == 200
