@@ -119,7 +119,7 @@ class Settings:
                     "max_latency_ms": self.max_latency_ms,
                     "max_in_flight": self.max_in_flight, "ui_keep": self.ui_keep}
         for name, value in positive.items():
-            if value <= 0:
+            if not value > 0:  # NaN too
                 raise SettingsError(f"{PREFIX}{name.upper()} must be positive; got {value}")
         if self.ort_threads < 0:
             raise SettingsError(f"{PREFIX}ORT_THREADS must be >= 0; got {self.ort_threads}")

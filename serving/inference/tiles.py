@@ -89,13 +89,12 @@ class TileClassifier:
         """(N, H, W): pixels observed (:func:`serving.inference.validity.observed`)."""
         return np.asarray(observed(tiles, self.contract.image_nodata), bool)
 
-    def logits(self, tiles: NDArray[np.generic],
-               valid: NDArray[np.bool_] | None = None) -> NDArray[np.float32]:
-        """Model logits (N, classes, H, W); the nodata channel is -inf.
+    def model_input(self, tiles: NDArray[np.generic],
+                    valid: NDArray[np.bool_] | None = None) -> NDArray[np.float32]:
+        """What the ONNX graph is given for raw ``tiles``: normalised, filled, padded.
 
-        Invalid input pixels are filled with the band mean before the model sees them
-        (as in training); tiles are padded with it to a multiple of the contract's
-        ``size_multiple`` and cropped back.
+        Invalid input pixels are filled with the band mean (as in training) and the
+        tiles are padded with it to a multiple of the contract's ``size_multiple``.
         """
         if valid is None:
             valid = self.valid_mask(tiles)
@@ -109,7 +108,17 @@ class TileClassifier:
         ph, pw = (-h) % multiple, (-w) % multiple
         if ph or pw:
             x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)))  # 0 = the band mean
-        (out,) = self.session.run(None, {self.contract.input_name: x})
+        return x
+
+    def logits(self, tiles: NDArray[np.generic],
+               valid: NDArray[np.bool_] | None = None) -> NDArray[np.float32]:
+        """Model logits (N, classes, H, W); the nodata channel is -inf.
+
+        The graph runs on :meth:`model_input` (padded) and is cropped back.
+        """
+        h, w = tiles.shape[2:]
+        (out,) = self.session.run(None, {self.contract.input_name:
+                                         self.model_input(tiles, valid)})
         out = out[:, :, :h, :w]
         out[:, self.nodata_class] = -np.inf
         return np.asarray(out, np.float32)

@@ -33,14 +33,10 @@ class TileCalibration:
     def __init__(self, tiles: NDArray[np.generic], classifier: TileClassifier,
                  batch: int = 4) -> None:
         """Normalise raw tiles as the serving path does (nodata filled, then scaled)."""
-        c = classifier.contract
-        mean = np.asarray(c.mean, np.float32)[None, :, None, None]
-        std = np.asarray(c.std, np.float32)[None, :, None, None]
-        x = (tiles.astype(np.float32) - mean) / std
-        x = np.where(classifier.valid_mask(tiles)[:, None], x, 0).astype(np.float32)
+        x = classifier.model_input(tiles)
         self._batches: Iterator[NDArray[np.float32]] = iter(
             [x[i:i + batch] for i in range(0, len(x), batch)])
-        self.input_name = c.input_name
+        self.input_name = classifier.contract.input_name
 
     def get_next(self) -> dict[str, NDArray[np.float32]] | None:
         """The next batch, or None when done."""

@@ -12,9 +12,7 @@ Layout under the output folder (the default training config reads it as is)::
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,9 @@ import rasterio.features
 from rasterio.transform import Affine, from_origin
 from rich.progress import Progress
 
+from serving.areas import M2_PER_HA
 from serving.classes import ClassSchema, load_classes
+from serving.files import staged
 from training.synthetic.landscape import FOREST, NODATA, Landscape, LandscapeConfig
 from training.synthetic.spectra import S2_BANDS
 
@@ -74,16 +74,10 @@ def generate_landscape(
     config = config or LandscapeConfig()
     classes = classes or load_classes()
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged(out, directory=True) as tmp:
         _write_all(tmp, config, polygons, classes, progress)
-        if out.exists():
+        if out.exists():  # the previous landscape goes only once the new one is whole
             shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -136,7 +130,7 @@ def _write_all(
             if polygons:
                 _write_polygons(out / "polygons" / f"labels_{date}.gpkg", shapes, config)
     _write_plots(out, land, config)
-    ha = config.pixel_size**2 / 10_000
+    ha = config.pixel_size**2 / M2_PER_HA
     truth = {
         "config": asdict(config),
         "bands": list(S2_BANDS),
@@ -176,7 +170,7 @@ def _write_plots(out: Path, land: Landscape, config: LandscapeConfig) -> None:
     from shapely.geometry import box
 
     ref_path, cur_path = (out / "labels" / f"labels_{d}.tif" for d in config.dates)
-    ha = config.pixel_size**2 / 10_000
+    ha = config.pixel_size**2 / M2_PER_HA
     records = []
     geoms = []
     with rasterio.open(ref_path) as ref_src, rasterio.open(cur_path) as cur_src:

@@ -1,0 +1,57 @@
+"""The ``CACAOMAP_*`` variables: one typed object, errors that name the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from serving.settings import LOOPBACK_HOSTS, Settings, SettingsError
+
+
+def test_defaults_when_nothing_is_set() -> None:
+    settings = Settings.from_env({})
+    assert settings == Settings()
+    assert settings.allowed_hosts == LOOPBACK_HOSTS and settings.api_token == ""
+    assert settings.max_upload_bytes == 2048 * 2**20
+
+
+def test_every_variable_is_read_as_its_type() -> None:
+    settings = Settings.from_env({
+        "CACAOMAP_MODEL": "bento:cacaomap:abc",
+        "CACAOMAP_PROVIDERS": "CUDAExecutionProvider, CPUExecutionProvider",
+        "CACAOMAP_ORT_THREADS": "2",
+        "CACAOMAP_MAX_PIXELS": "1_000_000",
+        "CACAOMAP_MAX_UPLOAD_MB": "0.5",
+        "CACAOMAP_MAX_BATCH_SIZE": "4",
+        "CACAOMAP_MAX_LATENCY_MS": "250",
+        "CACAOMAP_BATCHING": "off",
+        "CACAOMAP_MAX_IN_FLIGHT": "3",
+        "CACAOMAP_ALLOWED_HOSTS": "Maps.Example.org,localhost",
+        "CACAOMAP_API_TOKEN": "s3cret",
+        "CACAOMAP_RESULTS_DIR": "/tmp/results",
+        "CACAOMAP_UI_KEEP": "5",
+        "UNRELATED": "ignored",
+    })
+    assert settings == Settings(
+        model="bento:cacaomap:abc",
+        providers=("CUDAExecutionProvider", "CPUExecutionProvider"), ort_threads=2,
+        max_pixels=1_000_000, max_upload_mb=0.5, max_batch_size=4, max_latency_ms=250,
+        batching=False, max_in_flight=3, allowed_hosts=("maps.example.org", "localhost"),
+        api_token="s3cret", results_dir=Path("/tmp/results"), ui_keep=5)
+    assert settings.max_upload_bytes == 2**19
+    assert "s3cret" not in repr(settings)  # the token never reaches a log line
+
+
+@pytest.mark.parametrize(("name", "raw", "says"), [
+    ("CACAOMAP_MAX_PIXELS", "lots", "CACAOMAP_MAX_PIXELS='lots'"),
+    ("CACAOMAP_MAX_PIXELS", "0", "CACAOMAP_MAX_PIXELS must be positive"),
+    ("CACAOMAP_MAX_UPLOAD_MB", "nan", "CACAOMAP_MAX_UPLOAD_MB must be positive"),
+    ("CACAOMAP_BATCHING", "maybe", "CACAOMAP_BATCHING='maybe': expected on or off"),
+    ("CACAOMAP_ORT_THREADS", "-1", "CACAOMAP_ORT_THREADS must be >= 0"),
+    ("CACAOMAP_UI_KEEP", "-3", "CACAOMAP_UI_KEEP must be positive"),
+])
+def test_a_malformed_value_is_refused_naming_the_variable(name: str, raw: str,
+                                                          says: str) -> None:
+    with pytest.raises(SettingsError, match=says.replace("(", r"\(")):
+        Settings.from_env({name: raw})
