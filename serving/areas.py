@@ -8,6 +8,8 @@ ground area at all, and asking for one is an error, never a guess.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from affine import Affine
 from numpy.typing import NDArray
@@ -44,6 +46,45 @@ def check_transform(transform: Affine) -> None:
         raise AreaError("the raster has no geotransform (identity transform)")
 
 
+#: Slack on the ±90° / 360° checks of geographic rasters (edges of global grids).
+DEGREE_SLACK = 1e-6
+
+
+def check_georeferencing(crs: RioCRS | CRS | str | None, transform: Affine, height: int,
+                         width: int) -> None:
+    """Refuse georeferencing no place on Earth has, before anything is measured with it.
+
+    A geographic raster must lie within ±90° of latitude and span at most 360° of
+    longitude; a projected raster's corners must map to finite geographic coordinates;
+    the geotransform must be finite. Without this, areas come out NaN or infinite and
+    comparisons with them are silently false.
+
+    Raises:
+        AreaError: ``impossible georeferencing: ...`` naming the offending value.
+    """
+    if not all(math.isfinite(v) for v in tuple(transform)[:6]):
+        raise AreaError(f"impossible georeferencing: the geotransform {tuple(transform)[:6]} "
+                        "is not finite")
+    crs_ = _crs(crs)
+    xs = (transform.c, transform.c + transform.a * width)
+    ys = (transform.f, transform.f + transform.e * height)
+    if crs_.is_geographic:
+        for lat in ys:
+            if abs(lat) > 90 + DEGREE_SLACK:
+                raise AreaError(f"impossible georeferencing: latitude {lat:g} is beyond "
+                                "±90°")
+        if abs(xs[1] - xs[0]) > 360 + DEGREE_SLACK or max(map(abs, xs)) > 540:
+            raise AreaError(f"impossible georeferencing: longitudes {xs[0]:g} to "
+                            f"{xs[1]:g} are not on Earth")
+        return
+    to_geo = Transformer.from_crs(crs_, crs_.geodetic_crs, always_xy=True)
+    lon, lat = to_geo.transform([xs[0], xs[1], xs[0], xs[1]], [ys[0], ys[0], ys[1], ys[1]],
+                                errcheck=False)
+    if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
+        raise AreaError(f"impossible georeferencing: corners {xs} x {ys} are outside "
+                        f"the domain of {crs_.name}")
+
+
 def pixel_areas(
     crs: RioCRS | CRS | str | None, transform: Affine, height: int, width: int,
     row_offset: int = 0,
@@ -65,12 +106,14 @@ def pixel_areas(
     """
     crs_ = _crs(crs)
     check_transform(transform)
+    check_georeferencing(crs_, transform, row_offset + height, width)
     rows = np.arange(row_offset, row_offset + height) + 0.5
     if crs_.is_geographic:
         geod = crs_.get_geod() or Geod(ellps="WGS84")
         lon0 = transform.c
-        top = transform.f + transform.e * (rows - 0.5)
-        bottom = top + transform.e
+        # Clipped: rounding can put a global grid's edge a hair beyond a pole (NaN).
+        top = np.clip(transform.f + transform.e * (rows - 0.5), -90.0, 90.0)
+        bottom = np.clip(top + transform.e, -90.0, 90.0)
         lon1 = lon0 + abs(transform.a)
         areas = np.array([
             abs(geod.polygon_area_perimeter([lon0, lon1, lon1, lon0], [t, t, b, b])[0])

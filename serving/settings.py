@@ -10,16 +10,22 @@ with a message naming the variable, never a silent default.
 | ``CACAOMAP_MODEL`` | ``model`` | newest ``models/cacaomap/v<N>`` |
 | ``CACAOMAP_PROVIDERS`` | ``providers`` | TensorRT, CUDA, CPU (those installed) |
 | ``CACAOMAP_ORT_THREADS`` | ``ort_threads`` | ONNX Runtime's choice |
+| ``CACAOMAP_SCENE_ORT_THREADS`` | ``scene_ort_threads`` | half the cores |
 | ``CACAOMAP_MAX_PIXELS`` | ``max_pixels`` | 121,000,000 (a full S2 tile) |
 | ``CACAOMAP_MAX_UPLOAD_MB`` | ``max_upload_mb`` | 2048 |
 | ``CACAOMAP_MAX_BATCH_SIZE`` | ``max_batch_size`` | 32 |
 | ``CACAOMAP_MAX_LATENCY_MS`` | ``max_latency_ms`` | 10000 |
 | ``CACAOMAP_BATCHING`` | ``batching`` | on |
 | ``CACAOMAP_MAX_IN_FLIGHT`` | ``max_in_flight`` | 64 |
+| ``CACAOMAP_SCENE_THREADS`` | ``scene_threads`` | 1 |
+| ``CACAOMAP_BODY_TIMEOUT_S`` | ``body_timeout_s`` | 30 |
 | ``CACAOMAP_ALLOWED_HOSTS`` | ``allowed_hosts`` | loopback names |
 | ``CACAOMAP_API_TOKEN`` | ``api_token`` | none (loopback only) |
-| ``CACAOMAP_RESULTS_DIR`` | ``results_dir`` | ``<tmp>/cacaomap-results`` |
+| ``CACAOMAP_BEHIND_PROXY`` | ``behind_proxy`` | off (on: a token is required) |
+| ``CACAOMAP_RESULTS_DIR`` | ``results_dir`` | ``<tmp>/cacaomap-results-<uid>`` |
 | ``CACAOMAP_UI_KEEP`` | ``ui_keep`` | 20 |
+| ``CACAOMAP_UI_KEEP_MB`` | ``ui_keep_mb`` | 4096 |
+| ``CACAOMAP_MAX_ZONE_VERTICES`` | ``max_zone_vertices`` | 1,000,000 |
 """
 
 from __future__ import annotations
@@ -55,31 +61,46 @@ class Settings:
             ``bento:<name>[:<version>]``; empty: the newest ``models/cacaomap/v<N>``.
         providers: ONNX Runtime providers in preference order (empty: all known).
         ort_threads: Intra-op threads per session (0: ONNX Runtime's choice).
+        scene_ort_threads: Intra-op threads of the service's scene session (0: half
+            the cores), so that tile requests keep cores while a scene runs.
         max_pixels: Largest scene (or class map) accepted, in pixels.
         max_upload_mb: Largest request body, in MiB.
         max_batch_size: Adaptive batching: most tiles requests in one batch.
         max_latency_ms: Adaptive batching: a request queued longer gets 503.
         batching: Adaptive batching of ``/classify_tiles`` on or off.
         max_in_flight: API requests in flight per worker before 503.
+        scene_threads: Scene-sized requests (scenes, baselines, the map page) run at
+            once per worker, in threads of their own (tile requests never wait on them).
+        body_timeout_s: Longest wait between two chunks of a request body before 408.
         allowed_hosts: ``Host`` header names answered (``*``: any).
         api_token: Bearer token required on API routes (empty: loopback only).
+        behind_proxy: The service sits behind a reverse proxy or TLS sidecar on the
+            same host, so every caller looks like loopback: a token is then required.
         results_dir: Where the map page keeps result folders (None: under the temp dir).
         ui_keep: Result folders of the map page kept.
+        ui_keep_mb: MiB of result folders of the map page kept.
+        max_zone_vertices: Most vertices over all zones of one request.
     """
 
     model: str = ""
     providers: tuple[str, ...] = ()
     ort_threads: int = 0
+    scene_ort_threads: int = 0
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_upload_mb: float = 2048.0
     max_batch_size: int = 32
     max_latency_ms: int = 10_000
     batching: bool = True
     max_in_flight: int = 64
+    scene_threads: int = 1
+    body_timeout_s: float = 30.0
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
     api_token: str = field(default="", repr=False)
+    behind_proxy: bool = False
     results_dir: Path | None = None
     ui_keep: int = 20
+    ui_keep_mb: float = 4096.0
+    max_zone_vertices: int = 1_000_000
 
     @property
     def max_upload_bytes(self) -> int:
@@ -117,32 +138,45 @@ class Settings:
         positive = {"max_pixels": self.max_pixels, "max_upload_mb": self.max_upload_mb,
                     "max_batch_size": self.max_batch_size,
                     "max_latency_ms": self.max_latency_ms,
-                    "max_in_flight": self.max_in_flight, "ui_keep": self.ui_keep}
+                    "max_in_flight": self.max_in_flight, "ui_keep": self.ui_keep,
+                    "ui_keep_mb": self.ui_keep_mb,
+                    "max_zone_vertices": self.max_zone_vertices,
+                    "body_timeout_s": self.body_timeout_s,
+                    "scene_threads": self.scene_threads}
         for name, value in positive.items():
             if not value > 0:  # NaN too
                 raise SettingsError(f"{PREFIX}{name.upper()} must be positive; got {value}")
-        if self.ort_threads < 0:
-            raise SettingsError(f"{PREFIX}ORT_THREADS must be >= 0; got {self.ort_threads}")
+        if self.behind_proxy and not self.api_token:
+            raise SettingsError(f"{PREFIX}BEHIND_PROXY is on: every caller reaches the "
+                                f"service through the proxy, so set {PREFIX}API_TOKEN")
+        for name, threads in (("ORT_THREADS", self.ort_threads),
+                              ("SCENE_ORT_THREADS", self.scene_ort_threads)):
+            if threads < 0:
+                raise SettingsError(f"{PREFIX}{name} must be >= 0; got {threads}")
 
 
 def _parse(name: str, raw: str) -> object:
     """One variable's value as its field's type."""
-    if name in ("providers",):
-        return _names(raw)
+    kind = _FIELD_TYPES[name]
     if name == "allowed_hosts":
         return tuple(h.lower() for h in _names(raw))
-    if name == "batching":
+    if kind.startswith("tuple"):
+        return _names(raw)
+    if kind == "bool":
         if raw.lower() not in ("on", "off", "true", "false", "1", "0"):
             raise ValueError("expected on or off")
         return raw.lower() in ("on", "true", "1")
-    if name == "max_upload_mb":
+    if kind == "float":
         return float(raw)
-    if name in ("ort_threads", "max_pixels", "max_batch_size", "max_latency_ms",
-                "max_in_flight", "ui_keep"):
+    if kind == "int":
         return int(raw.replace("_", ""))
-    if name == "results_dir":
+    if kind.startswith("Path"):
         return Path(raw)
     return raw
+
+
+#: Each setting's declared type, as written in :class:`Settings`.
+_FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(Settings)}
 
 
 @functools.cache

@@ -19,7 +19,14 @@ from numpy.typing import NDArray
 from rasterio.io import MemoryFile
 from rasterio.warp import Resampling, reproject
 
-from serving.areas import M2_PER_HA, check_transform, class_hectares, pixel_areas
+from serving.areas import (
+    M2_PER_HA,
+    AreaError,
+    check_georeferencing,
+    check_transform,
+    class_hectares,
+    pixel_areas,
+)
 from serving.classes import ClassSchema
 
 FOREST = "forest"
@@ -68,6 +75,10 @@ def load_class_maps(reference: str | Path, current: str | Path) -> ClassMaps:
             if src.crs is None:
                 raise BaselineError(f"{Path(src.name).name} has no CRS: no ground areas")
             check_transform(src.transform)
+            try:
+                check_georeferencing(src.crs, src.transform, src.height, src.width)
+            except AreaError as err:
+                raise BaselineError(f"{Path(src.name).name}: {err}") from err
         ref = ref_src.read(1)
         profile = dict(ref_src.profile)
         if (cur_src.crs == ref_src.crs and cur_src.transform == ref_src.transform
@@ -171,7 +182,16 @@ def verdict(record: dict[str, Any], thresholds: Thresholds) -> str:
 
     Observed loss over both thresholds is reported whatever the cloud cover; without
     it, a plot observed over too little of its area cannot be called free.
+
+    Raises:
+        BaselineError: A figure is NaN or infinite (comparisons with it would be
+            silently false, and a plot would be called free on no evidence).
     """
+    figures = ("forest_loss_ha", "forest_loss_fraction", "valid_fraction")
+    broken = [k for k in figures if not np.isfinite(record[k])]
+    if broken:
+        raise BaselineError(f"zone {record.get('zone_id', '?')}: {', '.join(broken)} not "
+                            "finite; no verdict is given on such numbers")
     if (record["forest_loss_ha"] >= thresholds.min_loss_ha
             and record["forest_loss_fraction"] >= thresholds.min_loss_fraction):
         return "deforestation_detected"

@@ -23,7 +23,7 @@ from serving.baseline.change import (
     zone_statistics,
 )
 from serving.baseline.sampling import estimate_from_sample
-from serving.baseline.zones import check_overlap, read_zones
+from serving.baseline.zones import DEFAULT_MAX_ZONE_VERTICES, check_overlap, read_zones
 from serving.classes import ClassSchema
 from serving.files import sha256_file, write_bytes_atomic
 from serving.inference.tiles import TileClassifier
@@ -45,11 +45,12 @@ def as_class_map(path: str | Path, classifier: TileClassifier | None, work_dir: 
     Raises:
         InputError: A scene was given but there is no model to classify it.
     """
-    from serving.inference.scene import class_map_of, is_class_map
+    from serving.inference.scene import check_class_map, class_map_of, is_class_map
 
     path = Path(path)
     with rasterio.open(path) as src:
         if is_class_map(src):
+            check_class_map(src, path.stem)
             return path
         out = work_dir / f"classes_{path.stem}.tif"
         class_map_of(src, path, out, classifier, path.stem)
@@ -61,10 +62,12 @@ def build_report(
     zones_path: str | Path | None = None, thresholds: Thresholds | None = None,
     reference_sample: str | Path | None = None, lineage: dict[str, Any] | None = None,
     id_field: str | None = None, zones_geojson_only: bool = False,
+    max_zone_vertices: int = DEFAULT_MAX_ZONE_VERTICES,
 ) -> tuple[dict[str, Any], ClassMaps, Any]:
     """Compute the landscape summary, zone statistics and (optionally) estimates.
 
-    ``zones_geojson_only`` parses the zones as GeoJSON text without GDAL (uploads).
+    ``zones_geojson_only`` parses the zones as GeoJSON text without GDAL (uploads);
+    zones with more than ``max_zone_vertices`` vertices in all are refused.
     """
     thresholds = thresholds or Thresholds()
     maps = load_class_maps(reference, current)
@@ -80,7 +83,8 @@ def build_report(
     }
     zones = None
     if zones_path is not None:
-        zones = read_zones(zones_path, geojson_only=zones_geojson_only)
+        zones = read_zones(zones_path, geojson_only=zones_geojson_only,
+                           max_vertices=max_zone_vertices)
         profile = maps.profile
         check_overlap(zones, profile["crs"], profile["transform"], profile["height"],
                       profile["width"])

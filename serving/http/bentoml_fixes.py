@@ -12,6 +12,8 @@ BentoML is upgraded; each docstring names the BentoML code it replaces.
   time to wait for a batch, so latency stayed high long after an overload.
 - :func:`fast_json_responses`: responses were encoded with the stdlib ``json``, the
   largest cost of a tile request after inference.
+- :func:`bound_metric_labels`: every request path became its own Prometheus label, so
+  junk paths (even ones the guards refuse) grew ``/metrics`` without bound.
 """
 
 from __future__ import annotations
@@ -49,7 +51,13 @@ UPSTREAM: dict[str, tuple[tuple[str, str, str], ...]] = {
     "fast_json_responses": (
         ("_bentoml_sdk.io_models", "IORootModel.model_dump_json", "7eb4eaa0ae883ba1"),
     ),
+    "bound_metric_labels": (
+        ("bentoml._internal.server.http.instruments",
+         "RunnerTrafficMetricsMiddleware.__call__", "b7dc25ae0208d7b2"),
+    ),
 }
+#: The ``endpoint`` label of every path that is not a route of the service.
+OTHER_PATHS_LABEL = "other"
 
 
 def upstream_digest(module: str, attribute: str) -> str:
@@ -233,9 +241,68 @@ def fast_json_responses() -> None:
     IORootModel.model_dump_json = model_dump_json  # type: ignore[method-assign]
 
 
+def metric_label(path: str) -> str:
+    """The ``endpoint`` label of a request path: the route, or one label for the rest."""
+    from serving.http.guards import PUBLIC_PATHS, ROUTE_MEDIA_TYPES
+
+    if path in ROUTE_MEDIA_TYPES or path in PUBLIC_PATHS:
+        return path
+    for prefix in ("/ui", "/static_content"):
+        if path == prefix or path.startswith(prefix + "/"):
+            return prefix + "/*"
+    return OTHER_PATHS_LABEL
+
+
+class _Relabelled:
+    """A metrics middleware seen with another inner app (the request's own scope)."""
+
+    def __init__(self, middleware: Any, app: Any) -> None:
+        self._middleware = middleware
+        self.app = app
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._middleware, name)
+
+
+def bound_metric_labels() -> None:
+    """Label request metrics by route, with one label for every unknown path.
+
+    ``RunnerTrafficMetricsMiddleware.__call__``
+    (``bentoml/_internal/server/http/instruments.py``) uses ``scope["path"]`` as the
+    ``endpoint`` label of three metric families, and it is the outermost middleware:
+    150 GETs of random 2 KB paths, refused by the host guard, grew ``/metrics`` from
+    41 KB to 6.6 MB. Here the middleware sees the label as the path while the app
+    inside sees the request unchanged.
+    """
+    from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
+
+    original = RunnerTrafficMetricsMiddleware.__call__
+    if getattr(original, "cacaomap_fixed", False):
+        return
+
+    async def labelled_call(self: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if not str(scope.get("type", "")).startswith("http") or path == "/metrics":
+            return await original(self, scope, receive, send)
+        label = metric_label(str(path))
+        if label == path:
+            return await original(self, scope, receive, send)
+        inner = self.app
+
+        async def as_sent(_: Scope, receive_: Receive, send_: Send) -> None:
+            await inner(scope, receive_, send_)
+
+        await original(_Relabelled(self, as_sent),  # type: ignore[arg-type]
+                       {**scope, "path": label}, receive, send)
+
+    labelled_call.cacaomap_fixed = True  # type: ignore[attr-defined]
+    RunnerTrafficMetricsMiddleware.__call__ = labelled_call  # type: ignore[method-assign]
+
+
 def apply() -> None:
     """Apply every fix (idempotent)."""
     harden_multipart()
     cancel_timeout_timers()
     bound_cork_wait()
     fast_json_responses()
+    bound_metric_labels()

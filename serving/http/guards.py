@@ -7,12 +7,19 @@ the problem:
 - :class:`HostGuard` (400): the ``Host`` header must be one of ``CACAOMAP_ALLOWED_HOSTS``
   (default: loopback names), which stops DNS-rebinding pages from reaching a loopback
   service through a browser.
+- :class:`OriginGuard` (403): an API request sent by a browser for another site's page
+  (a foreign ``Origin``, or ``Sec-Fetch-Site: cross-site``) is refused.
 - :class:`TokenGuard` (401/403): with ``CACAOMAP_API_TOKEN`` set, every API route needs
   ``Authorization: Bearer <token>``. Without a token the service answers only requests
-  that arrive on a loopback address; a request to any other local address gets 403.
-- :class:`BodyLimit` (411/413): ``Content-Length`` is required for a body and may not
-  exceed ``CACAOMAP_MAX_UPLOAD_MB``.
-- :class:`MediaTypeGuard` (415): each route takes JSON or multipart, never a pickle.
+  that arrive on a loopback address and carry no proxy header (``Forwarded``,
+  ``X-Forwarded-For``, ``X-Real-IP``); anything else gets 403. A proxy on the same host
+  makes every caller loopback: ``CACAOMAP_BEHIND_PROXY=on`` then requires a token.
+- :class:`BodyLimit` (400/411/413): ``Content-Length`` is required for a body, may not
+  exceed ``CACAOMAP_MAX_UPLOAD_MB``, and may not come with ``Transfer-Encoding``.
+- :class:`MediaTypeGuard` (415): each route takes JSON or multipart, never a pickle,
+  and a body must declare its media type.
+- :class:`BodyReader` (408): the body is read whole, with at most
+  ``CACAOMAP_BODY_TIMEOUT_S`` between chunks, before the request counts as in flight.
 - :class:`ErrorShape`: every API error is ``{"error": "<what is wrong>"}``, and the
   statuses above are listed in ``/docs.json``.
 - :class:`InFlightLimit` (503 + ``Retry-After``): at most ``CACAOMAP_MAX_IN_FLIGHT``
@@ -42,6 +49,12 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: Paths any caller may reach (health, metrics, the OpenAPI schema, docs).
 PUBLIC_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/",
                           "/docs"})
+#: Headers a reverse proxy adds: without a token, such a request is refused (403).
+PROXY_HEADERS = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
+#: Bodies up to this size are held in memory while read; larger ones go to a temp file.
+SPOOL_BYTES = 4 * 2**20
+#: Chunks a spooled body is handed to the app in.
+REPLAY_CHUNK = 2**20
 #: Seconds a client is asked to wait after a 503.
 RETRY_AFTER_S = 1
 
@@ -112,6 +125,13 @@ class TokenGuard:
         if scope["type"] != "http" or _is_public(scope):
             return await self.app(scope, receive, send)
         if not self.token:
+            forwarded = next((h.decode() for h in PROXY_HEADERS
+                              if _header(scope, h) is not None), None)
+            if forwarded:
+                return await send_error(
+                    send, 403, f"this request came through a proxy ({forwarded} header), "
+                    "so its caller is not known to be local: set CACAOMAP_API_TOKEN (and "
+                    "CACAOMAP_BEHIND_PROXY=on)")
             local = (scope.get("server") or ("", 0))[0]
             if local and not is_loopback(str(local)):
                 return await send_error(
@@ -141,6 +161,43 @@ ROUTE_MEDIA_TYPES = {
 }
 
 
+def _has_body(scope: Scope) -> bool:
+    length = _header(scope, b"content-length")
+    return _header(scope, b"transfer-encoding") is not None or (
+        length is not None and length.strip() not in ("", "0"))
+
+
+class OriginGuard:
+    """Refuse API requests a browser sends on behalf of another site's page (403).
+
+    Browsers send ``Origin`` on every cross-origin request and on same-origin POSTs;
+    an API request whose ``Origin`` is not this service's own (``scheme://Host``) or a
+    ``Sec-Fetch-Site`` of ``cross-site``/``same-site`` comes from a page the user
+    opened elsewhere, which must not drive the service on their loopback. Clients that
+    are not browsers send neither header and pass.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        """Wrap ``app``."""
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Compare ``Origin`` (and ``Sec-Fetch-Site``) with the request's own host."""
+        if scope["type"] != "http" or _is_public(scope):
+            return await self.app(scope, receive, send)
+        origin = _header(scope, b"origin")
+        site = (_header(scope, b"sec-fetch-site") or "").lower()
+        host = (_header(scope, b"host") or "").lower()
+        own = {f"http://{host}", f"https://{host}"}
+        if (origin is not None and origin.lower() not in own) or site in (
+                "cross-site", "same-site"):
+            return await send_error(
+                send, 403, f"cross-origin request refused (Origin {origin!r}, "
+                f"Sec-Fetch-Site {site or 'absent'!r}): the API answers its own map page "
+                "and clients that are not browsers")
+        return await self.app(scope, receive, send)
+
+
 class MediaTypeGuard:
     """Refuse bodies of a media type the route does not take (415), pickle above all."""
 
@@ -153,7 +210,14 @@ class MediaTypeGuard:
         accepted = ROUTE_MEDIA_TYPES.get(str(scope.get("path", "")))
         if scope["type"] != "http" or accepted is None or scope.get("method") != "POST":
             return await self.app(scope, receive, send)
-        given = (_header(scope, b"content-type") or accepted[0]).split(";")[0].strip().lower()
+        declared = _header(scope, b"content-type")
+        if declared is None:
+            if _has_body(scope):  # what a no-cors cross-site fetch with a Blob sends
+                return await send_error(
+                    send, 415, f"{scope['path']} takes {' or '.join(accepted)}; the body "
+                    "has no Content-Type")
+            declared = accepted[0]
+        given = declared.split(";")[0].strip().lower()
         if given not in accepted:
             return await send_error(
                 send, 415, f"{scope['path']} takes {' or '.join(accepted)}; got {given!r}"
@@ -174,10 +238,15 @@ class BodyLimit:
         if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
         length = _header(scope, b"content-length")
+        if _header(scope, b"transfer-encoding") is not None:
+            # With both headers the body is framed by Transfer-Encoding and the length
+            # is a lie the server would only find out after reading everything.
+            if length is not None:
+                return await send_error(send, 400, "a request may not carry both "
+                                        "Content-Length and Transfer-Encoding")
+            return await send_error(send, 411, "send the body with a Content-Length "
+                                               "(chunked uploads are not accepted)")
         if length is None:
-            if _header(scope, b"transfer-encoding"):
-                return await send_error(send, 411, "send the body with a Content-Length "
-                                                   "(chunked uploads are not accepted)")
             return await self.app(scope, receive, send)
         if not length.strip().isdigit():
             return await send_error(send, 400, f"bad Content-Length {length!r}")
@@ -186,6 +255,59 @@ class BodyLimit:
                 send, 413, f"request body of {int(length):,} bytes is over the limit of "
                 f"{self.max_bytes:,} bytes (CACAOMAP_MAX_UPLOAD_MB)")
         return await self.app(scope, receive, send)
+
+
+class BodyReader:
+    """Read a request's whole body before the request counts as in flight (408 if stalled).
+
+    A client that sends headers for a large body and then stalls would otherwise hold
+    one of the ``CACAOMAP_MAX_IN_FLIGHT`` slots until the server's timeout, and 70 of
+    them shut every other caller out. Here the body is read first, into memory up to
+    :data:`SPOOL_BYTES` and to a temporary file beyond, with at most
+    ``CACAOMAP_BODY_TIMEOUT_S`` seconds between two received chunks; a stalled body gets
+    408 and never reaches the service. The body is then replayed to the app.
+    """
+
+    def __init__(self, app: ASGIApp, idle_timeout_s: float | None = None) -> None:
+        """Wrap ``app``; ``idle_timeout_s`` defaults to ``CACAOMAP_BODY_TIMEOUT_S``."""
+        self.app = app
+        self.idle_timeout_s = (idle_timeout_s if idle_timeout_s is not None
+                               else current().body_timeout_s)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Spool the body of API requests that carry one, then call the app."""
+        if scope["type"] != "http" or _is_public(scope) or not _has_body(scope):
+            return await self.app(scope, receive, send)
+        import tempfile
+
+        import anyio
+
+        with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as body:
+            while True:
+                with anyio.move_on_after(self.idle_timeout_s) as waited:
+                    message = await receive()
+                if waited.cancel_called:
+                    return await send_error(
+                        send, 408, f"the request body stalled: nothing received for "
+                        f"{self.idle_timeout_s:g} s (CACAOMAP_BODY_TIMEOUT_S)",
+                        [(b"connection", b"close")])
+                if message["type"] == "http.disconnect":
+                    return None
+                body.write(message.get("body", b""))
+                if not message.get("more_body"):
+                    break
+            size = body.tell()
+            body.seek(0)
+
+            async def replay() -> Message:
+                if body.closed or body.tell() >= size:
+                    return await receive()  # http.disconnect, when it comes
+                chunk = body.read(REPLAY_CHUNK)
+                return {"type": "http.request", "body": chunk,
+                        "more_body": body.tell() < size}
+
+            await self.app(scope, replay, send)
+        return None
 
 
 class InFlightLimit:
@@ -242,7 +364,8 @@ def error_message(payload: Any) -> str:
 #: Responses the guards add to every API operation of the OpenAPI document.
 GUARD_RESPONSES = {
     "401": "Missing or wrong API token (CACAOMAP_API_TOKEN)",
-    "403": "Reached off loopback with no API token configured",
+    "403": "Cross-origin browser request, or reached off loopback with no API token",
+    "408": "Body stalled (CACAOMAP_BODY_TIMEOUT_S)",
     "411": "Body without Content-Length",
     "413": "Body over CACAOMAP_MAX_UPLOAD_MB",
     "415": "Media type the route does not take",
@@ -310,4 +433,5 @@ class ErrorShape:
 
 
 #: The guards in the order the service adds them, outermost first.
-GUARDS = (ErrorShape, HostGuard, TokenGuard, BodyLimit, MediaTypeGuard, InFlightLimit)
+GUARDS = (ErrorShape, HostGuard, OriginGuard, TokenGuard, BodyLimit, MediaTypeGuard,
+          BodyReader, InFlightLimit)

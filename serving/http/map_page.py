@@ -6,16 +6,20 @@ images (:mod:`serving.http.browser_maps`), hectares per class and the baseline r
 written into a result folder named by a random id. :func:`ui_app` is the Starlette app
 mounted at ``/ui``: the page, its vendored scripts (Leaflet from npm, no CDN) and the
 result files. Result folders live in ``CACAOMAP_RESULTS_DIR`` (default
-``<tmp>/cacaomap-results``); the newest ``CACAOMAP_UI_KEEP`` (20) are kept. A result's
+``<tmp>/cacaomap-results-<uid>``, private to the user); the newest are kept, at most
+``CACAOMAP_UI_KEEP`` (20) folders and ``CACAOMAP_UI_KEEP_MB`` (4096) MiB. A result's
 id is 128 random bits: its files are readable by whoever holds the link.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import secrets
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -43,22 +47,58 @@ _RESULT_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def results_root(settings: Settings | None = None) -> Path:
-    """Where result folders go (the setting ``CACAOMAP_RESULTS_DIR``)."""
+    """Where result folders go (the setting ``CACAOMAP_RESULTS_DIR``).
+
+    The default, ``<tmp>/cacaomap-results-<uid>``, lives in a directory every local
+    user can write to, so it is created private (0700) and refused if it is a link, not
+    ours, or open to others: another user could otherwise plant files or a symlink
+    that the page would serve.
+
+    Raises:
+        PermissionError: The default folder exists and is not private to this user.
+    """
     settings = settings or current()
-    root = settings.results_dir or Path(tempfile.gettempdir()) / "cacaomap-results"
-    root.mkdir(parents=True, exist_ok=True)
+    if settings.results_dir is not None:
+        settings.results_dir.mkdir(parents=True, exist_ok=True)
+        return settings.results_dir
+    root = Path(tempfile.gettempdir()) / f"cacaomap-results-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        root.mkdir(mode=0o700)
+    info = root.lstat()
+    if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid()
+            or info.st_mode & 0o077):
+        raise PermissionError(
+            f"{root} is not a private folder of this user (a link, another owner, or "
+            "open to others): remove it or set CACAOMAP_RESULTS_DIR")
     return root
 
 
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+
+
 def new_result_folder(settings: Settings | None = None) -> tuple[str, Path]:
-    """A fresh result folder; the oldest beyond ``CACAOMAP_UI_KEEP`` are removed."""
+    """A fresh result folder; the oldest go while over ``CACAOMAP_UI_KEEP`` or its MB.
+
+    Several workers may prune at once: a folder another worker removed is skipped.
+    """
     settings = settings or current()
     root = results_root(settings)
-    keep = settings.ui_keep
-    folders = sorted((p for p in root.iterdir() if _RESULT_ID.match(p.name)),
-                     key=lambda p: p.stat().st_mtime)
-    for old in folders[: max(0, len(folders) - keep + 1)]:
-        shutil.rmtree(old, ignore_errors=True)
+    folders: list[tuple[float, int, Path]] = []
+    for path in root.iterdir():
+        if not _RESULT_ID.match(path.name):
+            continue
+        try:
+            folders.append((path.stat().st_mtime, _folder_bytes(path), path))
+        except FileNotFoundError:  # pruned by another worker meanwhile
+            continue
+    folders.sort()
+    total = sum(size for _, size, _ in folders)
+    while folders and (len(folders) >= settings.ui_keep
+                       or total > settings.ui_keep_mb * 2**20):
+        _, size, oldest = folders.pop(0)
+        shutil.rmtree(oldest, ignore_errors=True)
+        total -= size
     result_id = secrets.token_hex(16)
     folder = root / result_id
     folder.mkdir()
@@ -143,7 +183,8 @@ def analyze(uploads: dict[str, Path], classifier: TileClassifier, max_pixels: in
         if "zones" in uploads and "reference" in dates:
             report, maps, zones = build_report(
                 folder / "classes_reference.tif", folder / "classes_current.tif", schema,
-                uploads["zones"], lineage=lineage, zones_geojson_only=True)
+                uploads["zones"], lineage=lineage, zones_geojson_only=True,
+                max_zone_vertices=current().max_zone_vertices)
             write_report(report, maps, zones, schema, folder)
             out["baseline"] = {"landscape": report["landscape"],
                                "verdicts": report.get("verdicts", {})}

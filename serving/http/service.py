@@ -25,9 +25,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
+import anyio
 import bentoml
 import numpy as np
 from bentoml.exceptions import InvalidArgument
@@ -43,8 +45,11 @@ from serving.http.tile_payload import TILES_SCHEMA, tiles_from_payload
 from serving.inference.contract import ContractError, ModelContract, load_model_dir
 from serving.inference.model_store import resolve_model_dir
 from serving.inference.scene import SceneResult, class_map_of, classify_scene
+from serving.inference.session import create_session, scene_ort_threads
 from serving.inference.tiles import InputError, TileClassifier
 from serving.settings import current
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +123,15 @@ class CacaoMap:
 
     def __init__(self) -> None:
         """Load the model (contract-checked) into an ONNX Runtime session."""
-        self.classifier = TileClassifier.from_model_dir(resolve_model_dir())
-        self.contract = self.classifier.contract
+        onnx_path, contract = load_model_dir(resolve_model_dir())
+        self.classifier = TileClassifier(onnx_path, contract)
+        # Scenes get a session of their own with fewer threads: tile requests keep a
+        # thread pool that a running scene cannot fill.
+        self.scene_classifier = TileClassifier(onnx_path, contract, session=create_session(
+            onnx_path, intra_op_threads=SETTINGS.scene_ort_threads or scene_ort_threads()))
+        self.contract = contract
         LoadedModel.contract = self.contract
+        self._scene_limiter: anyio.CapacityLimiter | None = None
         log.info("model %s %s on %s", self.contract.name, self.contract.version,
                  self.classifier.provider)
 
@@ -139,7 +150,7 @@ class CacaoMap:
     def _classify(self, scene: Path, out_dir: Path) -> SceneResult:
         try:
             with _open_upload(scene) as memfile, memfile.open(driver="GTiff") as src:
-                return classify_scene(src, out_dir / "classes.tif", self.classifier,
+                return classify_scene(src, out_dir / "classes.tif", self.scene_classifier,
                                       max_pixels=SETTINGS.max_pixels)
         except InvalidArgument:
             raise
@@ -148,15 +159,27 @@ class CacaoMap:
         except RasterioError as err:
             raise InvalidArgument(f"the upload is not a readable GeoTIFF: {err}") from err
 
-    @bentoml.api
-    def classify_scene(self, scene: GeoTiff, ctx: bentoml.Context) -> GeoTiff:
-        """Classify a GeoTIFF scene; returns the class map as a Cloud Optimized GeoTIFF."""
-        return self._classify(scene, Path(ctx.temp_dir)).path
+    async def _in_scene_pool(self, work: Callable[..., T], *args: Any) -> T:
+        """Run scene-sized work in the scene threads, never in the tile requests' thread.
+
+        BentoML runs every sync API in one worker thread: a scene (minutes for a full
+        Sentinel-2 tile) there would hold every queued tile request past its deadline.
+        """
+        if self._scene_limiter is None:
+            self._scene_limiter = anyio.CapacityLimiter(SETTINGS.scene_threads)
+        return await anyio.to_thread.run_sync(work, *args, limiter=self._scene_limiter)
 
     @bentoml.api
-    def classify_scene_summary(self, scene: GeoTiff, ctx: bentoml.Context) -> dict[str, Any]:
+    async def classify_scene(self, scene: GeoTiff, ctx: bentoml.Context) -> GeoTiff:
+        """Classify a GeoTIFF scene; returns the class map as a Cloud Optimized GeoTIFF."""
+        result = await self._in_scene_pool(self._classify, scene, Path(ctx.temp_dir))
+        return result.path
+
+    @bentoml.api
+    async def classify_scene_summary(self, scene: GeoTiff, ctx: bentoml.Context
+                                     ) -> dict[str, Any]:
         """Classify a GeoTIFF scene; returns per-class pixels and ground hectares."""
-        result = self._classify(scene, Path(ctx.temp_dir))
+        result = await self._in_scene_pool(self._classify, scene, Path(ctx.temp_dir))
         return {
             "width": result.width,
             "height": result.height,
@@ -168,7 +191,7 @@ class CacaoMap:
         }
 
     @bentoml.api
-    def baseline(
+    async def baseline(
         self, reference: GeoTiff, current: GeoTiff, zones: Path, ctx: bentoml.Context,
     ) -> dict[str, Any]:
         """Deforestation baseline from two dates (+ zones GeoJSON): the JSON report.
@@ -176,21 +199,26 @@ class CacaoMap:
         Each date is a class map (this model's ``/classify_scene`` output) or a scene,
         classified first; the report carries the model's lineage.
         """
+        return await self._in_scene_pool(self._baseline, reference, current, zones,
+                                         Path(ctx.temp_dir))
+
+    def _baseline(self, reference: Path, current: Path, zones: Path, work: Path
+                  ) -> dict[str, Any]:
         from serving.baseline.change import BaselineError
         from serving.baseline.report import build_report
 
-        work = Path(ctx.temp_dir)
         try:
             paths = []
             for name, upload in (("reference", reference), ("current", current)):
                 target = work / f"{name}_classes.tif"
                 with _open_upload(upload) as memfile, memfile.open(driver="GTiff") as src:
-                    class_map_of(src, upload, target, self.classifier, name,
+                    class_map_of(src, upload, target, self.scene_classifier, name,
                                  SETTINGS.max_pixels)
                 paths.append(target)
             lineage = self._lineage()
             report, _, _ = build_report(paths[0], paths[1], self.contract.schema, zones,
-                                        lineage=lineage, zones_geojson_only=True)
+                                        lineage=lineage, zones_geojson_only=True,
+                                        max_zone_vertices=SETTINGS.max_zone_vertices)
             return report
         except InvalidArgument:
             raise
@@ -210,7 +238,7 @@ class CacaoMap:
         from serving.http.map_page import analyze
 
         try:
-            return analyze(uploads, self.classifier, SETTINGS.max_pixels, self._lineage(),
+            return analyze(uploads, self.scene_classifier, SETTINGS.max_pixels, self._lineage(),
                            open_upload=_open_upload)
         except (BaselineError, AreaError, InputError, ValueError) as err:
             raise InvalidArgument(str(err)) from err
@@ -218,20 +246,22 @@ class CacaoMap:
             raise InvalidArgument(f"an upload is not a readable GeoTIFF: {err}") from err
 
     @bentoml.api(route="/analyze")
-    def analyze(self, reference: GeoTiff, current: GeoTiff, zones: Path) -> dict[str, Any]:
+    async def analyze(self, reference: GeoTiff, current: GeoTiff, zones: Path
+                      ) -> dict[str, Any]:
         """For the map page: two dates and plots, classified, compared and rendered.
 
         Each date is a scene or a class map; the JSON carries the URLs of every file.
         """
         for upload in (reference, current):
             _check_size(upload)
-        return self._analyze({"reference": reference, "current": current, "zones": zones})
+        return await self._in_scene_pool(
+            self._analyze, {"reference": reference, "current": current, "zones": zones})
 
     @bentoml.api(route="/analyze_scene")
-    def analyze_scene(self, scene: GeoTiff) -> dict[str, Any]:
+    async def analyze_scene(self, scene: GeoTiff) -> dict[str, Any]:
         """For the map page: one scene (or class map) classified and rendered."""
         _check_size(scene)
-        return self._analyze({"current": scene})
+        return await self._in_scene_pool(self._analyze, {"current": scene})
 
     @bentoml.api(route="/model")
     def model(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ untested here (no GPU on the project's machines) and fall back to the CPU provid
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -84,3 +85,12 @@ def create_session(
         log.warning("requested %s but ONNX Runtime runs on %s", names[0], active[0])
     log.info("ONNX Runtime session on %s", active[0])
     return session
+
+
+def scene_ort_threads() -> int:
+    """Default intra-op threads of the service's scene session: half the cores (>= 1).
+
+    The service runs scenes beside tile requests; a scene session as wide as the
+    machine would take every core from the tiles.
+    """
+    return max(1, (os.cpu_count() or 2) // 2)

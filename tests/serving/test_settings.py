@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,12 @@ def test_every_variable_is_read_as_its_type() -> None:
         "CACAOMAP_API_TOKEN": "s3cret",
         "CACAOMAP_RESULTS_DIR": "/tmp/results",
         "CACAOMAP_UI_KEEP": "5",
+        "CACAOMAP_UI_KEEP_MB": "512",
+        "CACAOMAP_MAX_ZONE_VERTICES": "5000",
+        "CACAOMAP_BEHIND_PROXY": "on",
+        "CACAOMAP_SCENE_ORT_THREADS": "1",
+        "CACAOMAP_SCENE_THREADS": "2",
+        "CACAOMAP_BODY_TIMEOUT_S": "7.5",
         "UNRELATED": "ignored",
     })
     assert settings == Settings(
@@ -38,7 +45,12 @@ def test_every_variable_is_read_as_its_type() -> None:
         providers=("CUDAExecutionProvider", "CPUExecutionProvider"), ort_threads=2,
         max_pixels=1_000_000, max_upload_mb=0.5, max_batch_size=4, max_latency_ms=250,
         batching=False, max_in_flight=3, allowed_hosts=("maps.example.org", "localhost"),
-        api_token="s3cret", results_dir=Path("/tmp/results"), ui_keep=5)
+        api_token="s3cret", behind_proxy=True, results_dir=Path("/tmp/results"),
+        ui_keep=5, ui_keep_mb=512.0, max_zone_vertices=5000, scene_ort_threads=1,
+        scene_threads=2, body_timeout_s=7.5)
+    unset = [f.name for f in fields(Settings)
+             if getattr(settings, f.name) == getattr(Settings(), f.name)]
+    assert unset == [], f"settings this test does not set: {unset}"
     assert settings.max_upload_bytes == 2**19
     assert "s3cret" not in repr(settings)  # the token never reaches a log line
 
@@ -50,6 +62,9 @@ def test_every_variable_is_read_as_its_type() -> None:
     ("CACAOMAP_BATCHING", "maybe", "CACAOMAP_BATCHING='maybe': expected on or off"),
     ("CACAOMAP_ORT_THREADS", "-1", "CACAOMAP_ORT_THREADS must be >= 0"),
     ("CACAOMAP_UI_KEEP", "-3", "CACAOMAP_UI_KEEP must be positive"),
+    ("CACAOMAP_UI_KEEP_MB", "0", "CACAOMAP_UI_KEEP_MB must be positive"),
+    ("CACAOMAP_MAX_ZONE_VERTICES", "0", "CACAOMAP_MAX_ZONE_VERTICES must be positive"),
+    ("CACAOMAP_BEHIND_PROXY", "on", "BEHIND_PROXY is on.*set CACAOMAP_API_TOKEN"),
 ])
 def test_a_malformed_value_is_refused_naming_the_variable(name: str, raw: str,
                                                           says: str) -> None:

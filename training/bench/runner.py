@@ -41,6 +41,7 @@ from training.bench.service import (
     build_scene,
     classify_scene_child,
     service_throughput,
+    tiles_while_scene,
 )
 from training.demo import latest_run
 from training.export.exporter import load_checkpoint, real_tiles
@@ -97,7 +98,7 @@ def run_bench(
 
     Sections already measured today with the same model are reused unless named in
     ``redo`` (``ceiling``, ``gflop_per_tile``, ``model_throughput``,
-    ``session_options``, ``scene``, ``service``).
+    ``session_options``, ``scene``, ``service``, ``tiles_during_scene``).
     """
     console = Console()
     torch.set_num_threads(cpu_facts()["cores"])
@@ -170,6 +171,9 @@ def run_bench(
                       contract.tile_size, 1, seed=2)[0]
     section("service", lambda: service_throughput(int8_dir, tile, list(clients),
                                                   service_seconds, work))
+    section("tiles_during_scene", lambda: tiles_while_scene(
+        int8_dir, tile, build_scene(images[-1], work / f"scene_{scene_size}.tif", scene_size),
+        service_seconds, work))
     path = out_dir / f"{result['date']}.json"
     path.write_text(json.dumps(result, indent=2))
     partial.unlink(missing_ok=True)
@@ -230,6 +234,8 @@ def summarise(r: dict[str, Any]) -> dict[str, Any]:
         "service16_on_vs_off": on16["requests_per_s"] / off16["requests_per_s"]
         if on16 and off16 else None,
         "int8_delta_IoU_macro": r["int8"].get("delta_test_IoU_macro"),
+        "tile_p99_during_scene_vs_idle": (r.get("tiles_during_scene") or {}).get(
+            "p99_ratio"),
         # What this machine allows, whatever the code: the scene cannot be faster than
         # its windows at the best int8 rate; ORT cannot beat eager by more than the
         # matmul ceiling over eager's rate; batching cannot beat single-tile requests
@@ -305,6 +311,14 @@ def update_readme(r: dict[str, Any], s: dict[str, Any], readme: Path = README) -
         f"{s['scene_seconds_bound']:.0f} s; {s['ort_vs_eager_bound']:.2f}x; "
         f"{s['batching_gain_bound']:.2f}x |",
     ]
+    during = r.get("tiles_during_scene")
+    if during:
+        idle, busy = during["idle"], during["during_scene"]
+        lines.append(
+            f"| tile p50 / p99 ms, one client: idle → while a {during['scene_side']}² "
+            f"scene is classified ({during['scene'].get('seconds', 0):.0f} s); p99 ratio | "
+            f"{idle['p50_ms']:.0f} / {idle['p99_ms']:.0f} → {busy['p50_ms']:.0f} / "
+            f"{busy['p99_ms']:.0f}; {during['p99_ratio']:.2f}x |")
     for row in r.get("session_options", []):
         lines.append(f"| ORT fp32 256 px batch 8, {row['option']} | "
                      f"{row['tiles_per_s']:.2f} tiles/s |")

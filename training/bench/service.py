@@ -15,7 +15,9 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,15 +86,20 @@ def classify_scene_child(model_dir: Path, scene: Path, out: Path, batch: int = 8
     return record
 
 
-async def _clients(url: str, body: bytes, clients: int, seconds: float) -> dict[str, Any]:
+async def _clients(url: str, body: bytes, clients: int, seconds: float,
+                   until: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """``clients`` closed-loop clients for ``seconds`` (or until ``until()`` is true)."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     limits = httpx.Limits(max_connections=clients + 4)
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
         stop = time.perf_counter() + seconds
 
+        def going() -> bool:
+            return not until() if until is not None else time.perf_counter() < stop
+
         async def worker() -> None:
-            while time.perf_counter() < stop:
+            while going():
                 t0 = time.perf_counter()
                 r = await client.post(f"{url}/classify_tiles", content=body,
                                       headers={"content-type": "application/json"})
@@ -152,3 +159,40 @@ def service_throughput(model_dir: Path, tile: NDArray[np.generic], client_counts
                 rows.append({"batching": label, **row})
     return rows
 
+
+def tiles_while_scene(model_dir: Path, tile: NDArray[np.generic], scene: Path,
+                      seconds: float, log_dir: Path) -> dict[str, Any]:
+    """Tile latency with one client, idle and while the service classifies ``scene``.
+
+    The scene is posted to ``/classify_scene_summary`` from a thread; tile requests
+    are measured from the moment it is sent until its answer arrives.
+    """
+    body = json.dumps({"tiles": encode_tiles(tile[None])}).encode()
+    size_mb = scene.stat().st_size / 2**20
+    env = {"BENTOML_HOME": str(log_dir / "home-scene"),
+           "CACAOMAP_MAX_UPLOAD_MB": str(int(size_mb * 2) + 64)}
+    with served_model(model_dir, log_dir / "serve-scene.log", env) as url:
+        asyncio.run(_clients(url, body, 1, 2.0))  # warm-up
+        idle = asyncio.run(_clients(url, body, 1, seconds))
+        answer: dict[str, Any] = {}
+
+        def post_scene() -> None:
+            start = time.perf_counter()
+            with open(scene, "rb") as f:
+                r = httpx.post(f"{url}/classify_scene_summary", timeout=1800,
+                               files={"scene": (scene.name, f, "image/tiff")})
+            answer.update(status=r.status_code, seconds=time.perf_counter() - start)
+
+        worker = threading.Thread(target=post_scene)
+        worker.start()
+        busy = asyncio.run(_clients(url, body, 1, 0.0, until=lambda: not worker.is_alive()))
+        worker.join()
+    return {"idle": idle, "during_scene": busy, "scene": answer,
+            "scene_side": _width(scene),
+            "p99_ratio": busy["p99_ms"] / idle["p99_ms"]
+            if busy["p99_ms"] and idle["p99_ms"] else None}
+
+
+def _width(path: Path) -> int:
+    with rasterio.open(path) as src:
+        return int(src.width)

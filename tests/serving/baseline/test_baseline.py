@@ -12,9 +12,11 @@ import rasterio
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from serving.baseline.change import (
+    BaselineError,
     Thresholds,
     load_class_maps,
     transition_hectares,
+    verdict,
     zone_statistics,
 )
 from serving.baseline.report import build_report, write_report
@@ -156,3 +158,13 @@ def test_baseline_cli_writes_the_reports(landscape: Path, tmp_path: Path,
     zones = gpd.read_file(tmp_path / "r" / "zones.geojson")
     assert zones.crs.to_epsg() == 4326
     assert {"verdict", "forest_loss_ha", "valid_fraction"} <= set(zones.columns)
+
+
+@pytest.mark.parametrize("figure", ["forest_loss_ha", "forest_loss_fraction",
+                                    "valid_fraction"])
+def test_no_verdict_on_numbers_that_are_not_finite(figure: str) -> None:
+    record = {"zone_id": "p7", "forest_loss_ha": 0.0, "forest_loss_fraction": 0.0,
+              "valid_fraction": 1.0}
+    assert verdict(record, Thresholds()) == "deforestation_free"
+    with pytest.raises(BaselineError, match=f"zone p7: {figure} not finite"):
+        verdict(record | {figure: float("nan")}, Thresholds())

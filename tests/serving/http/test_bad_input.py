@@ -11,6 +11,8 @@ import base64
 import io
 import json
 import pickle
+import re
+import socket
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,8 +31,14 @@ from tests.service_helpers import REPO, server_rss_mb, show_table
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 UPLOAD_LIMIT_MB = 4
+ZONE_VERTEX_LIMIT = 1000
+BODY_TIMEOUT_S = 3
 ROUNDS = 5
 RSS_GROWTH_MB = 20
+JUNK_PATHS = 150
+#: Counters' digits may lengthen over the rounds; a series per junk path would add
+#: ~300 KB a round (17 lines of ~120 bytes each for each of 150 paths).
+METRICS_GROWTH_BYTES = 10_000
 BANDS = 10
 CRS = "EPSG:32718"
 
@@ -39,7 +47,9 @@ CRS = "EPSG:32718"
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerURL]:
     work = tmp_path_factory.mktemp("bad-input")
     model = write_local_model(work / "v1", tile_size=64, overlap=16, pixel_size_m=10.0)
-    env = {"BENTOML_HOME": str(work / "home"), "CACAOMAP_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB)}
+    env = {"BENTOML_HOME": str(work / "home"), "CACAOMAP_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB),
+           "CACAOMAP_MAX_ZONE_VERTICES": str(ZONE_VERTEX_LIMIT),
+           "CACAOMAP_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)}
     with served_model(model, work / "serve.log", env, cwd=REPO) as url:
         yield url
 
@@ -89,10 +99,50 @@ def scene_post(endpoint: str, content: bytes, filename: str = "scene.tif",
 
 def raw_post(endpoint: str, content: bytes, content_type: str,
              headers: dict[str, str] | None = None) -> Callable[[str], httpx.Response]:
+    """A POST of ``content`` as it is (``content_type`` empty: no Content-Type)."""
+    declared = {"content-type": content_type} if content_type else {}
+
     def send(url: str) -> httpx.Response:
         return httpx.post(f"{url}/{endpoint}", timeout=120, content=content,
-                          headers={"content-type": content_type, **(headers or {})})
+                          headers={**declared, **(headers or {})})
     return send
+
+
+def smuggled_length(url: str, total_mb: int = 64) -> httpx.Response:
+    """``Content-Length: 1`` and ``Transfer-Encoding: chunked`` on a raw socket.
+
+    No HTTP client sends both. The answer is due from the headers alone: the body
+    (``total_mb`` of chunks) is sent only if none has come within 10 s, and then the
+    case fails whatever the status.
+    """
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /classify_scene HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: multipart/form-data; boundary=x\r\n"
+                     b"Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        try:
+            raw = _read_response(sock)
+        except TimeoutError:
+            chunk = b"%x\r\n" % 2**20 + bytes(2**20) + b"\r\n"
+            for _ in range(total_mb):
+                sock.sendall(chunk)
+            sock.sendall(b"0\r\n\r\n")
+            return httpx.Response(599, text=f"no answer before the {total_mb} MB body: "
+                                            f"{_read_response(sock)[:200]!r}")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return httpx.Response(int(head.split(b" ", 2)[1]), content=body)
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    """One HTTP response (headers and a Content-Length body) from a socket."""
+    raw = b""
+    while True:
+        data = sock.recv(65536)
+        raw += data
+        head, sep, body = raw.partition(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        if not data or (sep and length and len(body) >= int(length.group(1))):
+            return raw
 
 
 def baseline_post(zones: bytes, ref: bytes, cur: bytes) -> Callable[[str], httpx.Response]:
@@ -136,6 +186,20 @@ def build_cases(landscape: Path, tmp: Path) -> list[Case]:
     square = [[x0, y0], [x0 + 300, y0], [x0 + 300, y0 - 300], [x0, y0 - 300], [x0, y0]]
     bowtie = [[x0, y0], [x0 + 300, y0 - 300], [x0 + 300, y0], [x0, y0 - 300], [x0, y0]]
     far = [[x0 + 1e6, y0], [x0 + 1e6 + 300, y0], [x0 + 1e6 + 300, y0 - 300], [x0 + 1e6, y0]]
+    angles = np.linspace(0, 2 * np.pi, 2 * ZONE_VERTEX_LIMIT)[:-1]
+    circle = [[x0 + 150 * np.cos(a), y0 + 150 * np.sin(a)] for a in angles]
+    circle.append(circle[0])
+    # A 13 KB-class file: a one-band uint8 class map declaring 40000 x 40000 pixels.
+    map_bomb = patched_dims(geotiff(tmp / "map1.tif", count=1, dtype="uint8", size=1),
+                            40000, 40000)
+    one_strip = tmp / "one_strip.tif"
+    with rasterio.open(one_strip, "w", driver="GTiff", width=1024, height=1024, count=BANDS,
+                       dtype="uint16", crs=CRS, transform=from_origin(300000, 9100000, 10, 10),
+                       tiled=False, blockysize=1024, compress="deflate",
+                       interleave="pixel") as dst:
+        dst.write(np.full((BANDS, 1024, 1024), 900, np.uint16))
+    lat_200 = geotiff(tmp / "lat200.tif", count=1, dtype="uint8", crs="EPSG:4326",
+                      transform=from_origin(-76.5, 200, 1e-4, 1e-4)).read_bytes()
     return [
         Case("truncated TIFF", scene_post("classify_scene_summary", scene[: len(scene) // 3]),
              ("GeoTIFF",)),
@@ -177,6 +241,15 @@ def build_cases(landscape: Path, tmp: Path) -> list[Case]:
             f"{url}/classify_scene", content=iter([b"--x\r\n", b"junk"]), timeout=60,
             headers={"content-type": "multipart/form-data; boundary=x"}),
             ("Content-Length",), (411,)),
+        Case("Content-Length: 1 and chunked, 64 MB streamed", smuggled_length,
+             ("Transfer-Encoding",)),
+        Case("cross-site POST, no Content-Type, Origin evil.example", raw_post(
+            "classify_tiles", json.dumps({"tiles": tile.tolist()}).encode(), "",
+            {"origin": "https://evil.example"}), ("cross-origin",), (403,)),
+        Case("POST without Content-Type", lambda url: httpx.post(
+            f"{url}/classify_tiles", timeout=60,
+            content=json.dumps({"tiles": tile.tolist()}).encode()), ("no Content-Type",),
+            (415,)),
         Case("file name '../../etc/passwd' (junk)", scene_post(
             "classify_scene", b"junk", "../../etc/passwd"), ("GeoTIFF",)),
         Case("file name of 300 chars (junk)", scene_post(
@@ -238,6 +311,21 @@ def build_cases(landscape: Path, tmp: Path) -> list[Case]:
             ("polygons",)),
         Case("zones: unknown CRS", baseline_post(
             feature_collection(square, crs="EPSG:999999"), ref, cur), ("CRS",)),
+        Case("scene in one 20 MiB DEFLATE strip", scene_post(
+            "classify_scene", one_strip.read_bytes()), ("compressed strips",)),
+        Case("class map declares 40000 x 40000 px (/analyze_scene)", scene_post(
+            "analyze_scene", map_bomb), ("over the limit",)),
+        Case("class map declares 40000 x 40000 px (/baseline)", baseline_post(
+            feature_collection(square, crs=CRS), map_bomb, cur), ("over the limit",)),
+        Case("class map at latitude 200 (/analyze_scene)", scene_post(
+            "analyze_scene", lat_200), ("impossible georeferencing",)),
+        Case("class map at latitude 200 (/baseline)", baseline_post(
+            feature_collection(square, crs=CRS), lat_200, lat_200),
+            ("impossible georeferencing",)),
+        Case("zones nested 100000 deep", baseline_post(
+            b"[" * 100_000 + b"]" * 100_000, ref, cur), ("nested too deeply",)),
+        Case(f"zones over {ZONE_VERTEX_LIMIT} vertices", baseline_post(
+            feature_collection(circle, crs=CRS), ref, cur), ("vertices",)),
         Case("class map without CRS", baseline_post(
             feature_collection(square, crs=CRS),
             geotiff(tmp / "map.tif", count=1, dtype="uint8", crs=None).read_bytes(), cur),
@@ -253,9 +341,11 @@ def test_every_bad_request_gets_a_4xx_naming_the_problem(
     assert good(server).status_code == 200  # warm: baseline memory includes a scene
     before = server_rss_mb(server.pid)
     cases = build_cases(landscape, tmp_path)
-    rows, failures, rss = [], [], [before]
+    rows, failures, rss, metrics = [], [], [before], []
     for _ in range(ROUNDS):  # several rounds: memory that grows per request shows
         rows = []
+        for i in range(JUNK_PATHS):  # each its own metric label before the fix
+            httpx.get(f"{server}/{i:04d}{'x' * 2000}", headers={"host": "evil.example"})
         for case in cases:
             r = case.send(server)
             message = r.text.replace("\n", " ")
@@ -265,17 +355,22 @@ def test_every_bad_request_gets_a_4xx_naming_the_problem(
             if not ok:
                 failures.append(f"{case.name}: {r.status_code} {message[:300]}")
         rss.append(server_rss_mb(server.pid))
+        metrics.append(len(httpx.get(f"{server}/metrics").content))
     # Round 1 loads what the error paths import (geopandas, pyproj for zones...); from
     # then on memory must stay flat.
     warm, after = rss[1], rss[-1]
     rows.append([f"server RSS (MB): start, after each of {ROUNDS} rounds", "",
                  " → ".join(f"{v:.0f}" for v in rss),
                  "ok" if after - warm <= RSS_GROWTH_MB else "FAIL"])
+    metrics_ok = metrics[-1] - metrics[0] <= METRICS_GROWTH_BYTES
+    rows.append([f"/metrics bytes after each round ({JUNK_PATHS} junk paths a round)", "",
+                 " → ".join(f"{v:,}" for v in metrics), "ok" if metrics_ok else "FAIL"])
     show_table(capsys, f"{len(cases)} bad requests x {ROUNDS} rounds against bentoml serve",
                ["case", "status", "message", "verdict"], rows, "bad_input.json")
     assert not failures, "\n".join(sorted(set(failures)))
     assert httpx.get(f"{server}/livez").status_code == 200
     assert good(server).status_code == 200
+    assert metrics_ok, f"/metrics grew with junk paths: {metrics}"
     assert after - warm <= RSS_GROWTH_MB, (
         f"RSS grew {after - warm:.0f} MB over {ROUNDS - 1} rounds of bad requests")
 
@@ -304,3 +399,26 @@ def test_hostile_file_names_never_reach_the_disk(server: ServerURL, landscape: P
         assert r.json()["class_pixels"] == reference
     assert not Path("/tmp/cacaomap-escape.tif").exists()
     assert not (REPO / "pwned").exists()
+
+
+def test_stalled_uploads_neither_hold_slots_nor_stay(server: ServerURL) -> None:
+    """70 clients announce a 1 MB body, send 1 KB and stall; others are still served."""
+    host, port = server.removeprefix("http://").rsplit(":", 1)
+    stalled = []
+    for _ in range(70):  # more than CACAOMAP_MAX_IN_FLIGHT (64)
+        sock = socket.create_connection((host, int(port)), timeout=BODY_TIMEOUT_S + 30)
+        sock.sendall(b"POST /classify_scene HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: multipart/form-data; boundary=x\r\n"
+                     b"Content-Length: 1048576\r\n\r\n" + bytes(1024))
+        stalled.append(sock)
+    try:
+        r = httpx.post(f"{server}/model", json={}, timeout=30)
+        assert r.status_code == 200, r.text  # no slot is held by a stalled body
+        answers = [_read_response(sock) for sock in stalled]
+    finally:
+        for sock in stalled:
+            sock.close()
+    statuses = {int(a.split(b" ", 2)[1]) for a in answers if a}
+    assert statuses == {408}, answers[:2]
+    assert b"stalled" in answers[0]
+    assert httpx.post(f"{server}/model", json={}, timeout=30).status_code == 200

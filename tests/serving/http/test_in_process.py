@@ -8,6 +8,7 @@ browser) stays in the tests that start ``bentoml serve``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,3 +148,58 @@ def test_bad_scenes_get_400_naming_the_problem(client: TestClient, tmp_path: Pat
     r = _post_scene(client, nocrs, "classify_scene_summary")
     assert r.status_code == 400 and "no CRS" in r.text
     assert client.get("/livez").status_code == 200
+
+
+def test_a_page_of_another_site_cannot_drive_the_api(client: TestClient) -> None:
+    tiles = json.dumps({"tiles": np.ones((1, 10, 64, 64), int).tolist()}).encode()
+    evil = {"origin": "https://evil.example"}
+    for path, body in (("/classify_tiles", tiles), ("/model", b"{}")):
+        # fetch(url, {mode: "no-cors", method: "POST", body: blob}): no Content-Type.
+        r = client.post(path, content=body, headers=evil)
+        assert r.status_code == 403 and "cross-origin" in r.json()["error"], r.text
+        r = client.post(path, content=body, headers={**evil,
+                                                      "content-type": "application/json"})
+        assert r.status_code == 403
+        r = client.post(path, content=body, headers={"sec-fetch-site": "cross-site",
+                                                     "content-type": "application/json"})
+        assert r.status_code == 403
+    r = client.post("/classify_tiles", content=tiles)  # not a browser, but no media type
+    assert r.status_code == 415 and "no Content-Type" in r.json()["error"]
+    same_site = {"origin": "http://127.0.0.1:3000", "sec-fetch-site": "same-origin"}
+    assert client.post("/model", json={}, headers=same_site).status_code == 200
+    assert client.get("/livez", headers=evil).status_code == 200  # health stays open
+
+
+def test_junk_paths_do_not_grow_the_metrics(client: TestClient) -> None:
+    def junk(i: int) -> None:
+        client.get(f"/{i:04d}" + "x" * 2000, headers={"host": "evil.example"})
+        client.get(f"/{i:04d}" + "z" * 2000)
+        client.get(f"/ui/{i:04d}" + "y" * 100)
+
+    client.post("/model", json={})
+    junk(-1)  # the first of each kind makes its (bounded) series
+    before = client.get("/metrics").text
+    for i in range(150):
+        junk(i)
+    after = client.get("/metrics").text
+    assert "xxxxxxxxxx" not in after and "yyyyyyyyyy" not in after
+    assert 'endpoint="other"' in after and 'endpoint="/model"' in after
+    assert abs(len(after) - len(before)) < 200, (len(before), len(after))  # digits only
+
+
+def test_without_a_token_a_proxied_request_is_refused() -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from serving.http.guards import TokenGuard
+
+    async def model(_: object) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    app = TokenGuard(Starlette(routes=[Route("/model", model, methods=["POST"])]), token="")
+    with TestClient(app, base_url="http://127.0.0.1:3000") as local:  # type: ignore[arg-type]
+        assert local.post("/model").status_code == 200
+        for header in ("x-forwarded-for", "forwarded", "x-real-ip"):
+            r = local.post("/model", headers={header: "203.0.113.9"})
+            assert r.status_code == 403 and "CACAOMAP_BEHIND_PROXY" in r.json()["error"]

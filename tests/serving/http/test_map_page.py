@@ -6,6 +6,7 @@ against a real `bentoml serve` on loopback; screenshots go to tests/artifacts/.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import shutil
@@ -157,3 +158,68 @@ def test_map_page_in_chromium(server: ServerURL, landscape: Path) -> None:
                 _use_page(browser, server, name, files, summary["hectares"], class_names)
         finally:
             browser.close()
+
+
+ATTACK_PAGE = """<!doctype html><title>elsewhere</title><script>
+const api = %(api)s, routes = %(routes)s;
+const classMap = Uint8Array.from(atob(%(class_map)s), c => c.charCodeAt(0));
+async function attack() {
+  const plane = () => Array.from({length: 64}, () => new Array(64).fill(500));
+  const tiles = JSON.stringify({tiles: [Array.from({length: 10}, plane)]});
+  for (const route of routes) {
+    const form = new FormData();
+    form.append("scene", new Blob([classMap], {type: "image/tiff"}), "map.tif");
+    const tries = [
+      {method: "POST", mode: "no-cors", body: new Blob([tiles])},          // no type
+      {method: "POST", mode: "no-cors", body: tiles,
+       headers: {"content-type": "text/plain"}},                          // simple
+      {method: "POST", mode: "no-cors", body: form},                      // multipart
+      {method: "POST", body: tiles, headers: {"content-type": "application/json"}},
+    ];
+    for (const init of tries) { try { await fetch(api + route, init); } catch (e) {} }
+  }
+  document.title = "done";
+}
+attack();
+</script>"""
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_a_page_from_another_origin_gets_no_2xx(server: ServerURL, landscape: Path,
+                                                tmp_path: Path) -> None:
+    """What any web page a user opens could send to the service on their loopback."""
+    import functools
+    import http.server
+    import threading
+
+    from playwright.sync_api import sync_playwright
+
+    from serving.http.guards import ROUTE_MEDIA_TYPES
+
+    # A real class map: /analyze_scene would accept it (and store a result) if asked.
+    class_map = landscape / "labels" / "labels_20240820.tif"
+    (tmp_path / "index.html").write_text(ATTACK_PAGE % {
+        "api": json.dumps(str(server)), "routes": json.dumps(sorted(ROUTE_MEDIA_TYPES)),
+        "class_map": json.dumps(base64.b64encode(class_map.read_bytes()).decode())})
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(tmp_path))
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    answers: list[tuple[str, int]] = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.on("response", lambda r: answers.append((r.url, r.status))
+                        if r.url.startswith(str(server)) else None)
+                page.goto(f"http://127.0.0.1:{site.server_address[1]}/index.html")
+                page.wait_for_function("document.title === 'done'", timeout=120_000)
+            finally:
+                browser.close()
+    finally:
+        site.shutdown()
+    assert len(answers) >= 3 * len(ROUTE_MEDIA_TYPES), answers  # they reached the service
+    assert [a for a in answers if 200 <= a[1] < 300] == [], answers
+    assert httpx.post(f"{server}/model", json={}).status_code == 200  # still serving

@@ -174,3 +174,38 @@ def test_bento_builds_without_torch(model_dir: Path, tmp_path: Path) -> None:
     assert "onnxruntime" in requirements
     assert "torch" not in requirements.lower()
     shutil.rmtree(tmp_path / "home", ignore_errors=True)
+
+
+def test_tile_requests_are_not_held_behind_a_scene(server: str, tmp_path: Path) -> None:
+    """A scene runs in the scene thread; tile requests meanwhile are answered at once."""
+    import threading
+    import time
+
+    side = 2048  # several seconds of work even for the small test model
+    path = tmp_path / "big.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=side, height=side, count=10,
+                       dtype="uint16", crs="EPSG:32718", tiled=True,
+                       transform=rasterio.transform.from_origin(300000, 9100000, 10, 10)
+                       ) as dst:
+        dst.write(np.random.default_rng(0).integers(200, 3000, (10, side, side), np.uint16))
+    scene_done: list[float] = []
+
+    def post_scene() -> None:
+        with open(path, "rb") as f:
+            r = httpx.post(f"{server}/classify_scene_summary", timeout=600,
+                           files={"scene": ("big.tif", f, "image/tiff")})
+        assert r.status_code == 200, r.text
+        scene_done.append(time.monotonic())
+
+    worker = threading.Thread(target=post_scene)
+    worker.start()
+    time.sleep(1.0)  # the upload is read and the scene has started
+    body = {"tiles": encode_tiles(np.ones((1, 10, 64, 64), np.uint16))}
+    tiles_done = []
+    for _ in range(5):
+        r = httpx.post(f"{server}/classify_tiles", json=body, timeout=600)
+        assert r.status_code == 200, r.text
+        tiles_done.append(time.monotonic())
+    worker.join()
+    assert scene_done and tiles_done[-1] < scene_done[0], (
+        "tile requests waited for the scene to finish")

@@ -23,6 +23,7 @@ from training.bench.service import (
     build_scene,
     classify_scene_child,
     service_throughput,
+    tiles_while_scene,
 )
 
 pytestmark = [pytest.mark.slow]
@@ -67,6 +68,20 @@ def test_service_sweep_counts_statuses_and_batches(model_dir: Path, tmp_path: Pa
         assert r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
     on = [r for r in rows if r["batching"] == "on"]
     assert all(r["mean_batch_size"] >= 1 for r in on)
+
+
+def test_tile_latency_is_measured_idle_and_while_a_scene_runs(
+    model_dir: Path, landscape: Path, tmp_path: Path
+) -> None:
+    scene = build_scene(landscape / "images" / "s2l2a_20240820.tif",
+                        tmp_path / "scene.tif", 1024)
+    tile = np.random.default_rng(0).integers(100, 4000, (10, 64, 64)).astype(np.uint16)
+    r = tiles_while_scene(model_dir, tile, scene, 1.0, tmp_path)
+    assert r["scene"]["status"] == 200 and r["scene_side"] == 1024
+    for phase in ("idle", "during_scene"):
+        assert set(r[phase]["statuses"]) == {200}, r
+        assert 0 < r[phase]["p50_ms"] <= r[phase]["p99_ms"]
+    assert r["p99_ratio"] == r["during_scene"]["p99_ms"] / r["idle"]["p99_ms"]
 
 
 def test_batch_sizes_from_prometheus_text() -> None:
