@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,6 +42,7 @@ def served_model(
     model_dir: Path | None, log_path: Path | None = None,
     extra_env: dict[str, str] | None = None, cwd: Path | None = None,
     target: str = SERVICE, python: str = sys.executable,
+    memory_limit_mb: int | None = None,
 ) -> Iterator[ServerURL]:
     """Run ``bentoml serve`` for ``model_dir`` on 127.0.0.1 until the block exits.
 
@@ -55,6 +56,9 @@ def served_model(
         cwd: The server's working directory.
         target: What ``bentoml serve`` serves: the service (default) or a Bento tag.
         python: The interpreter whose BentoML runs it (another virtual environment).
+        memory_limit_mb: Address-space limit of the server and its workers (Linux
+            ``RLIMIT_AS``): an allocation past it fails with MemoryError instead of
+            swapping or waking the OOM killer. None: no limit.
 
     Raises:
         RuntimeError: If the server exits or is not ready in time (with its log tail).
@@ -68,6 +72,7 @@ def served_model(
         [python, "-m", "bentoml", "serve", target,
          "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]],
         env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+        preexec_fn=None if memory_limit_mb is None else _address_space_limit(memory_limit_mb),
     )
     url.pid = proc.pid
 
@@ -96,3 +101,14 @@ def served_model(
             proc.kill()
         if log_path:
             log.close()  # type: ignore[union-attr]
+
+
+def _address_space_limit(megabytes: int) -> Callable[[], None]:
+    """A ``preexec_fn`` capping the child's address space (inherited by its workers)."""
+    import resource
+
+    def cap() -> None:
+        limit = megabytes * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return cap

@@ -34,6 +34,9 @@ UPLOAD_LIMIT_MB = 4
 ZONE_VERTEX_LIMIT = 1000
 BODY_TIMEOUT_S = 3
 ROUNDS = 5
+#: The server's address space is capped: a request that would exhaust memory fails
+#: there (MemoryError, 500) instead of swapping the machine.
+MEMORY_LIMIT_MB = 6144
 RSS_GROWTH_MB = 20
 JUNK_PATHS = 150
 #: Counters' digits may lengthen over the rounds; a series per junk path would add
@@ -50,7 +53,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerURL]:
     env = {"BENTOML_HOME": str(work / "home"), "CACAOMAP_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB),
            "CACAOMAP_MAX_ZONE_VERTICES": str(ZONE_VERTEX_LIMIT),
            "CACAOMAP_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)}
-    with served_model(model, work / "serve.log", env, cwd=REPO) as url:
+    with served_model(model, work / "serve.log", env, cwd=REPO,
+                      memory_limit_mb=MEMORY_LIMIT_MB) as url:
         yield url
 
 
