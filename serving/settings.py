@@ -70,7 +70,8 @@ class Settings:
         batching: Adaptive batching of ``/classify_tiles`` on or off.
         max_in_flight: API requests in flight per worker before 503.
         scene_threads: Scene-sized requests (scenes, baselines, the map page) run at
-            once per worker, in threads of their own (tile requests never wait on them).
+            once per worker, in threads of their own at the lowest CPU priority (tile
+            requests never wait on them).
         body_timeout_s: Longest wait between two chunks of a request body before 408.
         allowed_hosts: ``Host`` header names answered (``*``: any).
         api_token: Bearer token required on API routes (empty: loopback only).

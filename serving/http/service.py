@@ -22,14 +22,19 @@ request's files live in BentoML's per-request folder, emptied after the response
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import json
 import logging
+import os
 import sys
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import anyio
 import bentoml
 import numpy as np
 from bentoml.exceptions import InvalidArgument
@@ -50,6 +55,20 @@ from serving.inference.tiles import InputError, TileClassifier
 from serving.settings import current
 
 T = TypeVar("T")
+#: Nice value of the scene threads: a tile request preempts a running scene at once,
+#: and the scene uses whatever CPU tile requests leave.
+SCENE_NICE = 19
+
+
+def yield_cpu_to_tiles() -> None:
+    """Lower the calling thread's CPU priority (Linux: nice is per thread).
+
+    The scene session runs its compute in the calling thread when it has one intra-op
+    thread (the default on two cores), so all of a scene's work yields to tile
+    requests; where the platform has no per-thread priority this does nothing.
+    """
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SCENE_NICE)
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +150,9 @@ class CacaoMap:
             onnx_path, intra_op_threads=SETTINGS.scene_ort_threads or scene_ort_threads()))
         self.contract = contract
         LoadedModel.contract = self.contract
-        self._scene_limiter: anyio.CapacityLimiter | None = None
+        self._scene_pool = ThreadPoolExecutor(SETTINGS.scene_threads,
+                                              thread_name_prefix="scene",
+                                              initializer=yield_cpu_to_tiles)
         log.info("model %s %s on %s", self.contract.name, self.contract.version,
                  self.classifier.provider)
 
@@ -164,10 +185,10 @@ class CacaoMap:
 
         BentoML runs every sync API in one worker thread: a scene (minutes for a full
         Sentinel-2 tile) there would hold every queued tile request past its deadline.
+        The scene threads also run at the lowest CPU priority (:func:`yield_cpu_to_tiles`).
         """
-        if self._scene_limiter is None:
-            self._scene_limiter = anyio.CapacityLimiter(SETTINGS.scene_threads)
-        return await anyio.to_thread.run_sync(work, *args, limiter=self._scene_limiter)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._scene_pool, functools.partial(work, *args))
 
     @bentoml.api
     async def classify_scene(self, scene: GeoTiff, ctx: bentoml.Context) -> GeoTiff:
