@@ -18,6 +18,7 @@ with a message naming the variable, never a silent default.
 | ``CACAOMAP_BATCHING`` | ``batching`` | on |
 | ``CACAOMAP_MAX_IN_FLIGHT`` | ``max_in_flight`` | 64 |
 | ``CACAOMAP_SCENE_THREADS`` | ``scene_threads`` | 1 |
+| ``CACAOMAP_SCENE_NICE`` | ``scene_nice`` | 10 |
 | ``CACAOMAP_BODY_TIMEOUT_S`` | ``body_timeout_s`` | 30 |
 | ``CACAOMAP_ALLOWED_HOSTS`` | ``allowed_hosts`` | loopback names |
 | ``CACAOMAP_API_TOKEN`` | ``api_token`` | none (loopback only) |
@@ -70,8 +71,9 @@ class Settings:
         batching: Adaptive batching of ``/classify_tiles`` on or off.
         max_in_flight: API requests in flight per worker before 503.
         scene_threads: Scene-sized requests (scenes, baselines, the map page) run at
-            once per worker, in threads of their own at the lowest CPU priority (tile
-            requests never wait on them).
+            once per worker, in threads of their own (tile requests never wait on them).
+        scene_nice: Nice value of the scene threads (0-19): higher lets tile requests
+            preempt a running scene sooner, and makes the scene slower under tile load.
         body_timeout_s: Longest wait between two chunks of a request body before 408.
         allowed_hosts: ``Host`` header names answered (``*``: any).
         api_token: Bearer token required on API routes (empty: loopback only).
@@ -94,6 +96,7 @@ class Settings:
     batching: bool = True
     max_in_flight: int = 64
     scene_threads: int = 1
+    scene_nice: int = 10
     body_timeout_s: float = 30.0
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
     api_token: str = field(default="", repr=False)
@@ -147,6 +150,8 @@ class Settings:
         for name, value in positive.items():
             if not value > 0:  # NaN too
                 raise SettingsError(f"{PREFIX}{name.upper()} must be positive; got {value}")
+        if not 0 <= self.scene_nice <= 19:
+            raise SettingsError(f"{PREFIX}SCENE_NICE must be 0 to 19; got {self.scene_nice}")
         if self.behind_proxy and not self.api_token:
             raise SettingsError(f"{PREFIX}BEHIND_PROXY is on: every caller reaches the "
                                 f"service through the proxy, so set {PREFIX}API_TOKEN")

@@ -55,11 +55,6 @@ from serving.inference.tiles import InputError, TileClassifier
 from serving.settings import current
 
 T = TypeVar("T")
-#: Nice value of the scene threads: a tile request preempts a running scene at once,
-#: and the scene uses whatever CPU tile requests leave.
-SCENE_NICE = 19
-
-
 def yield_cpu_to_tiles() -> None:
     """Lower the calling thread's CPU priority (Linux: nice is per thread).
 
@@ -68,7 +63,7 @@ def yield_cpu_to_tiles() -> None:
     requests; where the platform has no per-thread priority this does nothing.
     """
     with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SCENE_NICE)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SETTINGS.scene_nice)
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +180,7 @@ class CacaoMap:
 
         BentoML runs every sync API in one worker thread: a scene (minutes for a full
         Sentinel-2 tile) there would hold every queued tile request past its deadline.
-        The scene threads also run at the lowest CPU priority (:func:`yield_cpu_to_tiles`).
+        The scene threads also run at a lower CPU priority (:func:`yield_cpu_to_tiles`).
         """
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._scene_pool, functools.partial(work, *args))

@@ -37,6 +37,7 @@ def test_every_variable_is_read_as_its_type() -> None:
         "CACAOMAP_BEHIND_PROXY": "on",
         "CACAOMAP_SCENE_ORT_THREADS": "1",
         "CACAOMAP_SCENE_THREADS": "2",
+        "CACAOMAP_SCENE_NICE": "19",
         "CACAOMAP_BODY_TIMEOUT_S": "7.5",
         "UNRELATED": "ignored",
     })
@@ -47,7 +48,7 @@ def test_every_variable_is_read_as_its_type() -> None:
         batching=False, max_in_flight=3, allowed_hosts=("maps.example.org", "localhost"),
         api_token="s3cret", behind_proxy=True, results_dir=Path("/tmp/results"),
         ui_keep=5, ui_keep_mb=512.0, max_zone_vertices=5000, scene_ort_threads=1,
-        scene_threads=2, body_timeout_s=7.5)
+        scene_threads=2, scene_nice=19, body_timeout_s=7.5)
     unset = [f.name for f in fields(Settings)
              if getattr(settings, f.name) == getattr(Settings(), f.name)]
     assert unset == [], f"settings this test does not set: {unset}"
@@ -63,6 +64,7 @@ def test_every_variable_is_read_as_its_type() -> None:
     ("CACAOMAP_ORT_THREADS", "-1", "CACAOMAP_ORT_THREADS must be >= 0"),
     ("CACAOMAP_UI_KEEP", "-3", "CACAOMAP_UI_KEEP must be positive"),
     ("CACAOMAP_UI_KEEP_MB", "0", "CACAOMAP_UI_KEEP_MB must be positive"),
+    ("CACAOMAP_SCENE_NICE", "20", "CACAOMAP_SCENE_NICE must be 0 to 19"),
     ("CACAOMAP_MAX_ZONE_VERTICES", "0", "CACAOMAP_MAX_ZONE_VERTICES must be positive"),
     ("CACAOMAP_BEHIND_PROXY", "on", "BEHIND_PROXY is on.*set CACAOMAP_API_TOKEN"),
 ])

@@ -316,7 +316,8 @@ def update_readme(r: dict[str, Any], s: dict[str, Any], readme: Path = README) -
         idle, busy = during["idle"], during["during_scene"]
         lines.append(
             f"| tile p50 / p99 ms, one client: idle → while a {during['scene_side']}² "
-            f"scene is classified ({during['scene'].get('seconds', 0):.0f} s); p99 ratio | "
+            f"scene is classified ({during['scene'].get('seconds', 0):.0f} s, answered "
+            f"{during['scene'].get('status')}); p99 ratio | "
             f"{idle['p50_ms']:.0f} / {idle['p99_ms']:.0f} → {busy['p50_ms']:.0f} / "
             f"{busy['p99_ms']:.0f}; {during['p99_ratio']:.2f}x |")
     for row in r.get("session_options", []):
