@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 import kornia.augmentation as K
 import rasterio
 import torch
+from pyproj import CRS
+from rich.console import Console
+from rich.progress import track
 from torch import Tensor
 from torchgeo.datamodules import GeoDataModule
 from torchgeo.datasets import GeoDataset, IntersectionDataset
@@ -23,9 +29,28 @@ from training.data.datasets import (
     LandCoverVectors,
     MultispectralImagery,
 )
-from training.data.splits import BlockAssignment, assign_blocks, split_by_blocks
+from training.data.splits import (
+    BlockAssignment,
+    assign_blocks,
+    assign_files,
+    block_size_in_crs_units,
+    read_split_file,
+    split_by_blocks,
+)
 from training.synthetic.spectra import S2_BANDS
 from training.tracking import dataset_fingerprint
+
+CONSOLE = Console(stderr=True)
+
+
+@contextmanager
+def _step(what: str) -> Iterator[Callable[[str], None]]:
+    """Time a setup step and print what it did (``said(...)``) and how long it took."""
+    start = time.perf_counter()
+    detail: list[str] = []
+    yield detail.append
+    CONSOLE.print(f"[bold]{what}[/]: {'; '.join(detail)} "
+                  f"({time.perf_counter() - start:.1f} s)")
 
 
 class LandCoverDataModule(GeoDataModule):
@@ -52,7 +77,10 @@ class LandCoverDataModule(GeoDataModule):
         classes: str | None = None,
         image_nodata: float | None = 0,
         reflectance_scale: float = 10000.0,
+        split_by: Literal["block", "file"] = "block",
         block_size: int = 128,
+        block_size_m: float | None = None,
+        split_file: str | None = None,
         split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
         split_seed: int = 0,
         batch_size: int = 8,
@@ -61,6 +89,8 @@ class LandCoverDataModule(GeoDataModule):
         num_workers: int = 0,
         stats_max_patches: int | None = None,
         augment: bool = True,
+        brightness: float = 0.0,
+        contrast: float = 0.0,
     ) -> None:
         """Configure the data; nothing is read until ``setup``.
 
@@ -80,8 +110,15 @@ class LandCoverDataModule(GeoDataModule):
             classes: Class schema YAML (default: ``datasets/classes.yaml``).
             image_nodata: Image value marking no observation (``None``: none).
             reflectance_scale: Digital numbers per unit reflectance (for the contract).
+            split_by: Units of the split: grid ``block``s, or whole ``file``
+                footprints (chip datasets; overlapping footprints stay together).
             block_size: Side of the split blocks in pixels.
-            split_fractions: Train, val and test fractions of the blocks.
+            block_size_m: Side of the split blocks in ground metres (overrides
+                ``block_size``; in a geographic CRS, degrees at the data's latitude).
+            split_file: A user-given split, overriding ``split_by``: polygons with a
+                ``split`` field, or a CSV of ``file,split``
+                (:func:`training.data.splits.read_split_file`).
+            split_fractions: Train, val and test fractions of the units.
             split_seed: Seed of the block assignment.
             batch_size: Patches per batch.
             patch_size: Patch side in pixels.
@@ -89,6 +126,11 @@ class LandCoverDataModule(GeoDataModule):
             num_workers: Data-loader worker processes.
             stats_max_patches: Patches read for the statistics (None: all of train).
             augment: Random flips and 90° rotations in training.
+            brightness: Training jitter: a reflectance offset drawn per patch in
+                ``±brightness`` (reflectance units, e.g. 0.02), added to observed
+                pixels in digital numbers (``x reflectance_scale``).
+            contrast: Training jitter: a gain drawn per patch in ``1 ± contrast``.
+                Jittered reflectance never goes below zero.
         """
         super().__init__(
             GeoDataset,  # type: ignore[type-abstract]  # datasets are built in setup()
@@ -153,16 +195,16 @@ class LandCoverDataModule(GeoDataModule):
         return image & mask
 
     def setup(self, stage: str) -> None:
-        """Build the dataset, the blocked split and the samplers."""
-        dataset = self.build_dataset()
-        res = dataset.res[0]
-        self.assignment = assign_blocks(
-            tuple(dataset.index.total_bounds),  # type: ignore[arg-type]
-            self.hparams["block_size"] * res,
-            self.hparams["split_fractions"],
-            self.hparams["split_seed"],
-        )
-        train, val, test = split_by_blocks(dataset, self.assignment)
+        """Build the dataset, the spatial split and the samplers (timed, on the console)."""
+        with _step("indexed imagery and labels") as said:
+            dataset = self.build_dataset()
+            said(f"{len(dataset.index)} entries in {dataset.crs.to_string()}")
+        with _step("split") as said:
+            self.assignment = self.assign(dataset)
+            train, val, test = split_by_blocks(dataset, self.assignment)
+            units = "/".join(str(c) for c in self.assignment.counts())
+            entries = "/".join(str(len(d.index)) for d in (train, val, test))
+            said(f"{units} units, {entries} entries (train/val/test)")
         self.train_dataset, self.val_dataset, self.test_dataset = train, val, test
         size = self.patch_size
         if stage == "fit":
@@ -173,6 +215,22 @@ class LandCoverDataModule(GeoDataModule):
             self.val_sampler = GridGeoSampler(val, size, size)
         if stage == "test":
             self.test_sampler = GridGeoSampler(test, size, size)
+
+    def assign(self, dataset: GeoDataset) -> BlockAssignment:
+        """Units of the split (blocks, files or the split file) and their splits."""
+        hp = self.hparams
+        index = dataset.index
+        if hp["split_file"]:
+            return read_split_file(hp["split_file"], index)
+        if hp["split_by"] == "file":
+            return assign_files(index, hp["split_fractions"], hp["split_seed"])
+        bounds: tuple[float, float, float, float] = tuple(index.total_bounds)  # type: ignore[assignment]
+        size: float | tuple[float, float] = hp["block_size"] * dataset.res[0]
+        if hp["block_size_m"] is not None:
+            size = block_size_in_crs_units(hp["block_size_m"], CRS.from_user_input(
+                dataset.crs.to_wkt()), bounds)
+        return assign_blocks(index.geometry.values, bounds, size,
+                             hp["split_fractions"], hp["split_seed"])
 
     def _dataloader_factory(self, split: str) -> Any:
         self.ensure_statistics()
@@ -196,8 +254,11 @@ class LandCoverDataModule(GeoDataModule):
         total_sq = torch.zeros(n_bands, dtype=torch.float64)
         count = 0
         classes = torch.zeros(self.num_classes, dtype=torch.float64)
-        for i, query in enumerate(sampler):
-            if limit is not None and i >= limit:
+        patches = len(sampler) if limit is None else min(limit, len(sampler))
+        start = time.perf_counter()
+        for i, query in enumerate(track(sampler, "normalisation statistics",
+                                        total=patches, transient=True, console=CONSOLE)):
+            if i >= patches:
                 break
             sample = train[query]
             image = sample["image"].double().flatten(1)
@@ -209,6 +270,8 @@ class LandCoverDataModule(GeoDataModule):
             classes += torch.bincount(mask, minlength=self.num_classes).double()
         if count == 0:
             raise ValueError("the training split has no valid image pixels")
+        CONSOLE.print(f"[bold]normalisation statistics[/]: {patches} training patches "
+                      f"({time.perf_counter() - start:.1f} s)")
         mean = total / count
         std = (total_sq / count - mean**2).clamp_min(1e-12).sqrt()
         self.mean, self.std = mean.float(), std.float()
@@ -280,6 +343,8 @@ class LandCoverDataModule(GeoDataModule):
         assert self.mean is not None
         image = batch["image"]
         valid = self._valid_pixels(image)
+        if self.trainer is not None and self.trainer.training:
+            image = self._jitter(image, valid)
         fill = self.mean.to(image.device)[None, :, None, None].expand_as(image)
         batch["image"] = torch.where(valid[:, None], image, fill)
         if "mask" in batch:
@@ -287,6 +352,19 @@ class LandCoverDataModule(GeoDataModule):
                 valid, batch["mask"], torch.full_like(batch["mask"], self.schema.nodata)
             )
         return super().on_after_batch_transfer(batch, dataloader_idx)
+
+    def _jitter(self, image: Tensor, valid: Tensor) -> Tensor:
+        """Per-patch gain and offset on observed pixels, within physical reflectance."""
+        brightness, contrast = self.hparams["brightness"], self.hparams["contrast"]
+        if not brightness and not contrast:
+            return image
+        scale = float(self.hparams["reflectance_scale"])
+        n = image.shape[0]
+        shape = (n, 1, 1, 1)
+        gain = 1 + (torch.rand(shape, device=image.device) * 2 - 1) * contrast
+        offset = (torch.rand(shape, device=image.device) * 2 - 1) * brightness * scale
+        jittered = (image * gain + offset).clamp_min(0)
+        return torch.where(valid[:, None], jittered, image)
 
     def files(self) -> tuple[list[Path], list[Path]]:
         """The imagery files and the label files the dataset reads."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +26,7 @@ from torchmetrics.classification import (
 
 from serving.classes import ClassSchema, load_classes
 from training.trainers.figures import confusion_matrix_figure, overlay_figure
+from training.trainers.losses import CrossEntropyDiceLoss
 
 #: Metrics computed per class; each is also logged as a macro average over the
 #: observed classes (nodata excluded), never micro-averaged alone.
@@ -48,10 +51,13 @@ class LandCoverSegmentationTask(SemanticSegmentationTask):
         num_classes: int = 6,
         class_schema: dict[str, Any] | None = None,
         band_names: list[str] | None = None,
-        loss: Literal["ce", "jaccard", "focal"] = "ce",
+        loss: Literal["ce", "jaccard", "focal", "ce+dice"] = "ce",
         class_weights: list[float] | Literal["balanced"] | None = None,
         lr: float = 1e-3,
         patience: int = 10,
+        lr_schedule: Literal["plateau", "cosine"] = "plateau",
+        warmup_epochs: float = 0.0,
+        weight_decay: float = 0.01,
         freeze_backbone: bool = False,
         freeze_decoder: bool = False,
         overlay_samples: int = 4,
@@ -68,11 +74,17 @@ class LandCoverSegmentationTask(SemanticSegmentationTask):
             num_classes: Logit channels including nodata (linked from the data).
             class_schema: The class schema dict (linked from the data).
             band_names: Input band names (linked from the data).
-            loss: Loss function.
+            loss: Loss function (``ce+dice``: cross-entropy plus Dice, see
+                :mod:`training.trainers.losses`).
             class_weights: Per-class loss weights, ``balanced`` (inverse square-root
                 frequency on the training split) or None.
             lr: Learning rate (AdamW).
-            patience: ReduceLROnPlateau patience in epochs.
+            patience: ReduceLROnPlateau patience in epochs (``plateau`` schedule).
+            lr_schedule: ``plateau`` (TorchGeo's ReduceLROnPlateau on the monitored
+                metric) or ``cosine`` (linear warm-up, then cosine decay to 1% of
+                ``lr`` at the last step of ``max_epochs``, stepped per batch).
+            warmup_epochs: Linear warm-up length of the ``cosine`` schedule, in epochs.
+            weight_decay: AdamW weight decay.
             freeze_backbone: Train the decoder only.
             freeze_decoder: Train the encoder only.
             overlay_samples: Patches drawn in each overlay figure.
@@ -88,9 +100,12 @@ class LandCoverSegmentationTask(SemanticSegmentationTask):
                 f"{schema.num_classes} classes"
             )
         self.schema = schema
+        if warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
         super().__init__(
             model=model, backbone=backbone, weights=None, in_channels=in_channels,
-            num_classes=num_classes, loss=loss, ignore_index=schema.nodata, lr=lr,
+            num_classes=num_classes, ignore_index=schema.nodata, lr=lr,
+            loss=loss,  # type: ignore[arg-type]  # ce+dice: built in configure_losses
             patience=patience, freeze_backbone=freeze_backbone,
             freeze_decoder=freeze_decoder,
         )
@@ -144,7 +159,14 @@ class LandCoverSegmentationTask(SemanticSegmentationTask):
             super().configure_models()
 
     def configure_losses(self) -> None:
-        """TorchGeo's loss ignoring nodata; balanced weights come in on_fit_start."""
+        """TorchGeo's loss (or CE + Dice) ignoring nodata; balanced weights come later."""
+        if self.hparams["loss"] == "ce+dice":
+            self.criterion = CrossEntropyDiceLoss(self.hparams["num_classes"],
+                                                  self.schema.nodata)
+            weights = self.hparams["class_weights"]
+            if isinstance(weights, list):
+                self.criterion.weight.copy_(torch.tensor(weights))
+            return
         with self._torchgeo_hparams():
             super().configure_losses()
         if self.hparams["class_weights"] == "balanced":
@@ -188,6 +210,21 @@ class LandCoverSegmentationTask(SemanticSegmentationTask):
         buffer: Tensor = self.criterion.weight  # type: ignore[assignment]
         with torch.no_grad():
             buffer.copy_(weights.to(buffer.device))
+
+    def configure_optimizers(self) -> Any:
+        """AdamW with the configured schedule (see ``lr_schedule``)."""
+        if self.hparams["lr_schedule"] == "plateau":
+            return super().configure_optimizers()
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams["lr"],
+                                      weight_decay=self.hparams["weight_decay"])
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        epochs = max(1, self.trainer.max_epochs or 1)
+        warmup = int(self.hparams["warmup_epochs"] * total / epochs)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, functools.partial(warmup_cosine, warmup=warmup, total=total))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---------------------------------------------------------------- steps
     def _step(self, batch: dict[str, Tensor], split: str) -> Tensor:
@@ -299,6 +336,14 @@ class LandCoverSegmentationTask(SemanticSegmentationTask):
                 logger.experiment.log_figure(logger.run_id, fig, path)
         for fig in figures.values():
             plt.close(fig)
+
+
+def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.01) -> float:
+    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine to ``floor``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    done = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * done))
 
 
 def print_metrics_table(table: dict[str, dict[str, float]], title: str) -> None:
