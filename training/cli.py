@@ -34,6 +34,39 @@ def synth(
     print(f"wrote synthetic landscape ({size}x{size} px, seed {seed}) to {path}")
 
 
+def array_chips(
+    sources: list[Path],
+    out: Path,
+    size: int = 128,
+    image_key: str = "img",
+    mask_key: str = "msk",
+    pixel_size: float = 30.0,
+    overwrite: bool = False,
+) -> None:
+    """Cut labelled arrays without georeferencing (``.npz``) into GeoTIFF chips.
+
+    Writes ``out/images`` and ``out/labels`` on a local grid (see
+    :mod:`training.data.array_chips`): for training and scoring, never for hectares.
+
+    Args:
+        sources: ``.npz`` files with an image (H x W x bands) and a mask (H x W).
+        out: Output folder (written all at once).
+        size: Chip side in pixels.
+        image_key: Key of the image array.
+        mask_key: Key of the mask array.
+        pixel_size: Nominal pixel size in metres.
+        overwrite: Replace ``out`` if it exists.
+    """
+    from training.data.array_chips import write_array_chips
+
+    try:
+        chips = write_array_chips(sources, out, size, image_key, mask_key, pixel_size,
+                                  overwrite)
+    except ValueError as error:
+        raise SystemExit(f"cacaomap array-chips: {error}") from error
+    print(f"wrote {len(chips)} chips of {size} px to {out}")
+
+
 def export(
     checkpoint: Path | None = None,
     run_id: str | None = None,
@@ -400,8 +433,8 @@ def main(argv: list[str] | None = None) -> None:
         run_lightning_cli(args[1:])
         return
     auto_cli(
-        {"synth": synth, "export": export, "classify": classify, "evaluate": evaluate,
-         "serve": serve,
+        {"synth": synth, "array-chips": array_chips, "export": export,
+         "classify": classify, "evaluate": evaluate, "serve": serve,
          "bento": bento, "baseline": baseline,
          "sample-points": sample_points, "demo-serve": demo_serve, "mlflow-ui": ui_hint,
          "bench": bench},

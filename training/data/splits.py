@@ -207,13 +207,12 @@ def read_split_file(path: str | Path, index: gpd.GeoDataFrame) -> BlockAssignmen
         table = pd.read_csv(path, dtype=str)
         if not {"file", "split"} <= set(table.columns):
             raise SplitError(f"{path}: a CSV split needs 'file' and 'split' columns")
-        names = _entry_file_names(index)
+        entries = _entries_by_file_name(index)
         blocks, split = [], []
         for file, name in zip(table["file"], table["split"], strict=True):
-            hits = names.apply(lambda ns, f=file: f in ns)
-            if not hits.any():
+            if file not in entries:
                 raise SplitError(f"{path}: no imagery or label file named {file!r}")
-            blocks.append(shapely.union_all(index.geometry.values[hits.to_numpy()]))
+            blocks.append(shapely.union_all(index.geometry.values[entries[file]]))
             split.append(_split_index(path, name))
     else:
         try:
@@ -243,12 +242,15 @@ def _split_index(path: Path, name: object) -> int:
     return SPLIT_NAMES.index(str(name).strip().lower())
 
 
-def _entry_file_names(index: gpd.GeoDataFrame) -> pd.Series:
-    """Per index entry, the names and stems of every file it reads."""
+def _entries_by_file_name(index: gpd.GeoDataFrame) -> dict[str, list[int]]:
+    """Positions of the index entries reading each file, by file name and by stem."""
     columns = [c for c in index.columns if str(c).startswith("filepath")]
-    return index[columns].apply(
-        lambda row: {p for f in row for p in (Path(str(f)).name, Path(str(f)).stem)},
-        axis=1)
+    out: dict[str, list[int]] = {}
+    for position, row in enumerate(index[columns].itertuples(index=False)):
+        for f in {Path(str(v)) for v in row}:
+            for key in {f.name, f.stem}:
+                out.setdefault(key, []).append(position)
+    return out
 
 
 def split_by_blocks(dataset: GeoDataset, assignment: BlockAssignment) -> list[GeoDataset]:

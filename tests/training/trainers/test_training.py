@@ -91,3 +91,22 @@ def test_resume_and_fine_tune_from_a_checkpoint(
 def test_weights_must_be_a_local_file(landscape: Path, mlflow_store: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="local file"):
         _fit(landscape, mlflow_store, "--model.init_args.weights", "ResNet18_Weights.SENTINEL2")
+
+
+def test_the_recipe_choices_train_together(landscape: Path,
+                                           mlflow_store: dict[str, str]) -> None:
+    _fit(landscape, mlflow_store, "--trainer.max_epochs", "2",
+         "--model.init_args.loss", "ce+dice", "--model.init_args.lr_schedule", "cosine",
+         "--model.init_args.warmup_epochs", "0.5", "--data.init_args.brightness", "0.02",
+         "--data.init_args.contrast", "0.1", "--trainer.callbacks+",
+         "lightning.pytorch.callbacks.LearningRateMonitor",
+         "--trainer.callbacks.logging_interval", "step")
+    (run,) = _runs(mlflow_store)
+    assert run.data.params["loss"] == "ce+dice"
+    assert "test_IoU_macro" in run.data.metrics
+    client = mlflow.MlflowClient(mlflow_store["uri"])
+    lrs = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "lr-AdamW"),
+                                   key=lambda m: m.step)]
+    # 2 epochs of 4 steps: warm-up over the first 2 steps, then cosine down to 1% of lr
+    assert lrs[0] == pytest.approx(0.5e-3) and max(lrs) == pytest.approx(1e-3)
+    assert lrs[-1] < 0.2e-3
