@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal
 
 from jsonargparse import auto_cli
+
+from training.evaluate import evaluate
 
 
 def synth(
@@ -179,57 +180,6 @@ def classify(
         print(f"  FAILED {scene}: {error}")
     if batch.failed:
         raise SystemExit(1)
-
-
-def evaluate(
-    images: Path | None = None,
-    labels: Path | None = None,
-    model: Path | None = None,
-    checkpoint: Path | None = None,
-    split: Literal["train", "val", "test"] = "test",
-    image_glob: str = "*.tif",
-    label_field: str = "class",
-    label_map: dict[int, int] | None = None,
-    overlap: int | None = None,
-    batch_size: int = 8,
-    out: Path = Path("experiments/evaluations"),
-    name: str | None = None,
-    experiment: str = "cacaomap-evaluation",
-    mlflow_log: bool = True,
-) -> None:
-    """Score a model against labelled rasters, polygons or points; logged to MLflow.
-
-    An exported model (default: the newest under models/cacaomap/) classifies each image
-    through the served scene path; a checkpoint alone is scored on its own data's split
-    (the trainer's own test table). Prints per-class, pooled and per-image figures;
-    writes metrics.json, per_class.csv, per_image.csv and confusion.png.
-
-    Args:
-        images: An image GeoTIFF or a folder of them (chips).
-        labels: One label raster or vector file for all images, or a folder of label
-            rasters named like the images.
-        model: Exported model folder.
-        checkpoint: A Lightning checkpoint (alone: scored on ``split``; with images:
-            exported to a temporary folder first).
-        split: The checkpoint's split to score when no images are given.
-        image_glob: Glob of the images in an ``images`` folder.
-        label_field: Attribute holding the class code (vector labels).
-        label_map: Recode label values to the model's class codes (others: nodata).
-        overlap: Overlap between scene windows (default: the contract's).
-        batch_size: Windows per ONNX Runtime call.
-        out: Folder of evaluation outputs (``<out>/<name>/``).
-        name: Name of this evaluation (default: model and time).
-        experiment: MLflow experiment of evaluation runs.
-        mlflow_log: Record the evaluation as an MLflow run.
-    """
-    from serving.inference.evaluation import EvaluationError
-    from training.evaluate import evaluate as run_evaluation
-
-    try:
-        run_evaluation(images, labels, model, checkpoint, split, image_glob, label_field,
-                       label_map, overlap, batch_size, out, name, experiment, mlflow_log)
-    except EvaluationError as error:
-        raise SystemExit(f"cacaomap evaluate: {error}") from error
 
 
 def serve(

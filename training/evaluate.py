@@ -27,23 +27,17 @@ import math
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from serving.classes import ClassSchema
 from serving.files import staged
-from serving.inference.evaluation import (
-    METRICS,
-    Evaluation,
-    EvaluationError,
-    ScoreTable,
-    confusion_of,
-    evaluate_images,
-    pair_labels,
-)
+
+if TYPE_CHECKING:  # ONNX Runtime and rasterio load only when a command runs
+    from serving.classes import ClassSchema
+    from serving.inference.evaluation import Evaluation
 
 CONSOLE = Console()
 EXPERIMENT = "cacaomap-evaluation"
@@ -58,6 +52,12 @@ def score_checkpoint_split(checkpoint: Path, split: Literal["train", "val", "tes
     """
     import torch
 
+    from serving.inference.evaluation import (
+        Evaluation,
+        EvaluationError,
+        ScoreTable,
+        confusion_of,
+    )
     from training.data.datamodule import LandCoverDataModule
     from training.export.exporter import load_checkpoint
 
@@ -124,6 +124,8 @@ def registered_version(run_id: str | None) -> str | None:
 # ------------------------------------------------------------------ outputs
 def print_evaluation(result: Evaluation, title: str) -> None:
     """Per-class table with support, pooled accuracy, and a per-image table."""
+    from serving.inference.evaluation import METRICS
+
     pooled = result.pooled
     table = Table(title=title)
     table.add_column("class")
@@ -167,6 +169,7 @@ def write_outputs(folder: Path, result: Evaluation, schema: ClassSchema,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from serving.inference.evaluation import METRICS
     from training.trainers.figures import confusion_matrix_figure
 
     pooled = result.pooled
@@ -251,7 +254,25 @@ def evaluate(
 
     Returns:
         The output folder.
+
+    Raises:
+        SystemExit: With a message naming the problem, for labels or images that
+            cannot be scored.
     """
+    from serving.inference.evaluation import EvaluationError
+
+    try:
+        return _evaluate(images, labels, model, checkpoint, split, image_glob, label_field,
+                         label_map, overlap, batch_size, out, name, experiment, mlflow_log)
+    except EvaluationError as error:
+        raise SystemExit(f"cacaomap evaluate: {error}") from error
+
+
+def _evaluate(images: Path | None, labels: Path | None, model: Path | None,
+              checkpoint: Path | None, split: Literal["train", "val", "test"],
+              image_glob: str, label_field: str, label_map: dict[int, int] | None,
+              overlap: int | None, batch_size: int, out: Path, name: str | None,
+              experiment: str, mlflow_log: bool) -> Path:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     if images is None:
         if checkpoint is None:
@@ -282,6 +303,7 @@ def _score_images(images: Path, labels: Path, model: Path | None, checkpoint: Pa
                   image_glob: str, label_field: str, label_map: dict[int, int] | None,
                   overlap: int | None, batch_size: int
                   ) -> tuple[Evaluation, ClassSchema, dict[str, Any]]:
+    from serving.inference.evaluation import evaluate_images, pair_labels
     from serving.inference.model_store import resolve_model_dir
     from serving.inference.tiles import TileClassifier
 
