@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import inspect
 import io
 import json
 import math
@@ -60,11 +59,10 @@ def score_checkpoint_split(checkpoint: Path, split: Literal["train", "val", "tes
     )
     from training.data.datamodule import LandCoverDataModule
     from training.export.exporter import load_checkpoint
+    from training.tracking import checkpoint_run_id
 
     loaded = load_checkpoint(checkpoint)
-    accepted = inspect.signature(LandCoverDataModule).parameters
-    dm = LandCoverDataModule(**{k: v for k, v in loaded.data_hparams.items()
-                                if k in accepted})
+    dm = LandCoverDataModule.from_hparams(loaded.data_hparams)
     dm.setup({"train": "fit", "val": "validate", "test": "test"}[split])
     dm.load_state_dict({"statistics": json.dumps(loaded.statistics)})
     dm.ensure_statistics()
@@ -90,16 +88,10 @@ def score_checkpoint_split(checkpoint: Path, split: Literal["train", "val", "tes
     if confusion.sum() == 0:
         raise EvaluationError(f"the {split} split of {checkpoint} holds no labelled pixel")
     about = {"checkpoint": str(checkpoint), "split": split,
-             "mlflow_run_id": _checkpoint_run(checkpoint),
+             "mlflow_run_id": checkpoint_run_id(checkpoint),
              "images": loaded.data_hparams.get("images"),
              "labels": loaded.data_hparams.get("labels")}
     return Evaluation(pooled=ScoreTable.from_confusion(confusion, schema)), schema, about
-
-
-def _checkpoint_run(checkpoint: Path) -> str | None:
-    from training.tracking import checkpoint_run_id
-
-    return checkpoint_run_id(checkpoint)
 
 
 def registered_version(run_id: str | None) -> str | None:
@@ -262,41 +254,32 @@ def evaluate(
     from serving.inference.evaluation import EvaluationError
 
     try:
-        return _evaluate(images, labels, model, checkpoint, split, image_glob, label_field,
-                         label_map, overlap, batch_size, out, name, experiment, mlflow_log)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        if images is None:
+            if checkpoint is None:
+                raise SystemExit("give --images and --labels, or --checkpoint (scored on "
+                                 "its own data's split)")
+            result, schema, about = score_checkpoint_split(checkpoint, split)
+            about["model"] = f"checkpoint {checkpoint.name}"
+            title = f"{split} split of the checkpoint's data"
+        else:
+            if labels is None:
+                raise SystemExit("--images needs --labels")
+            result, schema, about = _score_images(images, labels, model, checkpoint,
+                                                  image_glob, label_field, label_map,
+                                                  overlap, batch_size)
+            title = f"{about['model']} on {images}"
+        about["model_version"] = registered_version(about.get("mlflow_run_id"))
+        print_evaluation(result, title)
+        run_name = name or f"{str(about['model']).replace(' ', '-')}-{stamp}"
+        folder = write_outputs(out / run_name, result, schema, about)
+        CONSOLE.print(f"wrote {folder}")
+        if mlflow_log:
+            run_id = log_evaluation(folder, result, about, experiment, run_name)
+            CONSOLE.print(f"MLflow run {run_id} in experiment {experiment!r}")
+        return folder
     except EvaluationError as error:
         raise SystemExit(f"cacaomap evaluate: {error}") from error
-
-
-def _evaluate(images: Path | None, labels: Path | None, model: Path | None,
-              checkpoint: Path | None, split: Literal["train", "val", "test"],
-              image_glob: str, label_field: str, label_map: dict[int, int] | None,
-              overlap: int | None, batch_size: int, out: Path, name: str | None,
-              experiment: str, mlflow_log: bool) -> Path:
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    if images is None:
-        if checkpoint is None:
-            raise SystemExit("give --images and --labels, or --checkpoint (scored on "
-                             "its own data's split)")
-        result, schema, about = score_checkpoint_split(checkpoint, split)
-        about["model"] = f"checkpoint {checkpoint.name}"
-        title = f"{split} split of the checkpoint's data"
-    else:
-        if labels is None:
-            raise SystemExit("--images needs --labels")
-        result, schema, about = _score_images(images, labels, model, checkpoint,
-                                              image_glob, label_field, label_map,
-                                              overlap, batch_size)
-        title = f"{about['model']} on {images}"
-    about["model_version"] = registered_version(about.get("mlflow_run_id"))
-    print_evaluation(result, title)
-    run_name = name or f"{str(about['model']).replace(' ', '-')}-{stamp}"
-    folder = write_outputs(out / run_name, result, schema, about)
-    CONSOLE.print(f"wrote {folder}")
-    if mlflow_log:
-        run_id = log_evaluation(folder, result, about, experiment, run_name)
-        CONSOLE.print(f"MLflow run {run_id} in experiment {experiment!r}")
-    return folder
 
 
 def _score_images(images: Path, labels: Path, model: Path | None, checkpoint: Path | None,

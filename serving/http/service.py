@@ -55,6 +55,8 @@ from serving.inference.tiles import InputError, TileClassifier
 from serving.settings import current
 
 T = TypeVar("T")
+
+
 def yield_cpu_to_tiles() -> None:
     """Lower the calling thread's CPU priority (Linux: nice is per thread).
 
@@ -64,6 +66,7 @@ def yield_cpu_to_tiles() -> None:
     """
     with contextlib.suppress(AttributeError, OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SETTINGS.scene_nice)
+
 
 log = logging.getLogger(__name__)
 

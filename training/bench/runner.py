@@ -8,7 +8,6 @@ and its exported model; builds the int8 variant (:mod:`training.export.quantize`
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 import json
 import platform
 import tempfile
@@ -57,10 +56,7 @@ def test_block_scorer(data_hparams: dict[str, Any], scene: Path, labels: Path
     """A function scoring a classifier by macro-IoU on the test blocks of ``scene``."""
     from training.data.datamodule import LandCoverDataModule
 
-    # The checkpoint also keeps what LightningCLI linked in (e.g. the class schema's
-    # derived values): only the data module's own arguments are passed back.
-    accepted = inspect.signature(LandCoverDataModule).parameters
-    dm = LandCoverDataModule(**{k: v for k, v in data_hparams.items() if k in accepted})
+    dm = LandCoverDataModule.from_hparams(data_hparams)
     dm.setup("test")
     assert dm.assignment is not None
     with rasterio.open(labels) as src:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -150,6 +151,16 @@ class LandCoverDataModule(GeoDataModule):
         self.class_pixels: Tensor | None = None
         self.assignment: BlockAssignment | None = None
         self.provenance: dict[str, Any] = {}
+
+    @classmethod
+    def from_hparams(cls, hparams: dict[str, Any]) -> LandCoverDataModule:
+        """The data module a checkpoint was trained with, from its saved hyperparameters.
+
+        The checkpoint also keeps what LightningCLI linked in (e.g. the class schema's
+        derived values): only the data module's own arguments are passed back.
+        """
+        accepted = inspect.signature(cls).parameters
+        return cls(**{k: v for k, v in hparams.items() if k in accepted})
 
     # ----------------------------------------------------- linked to the model
     @property
