@@ -8,6 +8,7 @@ imports happen inside the subcommands so that ``cacaomap --help`` is quick.
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 from jsonargparse import auto_cli
@@ -108,13 +109,14 @@ def export(
         raise SystemExit("give exactly one of --checkpoint or --run_id")
     if run_id is not None and run_id.startswith("models:/"):
         run_id = run_of_model_uri(run_id)
-    ckpt = checkpoint or checkpoint_from_run(str(run_id))
     metrics = test_metrics_of_run(run_id) if run_id else {}
-    path = export_model(
-        ckpt, name=name, models_dir=models_dir, tile_size=tile_size, overlap=overlap,
-        parity_images=parity_images, mlflow_run_id=run_id, register=register,
-        alias=alias, test_metrics=metrics,
-    )
+    with ExitStack() as stack:
+        ckpt = checkpoint or stack.enter_context(checkpoint_from_run(str(run_id)))
+        path = export_model(
+            ckpt, name=name, models_dir=models_dir, tile_size=tile_size,
+            overlap=overlap, parity_images=parity_images, mlflow_run_id=run_id,
+            register=register, alias=alias, test_metrics=metrics,
+        )
     print(f"exported {path}")
 
 

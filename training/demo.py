@@ -83,10 +83,11 @@ def run_demo_serving(
     console = Console()
     run_id = latest_run(experiment)
     console.print(f"Exporting run {run_id} (parity check, MLflow registry, BentoML store)")
-    model_dir = export_model(
-        checkpoint_from_run(run_id), models_dir=models_dir, mlflow_run_id=run_id,
-        test_metrics=test_metrics_of_run(run_id),
-    )
+    with checkpoint_from_run(run_id) as checkpoint:
+        model_dir = export_model(
+            checkpoint, models_dir=models_dir, mlflow_run_id=run_id,
+            test_metrics=test_metrics_of_run(run_id),
+        )
     scenes = sorted((data / "images").glob("s2l2a_*.tif"))
     plots = data / "plots.geojson"
     console.print(f"Serving {model_dir} with bentoml on 127.0.0.1; classifying "

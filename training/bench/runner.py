@@ -99,7 +99,8 @@ def run_bench(
     console = Console()
     torch.set_num_threads(cpu_facts()["cores"])
     run_id = latest_run(experiment)
-    loaded = load_checkpoint(checkpoint_from_run(run_id))
+    with checkpoint_from_run(run_id) as checkpoint:
+        loaded = load_checkpoint(checkpoint)
     fp32_dir = newest_version(models_dir)
     _, contract = load_model_dir(fp32_dir)
     images = sorted((data / "images").glob("*.tif"))

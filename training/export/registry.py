@@ -11,6 +11,9 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from serving.files import staged
@@ -25,8 +28,13 @@ class RegistryError(RuntimeError):
     """A run or registered model that does not hold what cacaomap needs."""
 
 
-def checkpoint_from_run(run_id: str, tracking_uri: str | None = None) -> Path:
-    """Download the best checkpoint logged by a training run."""
+@contextmanager
+def checkpoint_from_run(run_id: str, tracking_uri: str | None = None) -> Iterator[Path]:
+    """The best checkpoint logged by a training run, downloaded for the ``with`` block.
+
+    The download lives in a temporary folder removed when the block ends (a checkpoint
+    is hundreds of MB; MLflow's own temporary download folder is never removed).
+    """
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri or resolve_tracking_uri())
@@ -36,8 +44,9 @@ def checkpoint_from_run(run_id: str, tracking_uri: str | None = None) -> Path:
     ]
     if not candidates:
         raise RegistryError(f"run {run_id} logged no checkpoint")
-    local = Path(client.download_artifacts(run_id, candidates[-1]))
-    return next(local.rglob("*.ckpt"))
+    with tempfile.TemporaryDirectory(prefix="cacaomap-checkpoint-") as tmp:
+        local = Path(client.download_artifacts(run_id, candidates[-1], tmp))
+        yield next(local.rglob("*.ckpt"))
 
 
 def resolve_model_uri(uri: str, dest: str | Path = "models") -> Path:
