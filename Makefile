@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml requirements.lock
 
 demo: install
 	$(BIN)/cacaomap synth --out $(DEMO_DATA) --size $(DEMO_SIZE)
+	$(BIN)/cacaomap composite --stac $(DEMO_DATA)/stac/catalog.json --period 2020-01-01/2020-12-31 \
+	    --date 20201215 --out $(DEMO_DATA)/composites/s2l2a_20201215.tif
+	$(BIN)/cacaomap composite --stac $(DEMO_DATA)/stac/catalog.json --period 2024-01-01/2024-12-31 \
+	    --date 20240820 --out $(DEMO_DATA)/composites/s2l2a_20240820.tif
 	$(BIN)/cacaomap train fit --config experiments/demo.yaml
 	$(BIN)/cacaomap demo-serve
 	$(BIN)/cacaomap mlflow-ui

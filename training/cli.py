@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Literal
 
 from jsonargparse import auto_cli
 
@@ -20,20 +21,37 @@ def synth(
     out: Path = Path("datasets/synthetic/data/demo"),
     size: int = 512,
     seed: int = 0,
+    acquisitions: int = 6,
+    stacked: bool = False,
     polygons: bool = True,
 ) -> None:
-    """Generate the synthetic two-date Sentinel-2 landscape near Tocache.
+    """Generate the synthetic Sentinel-2 L2A landscape near Tocache.
+
+    By default a STAC catalogue of ``acquisitions`` dates per period (reference and
+    monitoring year), each with its own clouds, SCL, per-band COGs at 10 and 20 m and
+    processing-baseline metadata, with truth labels per period (see
+    ``training/synthetic/time_series.py``). ``--stacked true`` writes instead one
+    stacked 10-band GeoTIFF per date with its labels (the pre-stacked input).
 
     Args:
         out: Output folder (replaced atomically).
-        size: Scene width and height in pixels (10 m).
+        size: Scene width and height in pixels (10 m; even for the time series).
         seed: Random seed; the same seed writes the same files.
-        polygons: Also write label polygons (GeoPackage).
+        acquisitions: Acquisitions per period (time series).
+        stacked: Write two stacked scenes instead of the time series.
+        polygons: Also write label polygons (GeoPackage; stacked scenes only).
     """
     from training.synthetic import LandscapeConfig, generate_landscape
+    from training.synthetic.time_series import generate_time_series
 
-    path = generate_landscape(out, LandscapeConfig(size=size, seed=seed), polygons)
-    print(f"wrote synthetic landscape ({size}x{size} px, seed {seed}) to {path}")
+    config = LandscapeConfig(size=size, seed=seed, acquisitions=acquisitions)
+    if stacked:
+        path = generate_landscape(out, config, polygons)
+        print(f"wrote synthetic landscape ({size}x{size} px, seed {seed}) to {path}")
+        return
+    path = generate_time_series(out, config)
+    print(f"wrote {2 * acquisitions} synthetic acquisitions ({size}x{size} px, seed "
+          f"{seed}) as a STAC catalogue: {path / 'stac' / 'catalog.json'}")
 
 
 def array_chips(
@@ -120,6 +138,118 @@ def export(
     print(f"exported {path}")
 
 
+def composite(
+    period: str | None = None,
+    out: Path | None = None,
+    stac: Path | None = None,
+    safe: list[Path] | None = None,
+    search: str | None = None,
+    bbox: list[float] | None = None,
+    collection: str = "sentinel-2-l2a",
+    max_cloud: float | None = None,
+    bands: list[str] | None = None,
+    mask: Literal["scl", "csmask", "none"] = "scl",
+    method: Literal["median", "best"] = "median",
+    date: str | None = None,
+    crs: str | None = None,
+    resolution: float | None = None,
+    bounds: list[float] | None = None,
+    chunk: int = 512,
+    scheduler: str | None = None,
+    min_items: int = 1,
+    snow_is_clear: bool = False,
+    cloud_buffer: int = 2,
+) -> None:
+    """Composite a period's Sentinel-2 L2A acquisitions into one COG with a count band.
+
+    Per pixel, the median (or the highest-NDVI observation, ``--method best``) of the
+    clear observations (SCL, or the ukis-csmask cloud model with ``--mask csmask``;
+    ``--mask none`` only when asked), with the BOA offset of processing baseline 04.00+
+    removed, and a last band ``clear_count``. Computed on dask block by block.
+
+    Args:
+        period: ``START/END`` in ISO dates, both days included (``2024-01-01/2024-12-31``;
+            required).
+        out: Output COG (required).
+        stac: A STAC ItemCollection, catalogue or item JSON on disk.
+        safe: SAFE L2A folders (each made into a STAC item).
+        search: A STAC API URL to search (with ``--bbox``, ``--collection``).
+        bbox: west, south, east, north in degrees (search, and the grid if no bounds).
+        collection: STAC collection searched.
+        max_cloud: Search only items under this eo:cloud_cover (percent).
+        bands: Bands in model order (default: the ten bands of the default model).
+        mask: Where clear observations come from: ``scl``, ``csmask`` or ``none``.
+        method: ``median`` of clear observations or ``best`` pixel (highest NDVI).
+        date: ``YYYYMMDD`` tagged as the composite's DATE (default: the period's end).
+        crs: Target CRS (default: the first item's).
+        resolution: Target pixel size in CRS units (default: the first band's).
+        bounds: Target left, bottom, right, top in the target CRS (default: the first
+            item's footprint).
+        chunk: Dask block side in pixels (memory: blocks x dates x bands x 4 bytes).
+        scheduler: A dask.distributed scheduler address (``tcp://host:8786``); default:
+            the local threaded scheduler.
+        min_items: Fewest readable items to go on (unreadable ones are skipped and
+            listed in the lineage).
+        snow_is_clear: Count SCL snow (class 11) as a clear observation.
+        cloud_buffer: Pixels by which clouds and shadows are grown (their faint edges
+            escape the masks).
+    """
+    from rich.progress import Progress
+
+    from serving.imagery.composite import write_composite
+    from serving.imagery.sources import (
+        Grid,
+        ImageryError,
+        grid_of_first_item,
+        in_period,
+        items_from_file,
+        items_from_safe,
+        load_items,
+        search_items,
+    )
+    from training.synthetic.spectra import S2_BANDS
+
+    if not period or out is None:
+        raise SystemExit("composite: give --period START/END and --out FILE")
+    sources = sum(x is not None for x in (stac, safe, search))
+    if sources != 1:
+        raise SystemExit("give exactly one of --stac, --safe or --search")
+    band_names = list(bands or S2_BANDS)
+    try:
+        if stac is not None:
+            items = items_from_file(stac)
+        elif safe is not None:
+            items = items_from_safe(safe)
+        else:
+            if not bbox:
+                raise SystemExit("--search needs --bbox west,south,east,north")
+            items = search_items(str(search), bbox, period, collection, max_cloud)
+        items = in_period(items, period)
+        grid = None
+        if crs or resolution or bounds:
+            first = grid_of_first_item(items, band_names[0], resolution)
+            grid = Grid(crs=crs or first.crs, resolution=resolution or first.resolution,
+                        bounds=tuple(bounds) if bounds else first.bounds)  # type: ignore[arg-type]
+        loaded = load_items(items, band_names, mask=mask, grid=grid, chunk=chunk,
+                            snow_is_clear=snow_is_clear, min_items=min_items,
+                            cloud_buffer=cloud_buffer)
+    except ImageryError as err:
+        raise SystemExit(f"composite: {err}") from err
+    for item_id, why in loaded.skipped.items():
+        print(f"skipped {item_id}: {why}")
+    if loaded.reprojected:
+        print(f"reprojected to {loaded.grid.crs}: {', '.join(loaded.reprojected)}")
+    with Progress() as bar:
+        task = bar.add_task(f"composite of {len(loaded.acquisitions)} acquisitions",
+                            total=None)
+        result = write_composite(
+            loaded, out, method=method, period=period, date=date, scheduler=scheduler,
+            on_block=lambda done, total: bar.update(task, completed=done, total=total))
+    print(f"wrote {result.path}: {len(result.items)} acquisitions ({method}, mask "
+          f"{mask}), {result.clear_fraction:.0%} of observations clear, "
+          f"{result.never_clear_fraction:.1%} of pixels never seen clearly")
+
+
 def classify(
     source: Path,
     out: Path | None = None,
@@ -127,29 +257,36 @@ def classify(
     url: str | None = None,
     overlap: int | None = None,
     batch_size: int = 8,
+    workers: int = 1,
+    scheduler: str | None = None,
 ) -> None:
-    """Classify GeoTIFF scenes into COG class maps, offline or through running services.
+    """Classify GeoTIFF scenes (or composites) into COG class maps, offline or via a service.
 
     One scene file: ``--out`` is the output file (default: <scene>_classes.tif). A
     folder of scenes or a text file listing scenes (one path per line): ``--out`` is a
-    folder; outputs are named by the scene's and the model's sha256, so a rerun skips
-    what is done (resumable).
+    folder; each scene is a dask task, outputs are named by the scene's and the model's
+    sha256, so a rerun skips what is done (resumable).
 
     Args:
         source: A scene (.tif), a folder of scenes, or a .txt list of scene paths.
         out: Output file (one scene) or folder (several).
         model: Model folder (default: the newest under models/cacaomap/); with --url the
-            replicas' own model is used.
-        url: Service replicas to fan scenes out to, comma-separated
-            (``http://a:3000,http://b:3000``); none: in-process.
-        overlap: Overlap between windows (default: the contract's; in-process only).
-        batch_size: Windows per ONNX Runtime call (in-process only).
+            service's own model is used.
+        url: The service (one URL; several replicas sit behind a load balancer there).
+        overlap: Overlap between windows (default: the contract's; one scene only).
+        batch_size: Windows per ONNX Runtime call (one scene only).
+        workers: Scenes in flight on the local dask scheduler.
+        scheduler: A dask.distributed scheduler address (``tcp://host:8786``); its
+            workers are the concurrency.
     """
     from serving.inference.many_scenes import classify_many, scene_list
     from serving.inference.model_store import resolve_model_dir
     from serving.inference.scene import classify_file
     from serving.inference.tiles import TileClassifier
 
+    if url and "," in url:
+        raise SystemExit("--url takes one URL: put the replicas behind a load balancer "
+                         "and give its URL; --workers sets the requests in flight")
     files = scene_list([source])
     single = source.suffix.lower() in (".tif", ".tiff") and not url
     if single:
@@ -167,15 +304,15 @@ def classify(
     if url:
         import httpx
 
-        urls = [u.strip() for u in url.split(",") if u.strip()]
-        shas = {httpx.post(f"{u.rstrip('/')}/model", json={}, timeout=60).json()[
-            "onnx_sha256"] for u in urls}
-        if len(shas) != 1:
-            raise SystemExit(f"the replicas serve different models: {sorted(shas)}")
-        batch = classify_many(files, out, shas.pop(), urls=urls)
+        sha = httpx.post(f"{url.rstrip('/')}/model", json={}, timeout=60).json()[
+            "onnx_sha256"]
+        batch = classify_many(files, out, sha, url=url, workers=workers,
+                              scheduler=scheduler)
     else:
-        classifier = TileClassifier.from_model_dir(resolve_model_dir(model))
-        batch = classify_many(files, out, classifier.contract.onnx_sha256, classifier)
+        model_dir = resolve_model_dir(model)
+        sha = TileClassifier.from_model_dir(model_dir).contract.onnx_sha256
+        batch = classify_many(files, out, sha, model_dir=model_dir, workers=workers,
+                              scheduler=scheduler)
     print(f"{len(batch.done)} classified, {len(batch.skipped)} already done, "
           f"{len(batch.failed)} failed -> {out}")
     for scene, error in batch.failed.items():
@@ -385,7 +522,8 @@ def main(argv: list[str] | None = None) -> None:
         run_lightning_cli(args[1:])
         return
     auto_cli(
-        {"synth": synth, "array-chips": array_chips, "export": export,
+        {"synth": synth, "array-chips": array_chips, "composite": composite,
+         "export": export,
          "classify": classify, "evaluate": evaluate, "serve": serve,
          "bento": bento, "baseline": baseline,
          "sample-points": sample_points, "demo-serve": demo_serve, "mlflow-ui": ui_hint,

@@ -88,7 +88,7 @@ def run_demo_serving(
             checkpoint, models_dir=models_dir, mlflow_run_id=run_id,
             test_metrics=test_metrics_of_run(run_id),
         )
-    scenes = sorted((data / "images").glob("s2l2a_*.tif"))
+    scenes = sorted((data / "composites").glob("s2l2a_*.tif"))
     plots = data / "plots.geojson"
     console.print(f"Serving {model_dir} with bentoml on 127.0.0.1; classifying "
                   f"{', '.join(s.name for s in scenes)} over HTTP")

@@ -108,6 +108,21 @@ Tiles = Annotated[
 GeoTiff = Annotated[Path, ContentType("image/tiff")]
 
 
+def _optional_upload(value: Any) -> Any:
+    """An optional file part saved as BentoML saves required ones (a request temp file).
+
+    BentoML turns ``Path`` parameters into uploads, but not ``Path | None``: its file
+    schema cannot sit in a union. This does the same decoding for the optional case.
+    """
+    from bentoml.validators import FileSchema
+
+    return None if value is None else FileSchema(content_type="image/tiff").decode(value)
+
+
+#: An optional GeoTIFF upload (a clear-sky mask).
+OptionalGeoTiff = Annotated[Path | None, BeforeValidator(_optional_upload)]
+
+
 def _check_size(path: Path) -> None:
     size = path.stat().st_size
     if size == 0:
@@ -166,11 +181,17 @@ class CacaoMap:
         except InputError as err:
             raise InvalidArgument(str(err)) from err
 
-    def _classify(self, scene: Path, out_dir: Path) -> SceneResult:
+    def _classify(self, scene: Path, out_dir: Path, mask: Path | None = None
+                  ) -> SceneResult:
         try:
-            with _open_upload(scene) as memfile, memfile.open(driver="GTiff") as src:
+            with contextlib.ExitStack() as stack:
+                src = stack.enter_context(
+                    stack.enter_context(_open_upload(scene)).open(driver="GTiff"))
+                clear = (stack.enter_context(
+                    stack.enter_context(_open_upload(mask)).open(driver="GTiff"))
+                    if mask is not None else None)
                 return classify_scene(src, out_dir / "classes.tif", self.scene_classifier,
-                                      max_pixels=SETTINGS.max_pixels)
+                                      max_pixels=SETTINGS.max_pixels, mask=clear)
         except InvalidArgument:
             raise
         except (InputError, AreaError) as err:
@@ -189,16 +210,24 @@ class CacaoMap:
         return await loop.run_in_executor(self._scene_pool, functools.partial(work, *args))
 
     @bentoml.api
-    async def classify_scene(self, scene: GeoTiff, ctx: bentoml.Context) -> GeoTiff:
-        """Classify a GeoTIFF scene; returns the class map as a Cloud Optimized GeoTIFF."""
-        result = await self._in_scene_pool(self._classify, scene, Path(ctx.temp_dir))
+    async def classify_scene(self, scene: GeoTiff, ctx: bentoml.Context,
+                             mask: OptionalGeoTiff = None) -> GeoTiff:
+        """Classify a GeoTIFF scene; returns the class map as a Cloud Optimized GeoTIFF.
+
+        The scene is the model's bands, or a composite (those and ``clear_count``: never
+        seen pixels come out nodata). ``mask``: optional clear-sky mask on the scene's
+        grid (one band, non-zero = clear); masked pixels come out nodata.
+        """
+        result = await self._in_scene_pool(self._classify, scene, Path(ctx.temp_dir),
+                                           mask)
         return result.path
 
     @bentoml.api
-    async def classify_scene_summary(self, scene: GeoTiff, ctx: bentoml.Context
-                                     ) -> dict[str, Any]:
-        """Classify a GeoTIFF scene; returns per-class pixels and ground hectares."""
-        result = await self._in_scene_pool(self._classify, scene, Path(ctx.temp_dir))
+    async def classify_scene_summary(self, scene: GeoTiff, ctx: bentoml.Context,
+                                     mask: OptionalGeoTiff = None) -> dict[str, Any]:
+        """Classify a GeoTIFF scene (or composite, optional mask): pixels and hectares."""
+        result = await self._in_scene_pool(self._classify, scene, Path(ctx.temp_dir),
+                                           mask)
         return {
             "width": result.width,
             "height": result.height,
@@ -212,27 +241,37 @@ class CacaoMap:
     @bentoml.api
     async def baseline(
         self, reference: GeoTiff, current: GeoTiff, zones: Path, ctx: bentoml.Context,
+        reference_mask: OptionalGeoTiff = None, current_mask: OptionalGeoTiff = None,
     ) -> dict[str, Any]:
         """Deforestation baseline from two dates (+ zones GeoJSON): the JSON report.
 
-        Each date is a class map (this model's ``/classify_scene`` output) or a scene,
-        classified first; the report carries the model's lineage.
+        Each date is a class map (this model's ``/classify_scene`` output), a scene or a
+        composite, classified first (with its optional clear-sky mask); unobserved
+        pixels never count as loss, and plots observed too little are
+        ``insufficient_data``. The report carries the model's lineage.
         """
         return await self._in_scene_pool(self._baseline, reference, current, zones,
-                                         Path(ctx.temp_dir))
+                                         Path(ctx.temp_dir), reference_mask, current_mask)
 
-    def _baseline(self, reference: Path, current: Path, zones: Path, work: Path
+    def _baseline(self, reference: Path, current: Path, zones: Path, work: Path,
+                  reference_mask: Path | None = None, current_mask: Path | None = None,
                   ) -> dict[str, Any]:
         from serving.baseline.change import BaselineError
         from serving.baseline.report import build_report
 
         try:
             paths = []
-            for name, upload in (("reference", reference), ("current", current)):
+            for name, upload, mask in (("reference", reference, reference_mask),
+                                       ("current", current, current_mask)):
                 target = work / f"{name}_classes.tif"
-                with _open_upload(upload) as memfile, memfile.open(driver="GTiff") as src:
+                with contextlib.ExitStack() as stack:
+                    src = stack.enter_context(
+                        stack.enter_context(_open_upload(upload)).open(driver="GTiff"))
+                    clear = (stack.enter_context(
+                        stack.enter_context(_open_upload(mask)).open(driver="GTiff"))
+                        if mask is not None else None)
                     class_map_of(src, upload, target, self.scene_classifier, name,
-                                 SETTINGS.max_pixels)
+                                 SETTINGS.max_pixels, mask=clear)
                 paths.append(target)
             lineage = self._lineage()
             report, _, _ = build_report(paths[0], paths[1], self.contract.schema, zones,

@@ -1,4 +1,8 @@
-"""Many scenes: classify a folder or a list, in-process or fanned out to replicas.
+"""Many scenes: classify a folder or a list as dask tasks, in-process or via the service.
+
+Each scene is one task, on the local threaded scheduler (``workers`` in flight) or on a
+``dask.distributed`` cluster (its workers are the concurrency). Through the service,
+every task posts to one URL: replicas sit behind a load balancer there.
 
 Resumable: each output is named after the sha256 of its input scene's bytes and the
 model's sha256 (``<stem>.<scene sha[:12]>.<model sha[:12]>.classes.tif``), so scenes
@@ -9,8 +13,7 @@ mistaken for a done one. Outputs are staged and renamed into place
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import itertools
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,47 +71,82 @@ def _post_scene(url: str, scene: Path, target: Path) -> None:
         tmp.write_bytes(r.content)
 
 
-def classify_many(
-    scenes: Sequence[Path], out_dir: Path, model_sha: str,
-    classifier: TileClassifier | None = None, urls: Sequence[str] = (),
-    progress: bool = True,
-) -> BatchResult:
-    """Classify scenes in-process (``classifier``) or through service replicas (``urls``).
+@functools.lru_cache(maxsize=2)
+def _classifier(model_dir: str) -> TileClassifier:
+    """One classifier (ONNX session) per model per worker process, reused by its tasks."""
+    return TileClassifier.from_model_dir(Path(model_dir))
 
-    With several URLs, scenes go round-robin, one request in flight per replica.
+
+def classify_one(scene: Path, target: Path, model_dir: str | None, url: str | None
+                 ) -> tuple[str, str | None]:
+    """One dask task: classify a scene in-process or through the service.
+
+    Returns:
+        (scene, None) when done, (scene, why) when it failed: one bad scene must not
+        stop the batch.
     """
-    if (classifier is None) == (not urls):
-        raise ValueError("give either a classifier or at least one service URL")
+    try:
+        if url is not None:
+            _post_scene(url, scene, target)
+        else:
+            classify_file(scene, target, _classifier(str(model_dir)))
+    except Exception as err:
+        return str(scene), str(err) or type(err).__name__
+    return str(scene), None
+
+
+def classify_many(
+    scenes: Sequence[Path], out_dir: Path, model_sha: str, *,
+    model_dir: Path | None = None, url: str | None = None, workers: int = 1,
+    scheduler: str | None = None, progress: bool = True,
+) -> BatchResult:
+    """Classify scenes as dask tasks, in-process (``model_dir``) or through ``url``.
+
+    Args:
+        scenes: Scene files.
+        out_dir: Output folder (content-addressed names; done scenes are skipped).
+        model_sha: sha256 of the ONNX model (in the output names).
+        model_dir: Model folder for in-process classification.
+        url: One service URL (replicas sit behind a load balancer at this URL).
+        workers: Scenes in flight with the local scheduler (threads).
+        scheduler: A ``dask.distributed`` scheduler address; its workers are the
+            concurrency (the scenes and the model must be on paths they can read).
+        progress: Show a progress bar.
+    """
+    import dask
+
+    if (model_dir is None) == (url is None):
+        raise ValueError("give either a model folder or one service URL")
     out_dir.mkdir(parents=True, exist_ok=True)
     result = BatchResult([], [], {})
-    todo = []
+    tasks = []
     for scene in scenes:
         target = output_path(scene, out_dir, model_sha)
         if target.exists():
             result.skipped.append(scene)
         else:
-            todo.append((scene, target))
-    with Progress(disable=not progress) as bar:
-        task = bar.add_task("classifying scenes", total=len(todo))
-        if classifier is not None:
-            for scene, target in todo:
-                try:
-                    classify_file(scene, target, classifier)
-                    result.done.append(scene)
-                except Exception as err:  # one bad scene must not stop the batch
-                    result.failed[str(scene)] = str(err)
-                bar.advance(task)
+            tasks.append(dask.delayed(classify_one, pure=False)(
+                scene, target, str(model_dir) if model_dir else None, url))
+
+    def record(outcome: tuple[str, str | None]) -> None:
+        scene, error = outcome
+        if error is None:
+            result.done.append(Path(scene))
         else:
-            replicas = itertools.cycle(urls)
-            with cf.ThreadPoolExecutor(max_workers=len(urls)) as pool:
-                futures = {pool.submit(_post_scene, next(replicas), scene, target): scene
-                           for scene, target in todo}
-                for future in cf.as_completed(futures):
-                    scene = futures[future]
-                    try:
-                        future.result()
-                        result.done.append(scene)
-                    except Exception as err:
-                        result.failed[str(scene)] = str(err)
+            result.failed[scene] = error
+
+    with Progress(disable=not progress) as bar:
+        task = bar.add_task("classifying scenes", total=len(tasks))
+        if scheduler:
+            from distributed import Client, as_completed
+
+            with Client(scheduler) as client:
+                for future in as_completed(client.compute(tasks)):
+                    record(future.result())
                     bar.advance(task)
+        elif tasks:
+            for outcome in dask.compute(*tasks, scheduler="threads",
+                                        num_workers=max(1, workers)):
+                record(outcome)
+            bar.update(task, completed=len(tasks))
     return result

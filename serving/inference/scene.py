@@ -42,6 +42,7 @@ from serving.areas import (
     pixel_areas,
 )
 from serving.files import staged
+from serving.imagery.composite import COUNT_BAND, composite_band_indexes
 from serving.inference.blending import (
     Carry,
     Emitted,
@@ -99,7 +100,7 @@ def class_map_or_scene(src: DatasetReader, classifier: TileClassifier, name: str
     """
     if is_class_map(src):
         return "class map"
-    if src.count == classifier.contract.num_bands:
+    if scene_bands(src, classifier.contract.num_bands) is not None:
         return "scene"
     raise InputError(f"the {name} upload must be a one-band uint8 class map or a scene of "
                      f"{classifier.contract.num_bands} bands; got {src.count} band(s) of "
@@ -108,7 +109,8 @@ def class_map_or_scene(src: DatasetReader, classifier: TileClassifier, name: str
 
 def class_map_of(src: DatasetReader, source: Path, target: Path,
                  classifier: TileClassifier | None, name: str,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> Literal["class map", "scene"]:
+                 max_pixels: int = DEFAULT_MAX_PIXELS, mask: DatasetReader | None = None,
+                 ) -> Literal["class map", "scene"]:
     """Put the class map of one date at ``target``: copied if it is one, else classified.
 
     The one place that decides "class map or scene" for the service's ``/baseline``,
@@ -121,6 +123,7 @@ def class_map_of(src: DatasetReader, source: Path, target: Path,
         classifier: The model that classifies a scene (None: scenes are refused).
         name: What the date is called in messages (``reference``, ``current``).
         max_pixels: Largest scene accepted.
+        mask: A clear-sky mask on the scene's grid (scenes only).
 
     Returns:
         What ``source`` was.
@@ -129,6 +132,8 @@ def class_map_of(src: DatasetReader, source: Path, target: Path,
         InputError: It is neither, or a scene came without a model.
     """
     if is_class_map(src):
+        if mask is not None:
+            raise InputError(f"the {name} upload is a class map: a mask goes with a scene")
         check_class_map(src, name, max_pixels)
         shutil.copyfile(source, target)
         return "class map"
@@ -136,7 +141,7 @@ def class_map_of(src: DatasetReader, source: Path, target: Path,
         raise InputError(f"the {name} date ({source.name}) is a scene, not a class map: "
                          "give a model to classify it")
     kind = class_map_or_scene(src, classifier, name)
-    classify_scene(src, target, classifier, max_pixels=max_pixels)
+    classify_scene(src, target, classifier, max_pixels=max_pixels, mask=mask)
     return kind
 
 
@@ -208,9 +213,10 @@ def check_scene(
     """
     c = classifier.contract
     _check_size(src, "the scene", max_pixels)
-    if src.count != c.num_bands:
-        raise InputError(f"expected {c.num_bands} bands ({', '.join(c.bands)}); "
-                         f"the scene has {src.count}")
+    if scene_bands(src, c.num_bands) is None:
+        raise InputError(f"expected {c.num_bands} bands ({', '.join(c.bands)}), or those "
+                         f"and a last band '{COUNT_BAND}' (a composite); the scene has "
+                         f"{src.count}")
     if src.dtypes[0] != c.input_dtype:
         raise InputError(f"expected dtype {c.input_dtype}; the scene is {src.dtypes[0]}")
     _check_layout(src)
@@ -231,15 +237,55 @@ def check_scene(
                 f"trained on {trained:,.1f} m pixels: resample the scene first")
 
 
-def _strips(src: DatasetReader, x0: int, width: int, rows: list[int], height: int
+def scene_bands(src: DatasetReader, num_bands: int) -> list[int] | None:
+    """1-based indexes of the bands a model reads from a raster, None if it has not them.
+
+    A scene has exactly the model's bands; a composite (:mod:`serving.imagery.composite`)
+    has them and, last, the count of clear observations, which classification skips
+    (a pixel never seen clearly is already 0, no data, in every reflectance band).
+    """
+    if src.count == num_bands:
+        return list(range(1, num_bands + 1))
+    return composite_band_indexes(src, num_bands)
+
+
+def check_mask(mask: DatasetReader, src: DatasetReader) -> None:
+    """Refuse a clear-sky mask that is not one band on exactly the scene's grid."""
+    if mask.count != 1:
+        raise InputError(f"the mask must have one band (non-zero = clear); it has "
+                         f"{mask.count}")
+    _check_layout(mask)
+    if (mask.crs, mask.transform, mask.shape) != (src.crs, src.transform, src.shape):
+        raise InputError(
+            f"the mask is not on the scene's grid: {mask.shape[1]} x {mask.shape[0]} px "
+            f"in {mask.crs} at {tuple(mask.transform)[:6]} against {src.width} x "
+            f"{src.height} px in {src.crs} at {tuple(src.transform)[:6]}")
+
+
+def _read_masked(src: DatasetReader, bands: list[int], window: Window,
+                 mask: DatasetReader | None, fill: float) -> np.ndarray:
+    data = src.read(bands, window=window)
+    if mask is not None:
+        unclear = mask.read(1, window=window) == 0
+        data[:, unclear] = fill
+    return data
+
+
+def _strips(src: DatasetReader, x0: int, width: int, rows: list[int], height: int,
+            bands: list[int], mask: DatasetReader | None = None, fill: float = 0
             ) -> Iterator[tuple[int, np.ndarray]]:
-    """Strips of a column group, each read in a thread while the previous is classified."""
+    """Strips of a column group, each read in a thread while the previous is classified.
+
+    Pixels a clear-sky ``mask`` says are not clear are read as no data (``fill``).
+    """
     with ThreadPoolExecutor(1, thread_name_prefix="scene-read") as pool:
-        pending = pool.submit(src.read, window=Window(x0, rows[0], width, height))
+        pending = pool.submit(_read_masked, src, bands, Window(x0, rows[0], width, height),
+                              mask, fill)
         for i, row in enumerate(rows):
             strip = pending.result()
             if i + 1 < len(rows):
-                pending = pool.submit(src.read, window=Window(x0, rows[i + 1], width, height))
+                pending = pool.submit(_read_masked, src, bands,
+                                      Window(x0, rows[i + 1], width, height), mask, fill)
             yield row, strip
 
 
@@ -272,7 +318,7 @@ def _write(block: Emitted | None, out: DatasetWriter, tally: _Tally, nodata: int
 
 def _blend_groups(src: DatasetReader, out: DatasetWriter, classifier: TileClassifier,
                   tally: _Tally, overlap: int, batch_size: int, block_px: int,
-                  progress: bool) -> None:
+                  progress: bool, mask: DatasetReader | None = None) -> None:
     """Classify every window, blend, and write the class codes to ``out``."""
     tile = classifier.contract.tile_size
     nodata = classifier.contract.schema.nodata
@@ -281,6 +327,12 @@ def _blend_groups(src: DatasetReader, out: DatasetWriter, classifier: TileClassi
     row_starts = window_starts(height, tile, tile - overlap)
     groups = column_groups(window_starts(width, tile, tile - overlap), tw, block_px)
     carry: Carry | None = None
+    bands = scene_bands(src, classifier.contract.num_bands) or []
+    image_nodata = classifier.contract.image_nodata
+    fill = image_nodata if image_nodata is not None else float("nan")
+    if mask is not None and image_nodata is None and "float" not in src.dtypes[0]:
+        raise InputError("a mask needs a model with an image nodata value, or float "
+                         "imagery (masked pixels are read as NaN)")
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("classifying scene", total=len(row_starts) * len(groups))
         for g, group in enumerate(groups):
@@ -289,7 +341,8 @@ def _blend_groups(src: DatasetReader, out: DatasetWriter, classifier: TileClassi
             blender = GroupBlender(group, tw, th, width, height, overlap,
                                    classifier.contract.schema.num_classes, owned, carry,
                                    last=g + 1 == len(groups))
-            for row, strip in _strips(src, x0, blender.width, row_starts, th):
+            for row, strip in _strips(src, x0, blender.width, row_starts, th, bands,
+                                      mask, fill):
                 _write(blender.emit_until(row), out, tally, nodata)
                 tiles = np.stack([strip[:, :, c - x0 : c - x0 + tw] for c in group])
                 blender.observe(classifier.valid_mask(strip[None])[0])
@@ -311,8 +364,15 @@ def classify_scene(
     require_crs: bool = True,
     progress: bool = False,
     block_px: int = DEFAULT_BLOCK_PX,
+    mask: DatasetReader | None = None,
 ) -> SceneResult:
     """Classify an open scene into a Cloud Optimized GeoTIFF class map at ``dst``.
+
+    With a clear-sky ``mask`` (one band on the scene's grid, non-zero = clear), pixels
+    it does not call clear are nodata in the map. A composite's clear count does the
+    same by itself (never-seen pixels are 0 in every band). The map's
+    ``CACAOMAP_MASK_SOURCE`` tag says which: ``file``, the composite's source (``scl``,
+    ``csmask``) or ``none``.
 
     The scene is classified in column groups of at most ``block_px`` pixels, each from
     top to bottom in strips of window rows; what a group adds to the columns its
@@ -324,6 +384,8 @@ def classify_scene(
     (:func:`serving.files.staged`), so a failed run leaves nothing at ``dst``.
     """
     check_scene(src, classifier, max_pixels, require_crs)
+    if mask is not None:
+        check_mask(mask, src)
     contract = classifier.contract
     schema = contract.schema
     tile = contract.tile_size
@@ -356,9 +418,13 @@ def classify_scene(
                 CACAOMAP_ONNX_SHA256=contract.onnx_sha256,
                 CACAOMAP_MLFLOW_RUN_ID=contract.mlflow_run_id or "",
                 **({"DATE": src.tags()["DATE"]} if "DATE" in src.tags() else {}),
+                CACAOMAP_MASK_SOURCE="file" if mask is not None else src.tags().get(
+                    "CACAOMAP_MASK_SOURCE", "none"),
+                **({"CACAOMAP_COMPOSITE_ITEMS": src.tags()["CACAOMAP_ITEMS"]}
+                   if "CACAOMAP_ITEMS" in src.tags() else {}),
             )
             _blend_groups(src, out, classifier, tally, overlap, batch_size, block_px,
-                          progress)
+                          progress, mask)
         rasterio.shutil.copy(blocks, cog, driver="COG", compress="DEFLATE", blocksize=512,
                              overview_resampling="NEAREST")
     names = schema.names

@@ -27,6 +27,7 @@ from serving.inference.contract import load_model_dir
 from serving.inference.model_store import newest_version
 from serving.inference.scene import classify_file
 from serving.inference.tiles import TileClassifier
+from training.bench.composite import composite_bench
 from training.bench.model import (
     cpu_facts,
     gflop_per_tile,
@@ -94,7 +95,7 @@ def run_bench(
 
     Sections already measured today with the same model are reused unless named in
     ``redo`` (``ceiling``, ``gflop_per_tile``, ``model_throughput``,
-    ``session_options``, ``scene``, ``service``, ``tiles_during_scene``).
+    ``session_options``, ``scene``, ``service``, ``tiles_during_scene``, ``composite``).
     """
     console = Console()
     torch.set_num_threads(cpu_facts()["cores"])
@@ -103,7 +104,7 @@ def run_bench(
         loaded = load_checkpoint(checkpoint)
     fp32_dir = newest_version(models_dir)
     _, contract = load_model_dir(fp32_dir)
-    images = sorted((data / "images").glob("*.tif"))
+    images = sorted((data / "composites").glob("*.tif"))
     labels = sorted((data / "labels").glob("*.tif"))
     result: dict[str, Any] = {
         "date": dt.date.today().isoformat(), "mlflow_run_id": run_id,
@@ -134,7 +135,7 @@ def run_bench(
     int8_dir = fp32_dir.parent / f"{fp32_dir.name}-int8"
     if not (int8_dir / "contract.json").exists():
         console.print("int8 variant: calibrated on training tiles, scored on the test block")
-        calibration = real_tiles(data / "images", contract.input_dtype, contract.num_bands,
+        calibration = real_tiles(data / "composites", contract.input_dtype, contract.num_bands,
                                  contract.tile_size, 32, seed=1)
         int8_dir = quantize_int8(fp32_dir, calibration, test_block_scorer(
             loaded.data_hparams, images[-1], labels[-1]))
@@ -164,13 +165,14 @@ def run_bench(
                 "overlap": contract.overlap, "tile": contract.tile_size}
 
     section("scene", scenes)
-    tile = real_tiles(data / "images", contract.input_dtype, contract.num_bands,
+    tile = real_tiles(data / "composites", contract.input_dtype, contract.num_bands,
                       contract.tile_size, 1, seed=2)[0]
     section("service", lambda: service_throughput(int8_dir, tile, list(clients),
                                                   service_seconds, work))
     section("tiles_during_scene", lambda: tiles_while_scene(
         int8_dir, tile, build_scene(images[-1], work / f"scene_{scene_size}.tif", scene_size),
         service_seconds, work))
+    section("composite", lambda: composite_bench(work / "composite"))
     path = out_dir / f"{result['date']}.json"
     path.write_text(json.dumps(result, indent=2))
     partial.unlink(missing_ok=True)

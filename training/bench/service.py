@@ -29,6 +29,7 @@ from rasterio.windows import Window
 
 from serving.http.local_server import served_model
 from serving.http.tile_payload import encode_tiles
+from serving.imagery.composite import composite_band_indexes
 
 SENTINEL2_TILE = 10980
 
@@ -41,8 +42,12 @@ def build_scene(source: Path, out: Path, size: int) -> Path:
                 return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(source) as src:
-        data = src.read()
+        # A composite's count band stays behind: the scene is the model's bands.
+        indexes = composite_band_indexes(src, src.count - 1) or list(
+            range(1, src.count + 1))
+        data = src.read(indexes)
         profile = src.profile | {"width": size, "height": size, "tiled": True,
+                                 "count": len(indexes),
                                  "blockxsize": 512, "blockysize": 512, "compress": "none",
                                  "BIGTIFF": "YES"}
     reps = -(-size // data.shape[2])

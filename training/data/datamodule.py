@@ -92,6 +92,7 @@ class LandCoverDataModule(GeoDataModule):
         augment: bool = True,
         brightness: float = 0.0,
         contrast: float = 0.0,
+        holes: float = 0.0,
     ) -> None:
         """Configure the data; nothing is read until ``setup``.
 
@@ -131,6 +132,10 @@ class LandCoverDataModule(GeoDataModule):
                 ``±brightness`` (reflectance units, e.g. 0.02), added to observed
                 pixels in digital numbers (``x reflectance_scale``).
             contrast: Training jitter: a gain drawn per patch in ``1 ± contrast``.
+            holes: Share of training patches given a rectangle of no data (15-50 % of
+                the side, as a cloud the masks took out), filled like any unobserved
+                pixel and left out of the loss, so that the model learns to classify
+                next to unobserved pixels (composites have holes; tiles at cloud edges).
                 Jittered reflectance never goes below zero.
         """
         super().__init__(
@@ -356,6 +361,7 @@ class LandCoverDataModule(GeoDataModule):
         valid = self._valid_pixels(image)
         if self.trainer is not None and self.trainer.training:
             image = self._jitter(image, valid)
+            valid = valid & ~self._holes(valid)
         fill = self.mean.to(image.device)[None, :, None, None].expand_as(image)
         batch["image"] = torch.where(valid[:, None], image, fill)
         if "mask" in batch:
@@ -363,6 +369,25 @@ class LandCoverDataModule(GeoDataModule):
                 valid, batch["mask"], torch.full_like(batch["mask"], self.schema.nodata)
             )
         return super().on_after_batch_transfer(batch, dataloader_idx)
+
+    def _holes(self, valid: Tensor) -> Tensor:
+        """(N, H, W) True inside one random rectangle of a ``holes`` share of patches."""
+        share = float(self.hparams["holes"])
+        n, height, width = valid.shape
+        if not share:
+            return torch.zeros_like(valid)
+        device = valid.device
+        side = torch.rand((n, 2), device=device) * 0.35 + 0.15
+        h = (side[:, 0] * height).long().clamp_min(1)
+        w = (side[:, 1] * width).long().clamp_min(1)
+        r0 = (torch.rand(n, device=device) * (height - h + 1)).long()
+        c0 = (torch.rand(n, device=device) * (width - w + 1)).long()
+        rows = torch.arange(height, device=device)[None, :, None]
+        cols = torch.arange(width, device=device)[None, None, :]
+        inside = ((rows >= r0[:, None, None]) & (rows < (r0 + h)[:, None, None])
+                  & (cols >= c0[:, None, None]) & (cols < (c0 + w)[:, None, None]))
+        chosen = torch.rand(n, device=device) < share
+        return inside & chosen[:, None, None]
 
     def _jitter(self, image: Tensor, valid: Tensor) -> Tensor:
         """Per-patch gain and offset on observed pixels, within physical reflectance."""

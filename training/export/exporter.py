@@ -33,6 +33,7 @@ from serving.inference.contract import (
     ONNX_FILE,
     ModelContract,
 )
+from serving.inference.scene import scene_bands
 from serving.inference.tiles import TileClassifier
 from serving.inference.validity import observed
 from training.export.registry import register_model
@@ -94,9 +95,10 @@ def real_tiles(
             size = min(tile, src.width, src.height)
             row = int(rng.integers(0, src.height - size + 1))
             col = int(rng.integers(0, src.width - size + 1))
-            data = src.read(window=Window(col, row, size, size), boundless=False)
-        if data.shape[0] != bands:
-            raise ExportError(f"{files[0]} has {data.shape[0]} bands, model {bands}")
+            indexes = scene_bands(src, bands)
+            if indexes is None:
+                raise ExportError(f"{files[0]} has {src.count} bands, model {bands}")
+            data = src.read(indexes, window=Window(col, row, size, size))
         padded = np.zeros((bands, tile, tile), data.dtype)
         padded[:, :size, :size] = data
         out.append(padded)

@@ -45,6 +45,11 @@ class LandscapeConfig:
         parcel_size: Mean parcel width in pixels.
         cloud_cover: Target cloud fraction at each date.
         clearing_rate: Chance that a forest parcel on the frontier is cleared.
+        acquisitions: Acquisitions per period in a time series (:meth:`Landscape.
+            render_acquisition`), each with its own clouds, shadows and swath edge.
+        acquisition_cloud_cover: Range of the cloud fraction of one acquisition.
+        persistent_cloud_plots: Share of plots under a cloud that stays over them in
+            every acquisition of one period (their truth: not observed enough).
     """
 
     size: int = 512
@@ -56,6 +61,30 @@ class LandscapeConfig:
     parcel_size: float = 22.0
     cloud_cover: tuple[float, float] = (0.04, 0.07)
     clearing_rate: float = 0.45
+    acquisitions: int = 6
+    acquisition_cloud_cover: tuple[float, float] = (0.2, 0.6)
+    persistent_cloud_plots: float = 0.12
+
+
+@dataclass
+class Strip:
+    """Rows of one rendered acquisition and what is in them.
+
+    Attributes:
+        image: (bands, H, W) uint16 DN (reflectance x 10000), 0 outside the swath.
+        cover: (H, W) land-cover code of the period (no clouds).
+        cloud: (H, W) cloud opacity in [0, 1] (soft edges).
+        shadow: (H, W) cloud shadow.
+        outside: (H, W) outside the swath.
+        water: (H, W) river and streams.
+    """
+
+    image: NDArray[np.uint16]
+    cover: NDArray[np.uint8]
+    cloud: NDArray[np.float32]
+    shadow: NDArray[np.bool_]
+    outside: NDArray[np.bool_]
+    water: NDArray[np.bool_]
 
 
 @dataclass
@@ -108,6 +137,13 @@ class Landscape:
         self.cloud_thresholds = tuple(
             self._cloud_threshold(d, config.cloud_cover[d]) for d in (0, 1)
         )
+        self.persistent_clouds = self._layout_persistent_clouds()
+        low, high = config.acquisition_cloud_cover
+        covers = self._rng.uniform(low, high, (2, config.acquisitions))
+        self.acquisition_thresholds = [
+            [self._cloud_threshold(d, float(covers[d, k]), acquisition=k)
+             for k in range(config.acquisitions)] for d in (0, 1)
+        ]
 
     # ------------------------------------------------------------------ layout
     def _layout_parcels(self) -> _Parcels:
@@ -220,17 +256,39 @@ class Landscape:
         ]
         return plots
 
-    def _cloud_field(self, rows: Int, cols: Int, date: int) -> NDArray[np.float32]:
-        scale = float(np.clip(self.size / 6, 24, 160))
-        return fractal_noise(rows, cols, scale, self._seed + 101 + 17 * date, 4)
+    def _layout_persistent_clouds(self) -> list[list[tuple[int, int, int, int]]]:
+        """Per period, rectangles under cloud in every acquisition of that period."""
+        rng = np.random.default_rng(self.config.seed + 4242)
+        candidates = [p for p in self.plots if p.purpose != "half_clouded"]
+        n = round(self.config.persistent_cloud_plots * len(self.plots))
+        chosen = rng.choice(len(candidates), size=min(n, len(candidates)), replace=False)
+        rects: list[list[tuple[int, int, int, int]]] = [[], []]
+        for idx in chosen:
+            plot = candidates[int(idx)]
+            plot.purpose = "persistent_cloud"
+            share = rng.uniform(0.5, 1.0)
+            rects[int(rng.integers(0, 2))].append(
+                (plot.row - 3, plot.col - 3, plot.height + 6,
+                 int(plot.width * share) + 3))
+        return rects
 
-    def _cloud_threshold(self, date: int, cover: float) -> float:
+    def _cloud_field(self, rows: Int, cols: Int, date: int,
+                     acquisition: int | None = None) -> NDArray[np.float32]:
+        scale = float(np.clip(self.size / 6, 24, 160))
+        seed = self._seed + 101 + 17 * date
+        if acquisition is not None:
+            seed += 7919 * (acquisition + 1)
+        return fractal_noise(rows, cols, scale, seed, 4)
+
+    def _cloud_threshold(self, date: int, cover: float,
+                         acquisition: int | None = None) -> float:
         if cover <= 0:
             return 2.0
         step = max(1, self.size // 256)
         rows = np.arange(0, self.size, step)[:, None]
         cols = np.arange(0, self.size, step)[None, :]
-        return float(np.quantile(self._cloud_field(rows, cols, date), 1 - cover))
+        field = self._cloud_field(rows, cols, date, acquisition)
+        return float(np.quantile(field, 1 - cover))
 
     # ---------------------------------------------------------------- render
     def render(
@@ -242,7 +300,25 @@ class Landscape:
             The image as uint16 DN (bands, H, W), 0 outside the swath, and the label
             raster (H, W) with nodata (0) under clouds, shadows and outside the swath.
         """
+        strip = self._render(row0, row1, date, None)
+        labels = strip.cover.copy()
+        labels[(strip.cloud > 0) | strip.shadow | strip.outside] = NODATA
+        return strip.image, labels
+
+    def render_acquisition(self, row0: int, row1: int, date: int, acquisition: int
+                           ) -> Strip:
+        """Rows ``row0:row1`` of acquisition ``acquisition`` of period ``date``.
+
+        Each acquisition has its own clouds (with the period's persistent clouds),
+        shadows, swath edge, haze and noise; the land cover is the period's.
+        """
+        return self._render(row0, row1, date, acquisition)
+
+    def _render(self, row0: int, row1: int, date: int, acquisition: int | None
+                ) -> Strip:
         s, sd = self.size, self._seed + 1000 * date
+        if acquisition is not None:
+            sd += 50 * (acquisition + 1)
         rows = np.arange(row0, row1, dtype=np.int64)[:, None]
         cols = np.arange(s, dtype=np.int64)[None, :]
         rr, cc = np.broadcast_arrays(rows, cols)
@@ -306,14 +382,19 @@ class Landscape:
         refl += np.asarray(HAZE_SHAPE, np.float32)[:, None, None] * haze[None]
 
         # Clouds with soft edges, and their shadows offset away from the sun.
-        threshold = self.cloud_thresholds[date]
-        cloud_field = self._cloud_field(rows, cols, date)
+        if acquisition is None:
+            threshold = self.cloud_thresholds[date]
+            forced_rects = list(self.forced_clouds) if date == 1 else []
+        else:
+            threshold = self.acquisition_thresholds[date][acquisition]
+            forced_rects = self.persistent_clouds[date] + (
+                list(self.forced_clouds) if date == 1 else [])
+        cloud_field = self._cloud_field(rows, cols, date, acquisition)
         alpha = np.clip((cloud_field - threshold) / 0.04, 0, 1)
-        if date == 1:
-            for fr, fc, fh, fw in self.forced_clouds:
-                forced = (rr >= fr) & (rr < fr + fh) & (cc >= fc) & (cc < fc + fw)
-                alpha = np.where(forced, 1.0, alpha)
-        shadow_field = self._cloud_field(rows - 9, cols - 14, date)
+        for fr, fc, fh, fw in forced_rects:
+            forced = (rr >= fr) & (rr < fr + fh) & (cc >= fc) & (cc < fc + fw)
+            alpha = np.where(forced, 1.0, alpha)
+        shadow_field = self._cloud_field(rows - 9, cols - 14, date, acquisition)
         shadow = (shadow_field > threshold) & (alpha == 0)
         refl[:, shadow] *= 0.35
         cloud = endmember("cloud") * (0.9 + 0.2 * value_noise(rows, cols, 4, sd + 12))
@@ -323,16 +404,25 @@ class Landscape:
             refl[b] += noise_sigma[b] * gaussian_noise(rows, cols, sd + 200 + b)
 
         image = to_digital_numbers(refl)
-        labels = cover.astype(np.uint8)
-        labels[(alpha > 0) | shadow] = NODATA
-        outside = self.outside_swath(rr, cc, date)
+        outside = self.outside_swath(rr, cc, date if acquisition is None else acquisition)
         image[:, outside] = 0
-        labels[outside] = NODATA
-        return image, labels
+        return Strip(image=image, cover=cover.astype(np.uint8),
+                     cloud=alpha.astype(np.float32), shadow=shadow, outside=outside,
+                     water=water)
 
-    def outside_swath(self, rows: Int, cols: Int, date: int) -> NDArray[np.bool_]:
-        """The corner of the scene that the orbit did not image at this date."""
+    def outside_swath(self, rows: Int, cols: Int, corner: int) -> NDArray[np.bool_]:
+        """The corner of the scene that the orbit did not image.
+
+        Corners by ``corner % 4``: 0 upper left, 1 lower right, 2 upper right, 3 lower
+        left (a date index or an acquisition index).
+        """
         edge = 0.07 * self.size
-        if date == 0:
+        last = self.size - 1
+        corner %= 4
+        if corner == 0:
             return rows + cols < edge
-        return (self.size - 1 - rows) + (self.size - 1 - cols) < edge
+        if corner == 1:
+            return (last - rows) + (last - cols) < edge
+        if corner == 2:
+            return rows + (last - cols) < edge
+        return (last - rows) + cols < edge

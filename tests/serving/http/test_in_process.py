@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -203,3 +204,84 @@ def test_without_a_token_a_proxied_request_is_refused() -> None:
         for header in ("x-forwarded-for", "forwarded", "x-real-ip"):
             r = local.post("/model", headers={header: "203.0.113.9"})
             assert r.status_code == 403 and "CACAOMAP_BEHIND_PROXY" in r.json()["error"]
+
+
+def _geotiff(path: Path, data: np.ndarray, width: int | None = None) -> Path:
+    with rasterio.open(path, "w", driver="GTiff", width=width or data.shape[2],
+                       height=data.shape[1], count=data.shape[0], dtype=str(data.dtype),
+                       crs="EPSG:32718", nodata=0,
+                       transform=rasterio.transform.from_origin(333_000, 9_097_000, 10, 10)
+                       ) as dst:
+        dst.write(data if width is None else data[:, :, :width])
+    return path
+
+
+def test_a_scene_with_a_mask_upload_and_a_composite(client: TestClient, tmp_path: Path
+                                                    ) -> None:
+    """Masks and composites make unobserved pixels nodata; bad masks get a 400.
+
+    A mask upload makes its unclear pixels nodata, a composite's count band does too,
+    and a mask on another grid (or not one band) gets a 400 naming it.
+    """
+    from serving.imagery.composite import COUNT_BAND
+
+    rng = np.random.default_rng(1)
+    bands = rng.integers(300, 4000, (10, 48, 48)).astype(np.uint16)
+    scene = _geotiff(tmp_path / "scene.tif", bands)
+    clear = np.ones((1, 48, 48), np.uint8)
+    clear[0, :, :20] = 0
+    mask = _geotiff(tmp_path / "mask.tif", clear)
+
+    def post(files: dict[str, Path], endpoint: str = "classify_scene_summary"
+             ) -> Any:
+        handles = {k: open(p, "rb") for k, p in files.items()}
+        try:
+            return client.post(f"/{endpoint}", files={
+                k: (p.name, handles[k], "image/tiff") for k, p in files.items()})
+        finally:
+            for h in handles.values():
+                h.close()
+
+    bare = post({"scene": scene}).json()
+    masked = post({"scene": scene, "mask": mask}).json()
+    assert masked["class_pixels"]["nodata"] == 48 * 20
+    assert bare["class_pixels"]["nodata"] == 0
+    r = post({"scene": scene, "mask": mask}, "classify_scene")
+    with rasterio.MemoryFile(r.content) as mem, mem.open() as src:
+        codes = src.read(1)
+        assert (codes[:, :20] == 0).all() and (codes[:, 20:] != 0).all()
+        assert src.tags()["CACAOMAP_MASK_SOURCE"] == "file"
+    # A composite: never-seen pixels (count 0, reflectance 0) are nodata.
+    count = np.where(clear > 0, 3, 0).astype(np.uint16)
+    composite = _geotiff(tmp_path / "composite.tif",
+                         np.concatenate([bands * (count > 0), count]))
+    with rasterio.open(composite, "r+") as dst:
+        dst.descriptions = (*[f"B{i}" for i in range(10)], COUNT_BAND)
+        dst.update_tags(CACAOMAP_MASK_SOURCE="scl")
+    assert post({"scene": composite}).json()["class_pixels"]["nodata"] == 48 * 20
+    # Bad masks.
+    narrow = _geotiff(tmp_path / "narrow.tif", clear, width=40)
+    r = post({"scene": scene, "mask": narrow})
+    assert r.status_code == 400 and "not on the scene's grid" in r.text
+    two = _geotiff(tmp_path / "two.tif", np.concatenate([clear, clear]))
+    r = post({"scene": scene, "mask": two})
+    assert r.status_code == 400 and "one band" in r.text
+    # The baseline with a mask per date: the masked half is unobserved, not loss.
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    zones = tmp_path / "zones.geojson"
+    gpd.GeoDataFrame({"zone_id": ["Z1"]}, geometry=[box(333_000, 9_096_520, 333_480,
+                                                        9_097_000)],
+                     crs="EPSG:32718").to_crs("EPSG:4326").to_file(zones, driver="GeoJSON")
+    with open(scene, "rb") as a, open(scene, "rb") as b, open(mask, "rb") as m, \
+            open(mask, "rb") as m2, open(zones, "rb") as z:
+        r = client.post("/baseline", files={
+            "reference": ("r.tif", a, "image/tiff"), "current": ("c.tif", b, "image/tiff"),
+            "reference_mask": ("m.tif", m2, "image/tiff"),
+            "current_mask": ("m.tif", m, "image/tiff"),
+            "zones": ("z.geojson", z, "application/geo+json")})
+    assert r.status_code == 200, r.text
+    zone = r.json()["zones"][0]
+    assert zone["valid_fraction"] == pytest.approx(28 / 48, abs=0.03)
+    assert zone["forest_loss_ha"] == 0 and zone["verdict"] == "insufficient_data"

@@ -167,3 +167,32 @@ def test_wrong_bands_and_dtype_are_refused(windowed: TileClassifier, tmp_path: P
         classify_file(scene, tmp_path / "o.tif", windowed)
     with pytest.raises(InputError, match="4-D"):
         windowed.classify(np.zeros((10, 8, 8), np.uint16))
+
+
+def test_a_composite_is_classified_on_its_bands_and_never_seen_is_nodata(
+        windowed: TileClassifier, tmp_path: Path) -> None:
+    """A composite classifies like its bare scene; never-seen pixels are nodata.
+
+    A composite is the model's bands and a last band ``clear_count``; pixels no
+    acquisition saw clearly (count 0, reflectance 0) are never given a class.
+    """
+    from serving.imagery.composite import COUNT_BAND
+
+    rng = np.random.default_rng(0)
+    bands = rng.integers(300, 4000, (10, 80, 80)).astype(np.uint16)
+    count = np.full((1, 80, 80), 4, np.uint16)
+    count[0, 20:40, 30:60] = 0
+    bands[:, 20:40, 30:60] = 0
+    scene = _scene(tmp_path / "scene.tif", bands)
+    composite = _scene(tmp_path / "composite.tif", np.concatenate([bands, count]))
+    with rasterio.open(composite, "r+") as dst:
+        dst.descriptions = (*[f"B{i}" for i in range(10)], COUNT_BAND)
+    classify_file(scene, tmp_path / "a.tif", windowed)
+    classify_file(composite, tmp_path / "b.tif", windowed)
+    got = _read(tmp_path / "b.tif")
+    np.testing.assert_array_equal(got, _read(tmp_path / "a.tif"))
+    assert (got[20:40, 30:60] == 0).all() and (got[count[0] > 0] != 0).all()
+    # Eleven bands without the count band's name are not a composite.
+    plain = _scene(tmp_path / "eleven.tif", np.concatenate([bands, count]))
+    with pytest.raises(InputError, match="clear_count"):
+        classify_file(plain, tmp_path / "c.tif", windowed)

@@ -64,6 +64,25 @@ def test_jitter_moves_observed_reflectance_only_and_stays_physical(landscape: Pa
     assert torch.equal(still._jitter(image, valid), image)
 
 
+def test_holes_are_rectangles_of_no_data_in_a_share_of_patches(landscape: Path) -> None:
+    dm = LandCoverDataModule(images=str(landscape / "images"),
+                             labels=str(landscape / "labels"), holes=0.5)
+    torch.manual_seed(0)
+    valid = torch.ones((400, 64, 64), dtype=torch.bool)
+    holes = dm._holes(valid)
+    holed = holes.flatten(1).any(1)
+    assert 0.4 < holed.float().mean() < 0.6
+    for patch in holes[holed][:20]:
+        rows = patch.any(1).nonzero().ravel()
+        cols = patch.any(0).nonzero().ravel()
+        # One rectangle, 15-50 % of the side.
+        assert patch.sum() == len(rows) * len(cols)
+        assert 0.15 * 64 - 1 <= len(rows) <= 0.5 * 64 and 0.15 * 64 - 1 <= len(cols) <= 32
+    none = LandCoverDataModule(images=str(landscape / "images"),
+                               labels=str(landscape / "labels"))
+    assert not none._holes(valid).any()
+
+
 @pytest.mark.parametrize("config", ["small_real_chips.yaml", "demo.yaml",
                                     "unet_resnet18.yaml"])
 def test_experiment_configs_are_valid(config: str, capsys: pytest.CaptureFixture[str]

@@ -1,0 +1,245 @@
+"""Per-period composites of clear observations, computed on dask, written as a COG.
+
+For each pixel of a period's acquisitions (:mod:`serving.imagery.sources`), the
+composite holds
+
+- ``median`` (default): the median of the clear observations, band by band; or
+- ``best``: the one clear observation with the highest NDVI (all bands of one date),
+
+and one more band, :data:`COUNT_BAND`, with the number of clear observations. A pixel
+never seen clearly is 0 (no data) in every band: classified, it is nodata, so a cloud
+never becomes a class, let alone a loss of forest.
+
+The work is a dask graph of blocks (:data:`serving.imagery.sources.DEFAULT_CHUNK` px
+square, every date of a block in one task), computed a few blocks at a time on the
+local scheduler or on a ``dask.distributed`` cluster, so memory is bounded by the block
+size times the number of dates, not by the area. The same blocks give the same bytes on
+either scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from numpy.typing import NDArray
+from rasterio.windows import Window
+
+from serving.files import staged
+from serving.imagery.sources import Acquisition, Grid, Loaded
+
+#: Description of the band holding the number of clear observations.
+COUNT_BAND = "clear_count"
+#: How a composite picks a value per pixel.
+Method = Literal["median", "best"]
+
+
+class CompositeError(ValueError):
+    """A composite that cannot be made; the message names the problem."""
+
+
+def composite_block(stack: NDArray[np.float32], clear: NDArray[np.bool_], method: Method,
+                    red: int | None = None, nir: int | None = None) -> NDArray[np.uint16]:
+    """One block of a composite: reflectance bands then the clear count, as uint16.
+
+    Args:
+        stack: (dates, bands, H, W) harmonised DN, NaN = no data.
+        clear: (dates, H, W) True = clear observation.
+        method: ``median`` or ``best`` (highest NDVI).
+        red: Band index of red (``best`` only).
+        nir: Band index of near infrared (``best`` only).
+
+    Returns:
+        (bands + 1, H, W) uint16; 0 in every band where no observation is clear.
+    """
+    usable = clear & np.isfinite(stack).all(axis=1)
+    count = usable.sum(axis=0)
+    values = np.where(usable[:, None], stack, np.nan).astype(np.float32)
+    seen = count > 0
+    if method == "median":
+        # Never-seen pixels get one stand-in value (no all-NaN slices); they are 0 below.
+        values[0][:, ~seen] = 0
+        picked = np.nanmedian(values, axis=0)
+    else:
+        if red is None or nir is None:
+            raise CompositeError("the best-pixel composite needs the red and NIR bands")
+        with np.errstate(all="ignore"):
+            ndvi = (values[:, nir] - values[:, red]) / (values[:, nir] + values[:, red])
+        ndvi = np.where(usable, ndvi, -np.inf)
+        best = np.argmax(ndvi, axis=0)
+        picked = np.take_along_axis(values, best[None, None], axis=0)[0]
+    out = np.zeros((stack.shape[1] + 1, *stack.shape[2:]), np.uint16)
+    out[:-1] = np.where(seen, np.clip(np.rint(np.nan_to_num(picked)), 1, 65535), 0)
+    out[-1] = np.minimum(count, 65535)
+    return out
+
+
+def composite_array(acquisitions: Sequence[Acquisition], method: Method = "median"
+                    ) -> Any:
+    """The lazy composite: a (bands + 1, H, W) uint16 dask array.
+
+    Raises:
+        CompositeError: No acquisitions, or acquisitions on different grids or bands.
+    """
+    import dask.array as da
+
+    if not acquisitions:
+        raise CompositeError("no acquisitions to composite")
+    first = acquisitions[0]
+    for acq in acquisitions[1:]:
+        if acq.bands.shape != first.bands.shape or acq.band_names != first.band_names:
+            raise CompositeError(f"{acq.item_id} is not on the grid and bands of "
+                                 f"{first.item_id}")
+    names = first.band_names
+    red = names.index("B04") if "B04" in names else None
+    nir = names.index("B08") if "B08" in names else None
+    if method == "best" and (red is None or nir is None):
+        raise CompositeError("the best-pixel composite needs bands B04 and B08")
+    stack = da.stack([a.bands for a in acquisitions])
+    clear = da.stack([a.clear for a in acquisitions])
+    chunks = first.bands.chunks[1:]
+    stack = stack.rechunk((-1, -1, *chunks))
+    clear = clear.rechunk((-1, *chunks))
+    return da.map_blocks(
+        composite_block, stack, clear, method, red, nir, dtype=np.uint16,
+        drop_axis=0, chunks=((len(names) + 1,), *chunks),
+    )
+
+
+@dataclass
+class CompositeResult:
+    """What a composite run wrote."""
+
+    path: Path
+    items: list[str]
+    skipped: dict[str, str]
+    clear_fraction: float
+    never_clear_fraction: float
+
+
+def lineage(loaded: Loaded, method: Method, period: str) -> dict[str, str]:
+    """GeoTIFF tags that say how a composite was made (item ids, masks, offsets)."""
+    acqs = loaded.acquisitions
+    return {
+        "CACAOMAP_COMPOSITE_METHOD": method,
+        "CACAOMAP_PERIOD": period,
+        "CACAOMAP_ITEMS": json.dumps([a.item_id for a in acqs]),
+        "CACAOMAP_MASK_SOURCE": ",".join(sorted({a.mask_source for a in acqs})),
+        "CACAOMAP_PROCESSING_BASELINES": json.dumps(
+            {a.item_id: a.processing_baseline for a in acqs}),
+        "CACAOMAP_BOA_OFFSETS_REMOVED": json.dumps(
+            {a.item_id: sorted(set(a.offsets.values())) for a in acqs}),
+        "CACAOMAP_SKIPPED_ITEMS": json.dumps(loaded.skipped),
+        "CACAOMAP_REPROJECTED_ITEMS": json.dumps(loaded.reprojected),
+        "CACAOMAP_GRID": json.dumps({"crs": loaded.grid.crs,
+                                     "resolution": loaded.grid.resolution,
+                                     "bounds": loaded.grid.bounds}),
+    }
+
+
+def write_composite(
+    loaded: Loaded,
+    dst: str | Path,
+    *,
+    method: Method = "median",
+    period: str = "",
+    date: str | None = None,
+    scheduler: str | None = None,
+    blocks_at_once: int = 4,
+    on_block: Callable[[int, int], None] | None = None,
+) -> CompositeResult:
+    """Compute a composite block by block and write it as a COG (never a partial file).
+
+    Args:
+        loaded: Acquisitions of one period on one grid.
+        dst: Output COG path.
+        method: ``median`` or ``best``.
+        period: The period (``START/END``), for the lineage.
+        date: ``YYYYMMDD`` written as the composite's ``DATE`` tag (default: the end of
+            the period, else the last acquisition's date).
+        scheduler: A ``dask.distributed`` scheduler address (``tcp://host:8786``);
+            default the local threaded scheduler.
+        blocks_at_once: Blocks computed together (memory: this many blocks of every
+            date in flight).
+        on_block: Called with (blocks done, blocks in all) for progress.
+
+    Returns:
+        The written path, item ids, skipped items and clear fractions.
+    """
+    import dask
+
+    array = composite_array(loaded.acquisitions, method)
+    grid: Grid = loaded.grid
+    height, width = array.shape[1:]
+    transform = grid.geobox().affine
+    names = loaded.acquisitions[0].band_names
+    if date is None:
+        end = period.split("/")[-1] if period else ""
+        date = (end.replace("-", "") if end else
+                loaded.acquisitions[-1].datetime.strftime("%Y%m%d"))
+    profile = {
+        "driver": "GTiff", "width": width, "height": height, "count": len(names) + 1,
+        "dtype": "uint16", "crs": grid.crs, "transform": transform, "nodata": 0,
+        "tiled": True, "blockxsize": 256, "blockysize": 256, "interleave": "pixel",
+        "BIGTIFF": "IF_SAFER",
+    }
+    row_chunks, col_chunks = array.chunks[1:]
+    starts_r = np.cumsum((0, *row_chunks))
+    starts_c = np.cumsum((0, *col_chunks))
+    keys = [(i, j) for i in range(len(row_chunks)) for j in range(len(col_chunks))]
+    seen = 0
+    clear_px = 0
+    client = _client(scheduler)
+    dst = Path(dst)
+    with client or nullcontext(), staged(dst, suffix=".cog.tif") as cog, \
+            tempfile.TemporaryDirectory(prefix=f".{dst.name}.", dir=dst.parent) as scratch:
+        blocks_path = Path(scratch) / "blocks.tif"
+        with rasterio.open(blocks_path, "w", **profile) as out:
+            out.descriptions = (*names, COUNT_BAND)
+            out.update_tags(DATE=date, SCALE="0.0001", **lineage(loaded, method, period))
+            for k in range(0, len(keys), blocks_at_once):
+                batch = keys[k: k + blocks_at_once]
+                computed = dask.compute(*(array.blocks[0, i, j] for i, j in batch))
+                for (i, j), block in zip(batch, computed, strict=True):
+                    out.write(block, window=Window(int(starts_c[j]), int(starts_r[i]),
+                                                   block.shape[2], block.shape[1]))
+                    seen += int((block[-1] > 0).sum())
+                    clear_px += int(block[-1].sum())
+                if on_block:
+                    on_block(min(k + blocks_at_once, len(keys)), len(keys))
+        rasterio.shutil.copy(blocks_path, cog, driver="COG", compress="DEFLATE",
+                             predictor=2, blocksize=512, overview_resampling="NEAREST")
+    pixels = height * width
+    return CompositeResult(
+        path=dst, items=[a.item_id for a in loaded.acquisitions], skipped=loaded.skipped,
+        clear_fraction=clear_px / (pixels * len(loaded.acquisitions)),
+        never_clear_fraction=1 - seen / pixels,
+    )
+
+
+def _client(scheduler: str | None) -> Any:
+    """A dask.distributed client for ``scheduler``, or None for the local scheduler."""
+    if not scheduler:
+        return None
+    from distributed import Client
+
+    return Client(scheduler)
+
+
+def composite_band_indexes(src: Any, num_bands: int) -> list[int] | None:
+    """1-based indexes of a raster's reflectance bands if it is a composite, else None.
+
+    A composite has the model's bands and, last, :data:`COUNT_BAND`.
+    """
+    descriptions = src.descriptions or ()
+    if src.count == num_bands + 1 and descriptions and descriptions[-1] == COUNT_BAND:
+        return list(range(1, num_bands + 1))
+    return None
