@@ -33,7 +33,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import bentoml
 import numpy as np
@@ -119,6 +119,8 @@ def _optional_upload(value: Any) -> Any:
     return None if value is None else FileSchema(content_type="image/tiff").decode(value)
 
 
+#: Clouds found by a model in the scene itself (``csmask``), or not (``none``).
+CloudMask = Literal["none", "csmask"]
 #: An optional GeoTIFF upload (a clear-sky mask).
 OptionalGeoTiff = Annotated[Path | None, BeforeValidator(_optional_upload)]
 
@@ -181,8 +183,8 @@ class CacaoMap:
         except InputError as err:
             raise InvalidArgument(str(err)) from err
 
-    def _classify(self, scene: Path, out_dir: Path, mask: Path | None = None
-                  ) -> SceneResult:
+    def _classify(self, scene: Path, out_dir: Path, mask: Path | None = None,
+                  cloud_mask: CloudMask = "none") -> SceneResult:
         try:
             with contextlib.ExitStack() as stack:
                 src = stack.enter_context(
@@ -191,7 +193,8 @@ class CacaoMap:
                     stack.enter_context(_open_upload(mask)).open(driver="GTiff"))
                     if mask is not None else None)
                 return classify_scene(src, out_dir / "classes.tif", self.scene_classifier,
-                                      max_pixels=SETTINGS.max_pixels, mask=clear)
+                                      max_pixels=SETTINGS.max_pixels, mask=clear,
+                                      cloud_mask=cloud_mask)
         except InvalidArgument:
             raise
         except (InputError, AreaError) as err:
@@ -211,23 +214,27 @@ class CacaoMap:
 
     @bentoml.api
     async def classify_scene(self, scene: GeoTiff, ctx: bentoml.Context,
-                             mask: OptionalGeoTiff = None) -> GeoTiff:
+                             mask: OptionalGeoTiff = None, cloud_mask: CloudMask = "none",
+                             ) -> GeoTiff:
         """Classify a GeoTIFF scene; returns the class map as a Cloud Optimized GeoTIFF.
 
         The scene is the model's bands, or a composite (those and ``clear_count``: never
         seen pixels come out nodata). ``mask``: optional clear-sky mask on the scene's
         grid (one band, non-zero = clear); masked pixels come out nodata.
+        ``cloud_mask=csmask``: the ukis-csmask model finds clouds and shadows in the
+        scene itself (ONNX Runtime, no SCL needed).
         """
         result = await self._in_scene_pool(self._classify, scene, Path(ctx.temp_dir),
-                                           mask)
+                                           mask, cloud_mask)
         return result.path
 
     @bentoml.api
     async def classify_scene_summary(self, scene: GeoTiff, ctx: bentoml.Context,
-                                     mask: OptionalGeoTiff = None) -> dict[str, Any]:
+                                     mask: OptionalGeoTiff = None,
+                                     cloud_mask: CloudMask = "none") -> dict[str, Any]:
         """Classify a GeoTIFF scene (or composite, optional mask): pixels and hectares."""
         result = await self._in_scene_pool(self._classify, scene, Path(ctx.temp_dir),
-                                           mask)
+                                           mask, cloud_mask)
         return {
             "width": result.width,
             "height": result.height,

@@ -262,30 +262,46 @@ def check_mask(mask: DatasetReader, src: DatasetReader) -> None:
             f"{src.height} px in {src.crs} at {tuple(src.transform)[:6]}")
 
 
+@dataclass(frozen=True)
+class CloudModel:
+    """The cloud/shadow model run on the scene itself (no SCL, no mask file)."""
+
+    bands: list[str]
+    reflectance_scale: float
+
+
 def _read_masked(src: DatasetReader, bands: list[int], window: Window,
-                 mask: DatasetReader | None, fill: float) -> np.ndarray:
+                 mask: DatasetReader | None, fill: float,
+                 cloud_model: CloudModel | None = None) -> np.ndarray:
     data = src.read(bands, window=window)
     if mask is not None:
         unclear = mask.read(1, window=window) == 0
         data[:, unclear] = fill
+    if cloud_model is not None:
+        from serving.imagery.masks import csmask_clear
+
+        reflectance = data.astype(np.float32) / cloud_model.reflectance_scale
+        data[:, ~csmask_clear(reflectance, cloud_model.bands)] = fill
     return data
 
 
 def _strips(src: DatasetReader, x0: int, width: int, rows: list[int], height: int,
-            bands: list[int], mask: DatasetReader | None = None, fill: float = 0
-            ) -> Iterator[tuple[int, np.ndarray]]:
+            bands: list[int], mask: DatasetReader | None = None, fill: float = 0,
+            cloud_model: CloudModel | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Strips of a column group, each read in a thread while the previous is classified.
 
-    Pixels a clear-sky ``mask`` says are not clear are read as no data (``fill``).
+    Pixels a clear-sky ``mask`` (or the ``cloud_model``) says are not clear are read as
+    no data (``fill``).
     """
     with ThreadPoolExecutor(1, thread_name_prefix="scene-read") as pool:
         pending = pool.submit(_read_masked, src, bands, Window(x0, rows[0], width, height),
-                              mask, fill)
+                              mask, fill, cloud_model)
         for i, row in enumerate(rows):
             strip = pending.result()
             if i + 1 < len(rows):
                 pending = pool.submit(_read_masked, src, bands,
-                                      Window(x0, rows[i + 1], width, height), mask, fill)
+                                      Window(x0, rows[i + 1], width, height), mask, fill,
+                                      cloud_model)
             yield row, strip
 
 
@@ -318,7 +334,8 @@ def _write(block: Emitted | None, out: DatasetWriter, tally: _Tally, nodata: int
 
 def _blend_groups(src: DatasetReader, out: DatasetWriter, classifier: TileClassifier,
                   tally: _Tally, overlap: int, batch_size: int, block_px: int,
-                  progress: bool, mask: DatasetReader | None = None) -> None:
+                  progress: bool, mask: DatasetReader | None = None,
+                  cloud_model: CloudModel | None = None) -> None:
     """Classify every window, blend, and write the class codes to ``out``."""
     tile = classifier.contract.tile_size
     nodata = classifier.contract.schema.nodata
@@ -342,7 +359,7 @@ def _blend_groups(src: DatasetReader, out: DatasetWriter, classifier: TileClassi
                                    classifier.contract.schema.num_classes, owned, carry,
                                    last=g + 1 == len(groups))
             for row, strip in _strips(src, x0, blender.width, row_starts, th, bands,
-                                      mask, fill):
+                                      mask, fill, cloud_model):
                 _write(blender.emit_until(row), out, tally, nodata)
                 tiles = np.stack([strip[:, :, c - x0 : c - x0 + tw] for c in group])
                 blender.observe(classifier.valid_mask(strip[None])[0])
@@ -365,6 +382,7 @@ def classify_scene(
     progress: bool = False,
     block_px: int = DEFAULT_BLOCK_PX,
     mask: DatasetReader | None = None,
+    cloud_mask: Literal["none", "csmask"] = "none",
 ) -> SceneResult:
     """Classify an open scene into a Cloud Optimized GeoTIFF class map at ``dst``.
 
@@ -372,7 +390,9 @@ def classify_scene(
     it does not call clear are nodata in the map. A composite's clear count does the
     same by itself (never-seen pixels are 0 in every band). The map's
     ``CACAOMAP_MASK_SOURCE`` tag says which: ``file``, the composite's source (``scl``,
-    ``csmask``) or ``none``.
+    ``csmask``) or ``none``. ``cloud_mask="csmask"`` runs the ukis-csmask model on the
+    scene's own bands (L2A reflectance; no SCL needed) and masks what it calls cloud
+    or shadow (``CACAOMAP_MASK_SOURCE=csmask``).
 
     The scene is classified in column groups of at most ``block_px`` pixels, each from
     top to bottom in strips of window rows; what a group adds to the columns its
@@ -387,6 +407,12 @@ def classify_scene(
     if mask is not None:
         check_mask(mask, src)
     contract = classifier.contract
+    cloud_model = None
+    if cloud_mask == "csmask":
+        if not {"B02", "B03", "B04", "B08"} <= set(contract.bands):
+            raise InputError(f"the cloud model needs bands B02, B03, B04 and B08; the "
+                             f"model reads {', '.join(contract.bands)}")
+        cloud_model = CloudModel(list(contract.bands), contract.reflectance_scale)
     schema = contract.schema
     tile = contract.tile_size
     overlap = contract.overlap if overlap is None else overlap
@@ -418,13 +444,15 @@ def classify_scene(
                 CACAOMAP_ONNX_SHA256=contract.onnx_sha256,
                 CACAOMAP_MLFLOW_RUN_ID=contract.mlflow_run_id or "",
                 **({"DATE": src.tags()["DATE"]} if "DATE" in src.tags() else {}),
-                CACAOMAP_MASK_SOURCE="file" if mask is not None else src.tags().get(
-                    "CACAOMAP_MASK_SOURCE", "none"),
+                CACAOMAP_MASK_SOURCE=",".join(
+                    [m for m, on in (("file", mask is not None),
+                                     ("csmask", cloud_model is not None)) if on]
+                    or [src.tags().get("CACAOMAP_MASK_SOURCE", "none")]),
                 **({"CACAOMAP_COMPOSITE_ITEMS": src.tags()["CACAOMAP_ITEMS"]}
                    if "CACAOMAP_ITEMS" in src.tags() else {}),
             )
             _blend_groups(src, out, classifier, tally, overlap, batch_size, block_px,
-                          progress, mask)
+                          progress, mask, cloud_model)
         rasterio.shutil.copy(blocks, cog, driver="COG", compress="DEFLATE", blocksize=512,
                              overview_resampling="NEAREST")
     names = schema.names

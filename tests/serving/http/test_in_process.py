@@ -285,3 +285,36 @@ def test_a_scene_with_a_mask_upload_and_a_composite(client: TestClient, tmp_path
     zone = r.json()["zones"][0]
     assert zone["valid_fraction"] == pytest.approx(28 / 48, abs=0.03)
     assert zone["forest_loss_ha"] == 0 and zone["verdict"] == "insufficient_data"
+
+
+def test_the_cloud_model_masks_a_real_cloudy_scene_in_the_service(
+        client: TestClient, tmp_path: Path) -> None:
+    """``cloud_mask=csmask``: ukis-csmask (ONNX, no torch) runs inside the service.
+
+    The scene is the real Sentinel-2 image of ``tests/data/cloudmask`` (30 % cloud and
+    shadow by its human labels), its six bands placed as B02, B03, B04, B08, B11, B12
+    and the red-edge bands interpolated between red and NIR.
+    """
+    from serving.imagery.masks import csmask_clear
+
+    data = np.load(Path(__file__).resolve().parents[2] / "data" / "cloudmask"
+                   / "sentinel2.npz")
+    blue, green, red, nir, swir1, swir2 = np.moveaxis(data["img"], -1, 0)[:, :256, :256]
+    bands = [blue, green, red, (2 * red + nir) / 3, (red + nir) / 2, (red + 2 * nir) / 3,
+             nir, nir, swir1, swir2]
+    dn = np.clip(np.rint(np.stack(bands) * 10000), 1, 65535).astype(np.uint16)
+    scene = _geotiff(tmp_path / "cloudy.tif", dn)
+    with open(scene, "rb") as f:
+        r = client.post("/classify_scene", files={"scene": ("cloudy.tif", f, "image/tiff")},
+                        data={"cloud_mask": "csmask"})
+    assert r.status_code == 200, r.text
+    with rasterio.MemoryFile(r.content) as mem, mem.open() as src:
+        codes = src.read(1)
+        assert src.tags()["CACAOMAP_MASK_SOURCE"] == "csmask"
+    expected = ~csmask_clear(dn[[0, 1, 2, 6, 8, 9]] / 10000, ["B02", "B03", "B04", "B08",
+                                                              "B11", "B12"])
+    masked = codes == 0
+    assert expected.mean() > 0.1
+    # Strip by strip in the service, whole in the check: the same pixels, up to strip
+    # edges.
+    assert (masked == expected).mean() > 0.95

@@ -211,3 +211,29 @@ def test_a_stac_file_that_is_not_stac(tmp_path: Path) -> None:
     (tmp_path / "x.json").write_text('{"hello": 1}')
     with pytest.raises(ImageryError, match="not a STAC item"):
         items_from_file(tmp_path / "x.json")
+
+
+def test_the_composite_command(tmp_path: Path, when: dt.datetime,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    """``cacaomap composite`` from an ItemCollection on disk; errors name the problem."""
+    import pystac
+
+    from training.cli import main
+
+    items = [write_item(tmp_path / f"i{k}", f"i{k}", when + dt.timedelta(days=k),
+                        surface(k, 32), np.full((32, 32), CLEAR)) for k in range(2)]
+    collection = tmp_path / "items.json"
+    pystac.ItemCollection(items).save_object(dest_href=str(collection))
+    out = tmp_path / "c.tif"
+    main(["composite", "--stac", str(collection), "--period", "2020-01-01/2020-12-31",
+          "--bands", json.dumps(BANDS), "--out", str(out), "--cloud_buffer", "0"])
+    assert "2 acquisitions (median, mask scl)" in capsys.readouterr().out
+    data, tags, _ = _read(out)
+    assert data.shape == (len(BANDS) + 1, 32, 32) and (data[-1] == 2).all()
+    with pytest.raises(SystemExit, match="no acquisition in the period 2023"):
+        main(["composite", "--stac", str(collection), "--period",
+              "2023-01-01/2023-12-31", "--out", str(tmp_path / "x.tif")])
+    with pytest.raises(SystemExit, match="exactly one of --stac, --safe or --search"):
+        main(["composite", "--period", "2020-01-01/2020-12-31", "--out",
+              str(tmp_path / "x.tif")])
+    assert not (tmp_path / "x.tif").exists()
