@@ -230,6 +230,7 @@ def test_the_composite_command(tmp_path: Path, when: dt.datetime,
     assert "2 acquisitions (median, mask scl)" in capsys.readouterr().out
     data, tags, _ = _read(out)
     assert data.shape == (len(BANDS) + 1, 32, 32) and (data[-1] == 2).all()
+    assert json.loads(tags["CACAOMAP_ITEMS"]) == ["i0", "i1"]
     with pytest.raises(SystemExit, match="no acquisition in the period 2023"):
         main(["composite", "--stac", str(collection), "--period",
               "2023-01-01/2023-12-31", "--out", str(tmp_path / "x.tif")])
