@@ -70,6 +70,25 @@ def serve_and_classify(
     return result
 
 
+def against_truth(report: dict[str, Any], truth: dict[str, Any]) -> list[str]:
+    """The baseline on the model's maps against the truth, in three lines."""
+    model_loss = report["landscape"]["forest_loss_ha"]
+    true_loss = truth["landscape"]["forest_loss_ha"]
+    pairs = list(zip(report["zones"], truth["zones"], strict=True))
+    agree = sum(m["verdict"] == t["verdict"] for m, t in pairs)
+    unseen = [m for m, t in pairs if t["verdict"] == "insufficient_data"]
+    found = sum(m["verdict"] == "insufficient_data" for m in unseen)
+    relative = model_loss / true_loss - 1 if true_loss else float("nan")
+    return [
+        f"Landscape forest loss: model {model_loss:,.1f} ha, truth {true_loss:,.1f} ha "
+        f"({relative:+.1%})",
+        f"Plot verdicts agreeing with the truth: {agree}/{len(pairs)} "
+        f"({agree / max(1, len(pairs)):.1%})",
+        f"Plots whose truth is insufficient_data reported as such: {found}/{len(unseen)} "
+        f"({found / max(1, len(unseen)):.1%})",
+    ]
+
+
 def run_demo_serving(
     experiment: str = "cacaomap-demo",
     data: Path = Path("datasets/synthetic/data/demo"),
@@ -124,10 +143,10 @@ def run_demo_serving(
     console.print(base)
     errors = [abs(m["forest_loss_ha"] - t["forest_loss_ha"])
               for m, t in zip(report["zones"], truth["zones"], strict=True)]
-    agree = sum(m["verdict"] == t["verdict"]
-                for m, t in zip(report["zones"], truth["zones"], strict=True))
     console.print(
         f"Plot verdicts (model): {report['verdicts']}; truth: {truth['verdicts']}; "
-        f"verdicts agreeing with truth: {agree}/{len(errors)}; per-plot forest-loss "
-        f"error: mean {np.mean(errors):.2f} ha, max {np.max(errors):.2f} ha")
+        f"per-plot forest-loss error: mean {np.mean(errors):.2f} ha, max "
+        f"{np.max(errors):.2f} ha")
+    for line in against_truth(report, truth):
+        console.print(line)
     console.print("Reports: " + ", ".join(str(p) for p in written))

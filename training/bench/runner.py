@@ -322,6 +322,22 @@ def update_readme(r: dict[str, Any], s: dict[str, Any], readme: Path = README) -
             f"{during['scene'].get('status')}); p99 ratio | "
             f"{idle['p50_ms']:.0f} / {idle['p99_ms']:.0f} → {busy['p50_ms']:.0f} / "
             f"{busy['p99_ms']:.0f}; {during['p99_ratio']:.2f}x |")
+    composite = r.get("composite")
+    if composite:
+        runs = composite["runs"]
+        sides = sorted({int(k.split("_")[0]) for k in runs})
+        per_side = "; ".join(
+            f"{runs[f'{side}_w1']['seconds']:.0f} → {runs[f'{side}_w2']['seconds']:.0f} s, "
+            f"{runs[f'{side}_w1']['peak_rss_mb']:.0f} → "
+            f"{runs[f'{side}_w2']['peak_rss_mb']:.0f} MB" for side in sides)
+        lines.append(
+            f"| composite of {composite['acquisitions']} acquisitions x "
+            f"{composite['bands']} bands (SCL, offset, median, COG), "
+            + " / ".join(f"{side}²" for side in sides)
+            + ": seconds and peak RSS with 1 → 2 dask workers | "
+            + per_side + f"; area x{composite['area_ratio']:.0f} → time "
+            f"x{composite['time_ratio_large_over_small']:.2f}, RSS "
+            f"x{composite['rss_ratio_large_over_small']:.2f} |")
     for row in r.get("session_options", []):
         lines.append(f"| ORT fp32 256 px batch 8, {row['option']} | "
                      f"{row['tiles_per_s']:.2f} tiles/s |")
