@@ -41,7 +41,7 @@ from bentoml.exceptions import InvalidArgument
 from bentoml.validators import ContentType
 from pydantic import BeforeValidator, WithJsonSchema
 from rasterio.errors import RasterioError
-from rasterio.io import MemoryFile
+from rasterio.io import DatasetReader, MemoryFile
 
 from serving.areas import AreaError
 from serving.http import bentoml_fixes, guards
@@ -140,6 +140,16 @@ def _open_upload(path: Path) -> MemoryFile:
     return MemoryFile(path.read_bytes())
 
 
+def _open_with_mask(stack: contextlib.ExitStack, upload: Path, mask: Path | None
+                    ) -> tuple[DatasetReader, DatasetReader | None]:
+    """An upload and its optional mask upload, opened from memory for the ``with``."""
+    src = stack.enter_context(stack.enter_context(_open_upload(upload)).open(driver="GTiff"))
+    if mask is None:
+        return src, None
+    return src, stack.enter_context(
+        stack.enter_context(_open_upload(mask)).open(driver="GTiff"))
+
+
 @bentoml.service(name="cacaomap", traffic={"timeout": 900}, workers=1)
 class CacaoMap:
     """Land-cover classification of Sentinel-2 tiles and scenes."""
@@ -187,11 +197,7 @@ class CacaoMap:
                   cloud_mask: CloudMask = "none") -> SceneResult:
         try:
             with contextlib.ExitStack() as stack:
-                src = stack.enter_context(
-                    stack.enter_context(_open_upload(scene)).open(driver="GTiff"))
-                clear = (stack.enter_context(
-                    stack.enter_context(_open_upload(mask)).open(driver="GTiff"))
-                    if mask is not None else None)
+                src, clear = _open_with_mask(stack, scene, mask)
                 return classify_scene(src, out_dir / "classes.tif", self.scene_classifier,
                                       max_pixels=SETTINGS.max_pixels, mask=clear,
                                       cloud_mask=cloud_mask)
@@ -272,11 +278,7 @@ class CacaoMap:
                                        ("current", current, current_mask)):
                 target = work / f"{name}_classes.tif"
                 with contextlib.ExitStack() as stack:
-                    src = stack.enter_context(
-                        stack.enter_context(_open_upload(upload)).open(driver="GTiff"))
-                    clear = (stack.enter_context(
-                        stack.enter_context(_open_upload(mask)).open(driver="GTiff"))
-                        if mask is not None else None)
+                    src, clear = _open_with_mask(stack, upload, mask)
                     class_map_of(src, upload, target, self.scene_classifier, name,
                                  SETTINGS.max_pixels, mask=clear)
                 paths.append(target)
