@@ -143,6 +143,8 @@ def composite(
     out: Path | None = None,
     stac: Path | None = None,
     safe: list[Path] | None = None,
+    geotiff: list[Path] | None = None,
+    mask_files: list[Path] | None = None,
     search: str | None = None,
     bbox: list[float] | None = None,
     collection: str = "sentinel-2-l2a",
@@ -173,6 +175,9 @@ def composite(
         out: Output COG (required).
         stac: A STAC ItemCollection, catalogue or item JSON on disk.
         safe: SAFE L2A folders (each made into a STAC item).
+        geotiff: Stacked GeoTIFFs on one grid (the model's bands, ``DATE`` tag), one
+            per acquisition; ``--mask_files`` gives their clear-sky masks (one each).
+        mask_files: One-band masks (non-zero = clear) for ``--geotiff``, same order.
         search: A STAC API URL to search (with ``--bbox``, ``--collection``).
         bbox: west, south, east, north in degrees (search, and the grid if no bounds).
         collection: STAC collection searched.
@@ -204,6 +209,7 @@ def composite(
         in_period,
         items_from_file,
         items_from_safe,
+        load_geotiffs,
         load_items,
         search_items,
     )
@@ -211,28 +217,38 @@ def composite(
 
     if not period or out is None:
         raise SystemExit("composite: give --period START/END and --out FILE")
-    sources = sum(x is not None for x in (stac, safe, search))
+    sources = sum(x is not None for x in (stac, safe, search, geotiff))
     if sources != 1:
-        raise SystemExit("give exactly one of --stac, --safe or --search")
+        raise SystemExit("give exactly one of --stac, --safe, --search or --geotiff")
     band_names = list(bands or S2_BANDS)
     try:
-        if stac is not None:
-            items = items_from_file(stac)
-        elif safe is not None:
-            items = items_from_safe(safe)
+        if geotiff is not None:
+            if mask == "scl" and not mask_files:
+                raise ImageryError("stacked GeoTIFFs carry no SCL: give --mask_files, "
+                                   "--mask csmask or --mask none")
+            loaded = load_geotiffs(geotiff, band_names, mask_files, chunk,
+                                   mask="csmask" if mask == "csmask" else None,
+                                   cloud_buffer=cloud_buffer)
+            loaded.acquisitions = in_period(loaded.acquisitions, period)
         else:
-            if not bbox:
-                raise SystemExit("--search needs --bbox west,south,east,north")
-            items = search_items(str(search), bbox, period, collection, max_cloud)
-        items = in_period(items, period)
-        grid = None
-        if crs or resolution or bounds:
-            first = grid_of_first_item(items, band_names[0], resolution)
-            grid = Grid(crs=crs or first.crs, resolution=resolution or first.resolution,
-                        bounds=tuple(bounds) if bounds else first.bounds)  # type: ignore[arg-type]
-        loaded = load_items(items, band_names, mask=mask, grid=grid, chunk=chunk,
-                            snow_is_clear=snow_is_clear, min_items=min_items,
-                            cloud_buffer=cloud_buffer)
+            if stac is not None:
+                items = items_from_file(stac)
+            elif safe is not None:
+                items = items_from_safe(safe)
+            else:
+                if not bbox:
+                    raise SystemExit("--search needs --bbox west,south,east,north")
+                items = search_items(str(search), bbox, period, collection, max_cloud)
+            items = in_period(items, period)
+            grid = None
+            if crs or resolution or bounds:
+                first = grid_of_first_item(items, band_names[0], resolution)
+                grid = Grid(crs=crs or first.crs,
+                            resolution=resolution or first.resolution,
+                            bounds=tuple(bounds) if bounds else first.bounds)  # type: ignore[arg-type]
+            loaded = load_items(items, band_names, mask=mask, grid=grid, chunk=chunk,
+                                snow_is_clear=snow_is_clear, min_items=min_items,
+                                cloud_buffer=cloud_buffer)
     except ImageryError as err:
         raise SystemExit(f"composite: {err}") from err
     for item_id, why in loaded.skipped.items():

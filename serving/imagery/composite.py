@@ -195,33 +195,59 @@ def write_composite(
     starts_r = np.cumsum((0, *row_chunks))
     starts_c = np.cumsum((0, *col_chunks))
     keys = [(i, j) for i in range(len(row_chunks)) for j in range(len(col_chunks))]
-    seen = 0
-    clear_px = 0
     client = _client(scheduler)
     dst = Path(dst)
+    tally = {"seen": 0, "clear": 0, "done": 0}
+
+    def window(key: tuple[int, int]) -> Window:
+        i, j = key
+        return Window(int(starts_c[j]), int(starts_r[i]), int(starts_c[j + 1] - starts_c[j]),
+                      int(starts_r[i + 1] - starts_r[i]))
+
+    def part(key: tuple[int, int]) -> Any:
+        w = window(key)
+        return array[:, w.row_off: w.row_off + w.height, w.col_off: w.col_off + w.width]
+
     with client or nullcontext(), staged(dst, suffix=".cog.tif") as cog, \
             tempfile.TemporaryDirectory(prefix=f".{dst.name}.", dir=dst.parent) as scratch:
         blocks_path = Path(scratch) / "blocks.tif"
         with rasterio.open(blocks_path, "w", **profile) as out:
             out.descriptions = (*names, COUNT_BAND)
             out.update_tags(DATE=date, SCALE="0.0001", **lineage(loaded, method, period))
-            for k in range(0, len(keys), blocks_at_once):
-                batch = keys[k: k + blocks_at_once]
-                computed = dask.compute(*(array.blocks[0, i, j] for i, j in batch))
-                for (i, j), block in zip(batch, computed, strict=True):
-                    out.write(block, window=Window(int(starts_c[j]), int(starts_r[i]),
-                                                   block.shape[2], block.shape[1]))
-                    seen += int((block[-1] > 0).sum())
-                    clear_px += int(block[-1].sum())
+
+            def put(key: tuple[int, int], block: np.ndarray) -> None:
+                out.write(block, window=window(key))
+                tally["seen"] += int((block[-1] > 0).sum())
+                tally["clear"] += int(block[-1].sum())
+                tally["done"] += 1
                 if on_block:
-                    on_block(min(k + blocks_at_once, len(keys)), len(keys))
+                    on_block(tally["done"], len(keys))
+
+            if client is not None:
+                # One submission of every block, written as each arrives (the cluster's
+                # memory manager bounds what waits). Submitting batch after batch
+                # re-sends shared input keys with other task specs, which the scheduler
+                # refuses.
+                from distributed import as_completed
+
+                futures = client.compute([part(key) for key in keys])
+                where = {future.key: key for future, key in zip(futures, keys, strict=True)}
+                for future, block in as_completed(futures, with_results=True):
+                    put(where[future.key], block)
+                    future.release()
+            else:
+                for k in range(0, len(keys), blocks_at_once):
+                    batch = keys[k: k + blocks_at_once]
+                    for key, block in zip(batch, dask.compute(*(part(b) for b in batch)),
+                                          strict=True):
+                        put(key, block)
         rasterio.shutil.copy(blocks_path, cog, driver="COG", compress="DEFLATE",
                              predictor=2, blocksize=512, overview_resampling="NEAREST")
     pixels = height * width
     return CompositeResult(
         path=dst, items=[a.item_id for a in loaded.acquisitions], skipped=loaded.skipped,
-        clear_fraction=clear_px / (pixels * len(loaded.acquisitions)),
-        never_clear_fraction=1 - seen / pixels,
+        clear_fraction=tally["clear"] / (pixels * len(loaded.acquisitions)),
+        never_clear_fraction=1 - tally["seen"] / pixels,
     )
 
 

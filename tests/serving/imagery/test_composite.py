@@ -234,7 +234,44 @@ def test_the_composite_command(tmp_path: Path, when: dt.datetime,
     with pytest.raises(SystemExit, match="no acquisition in the period 2023"):
         main(["composite", "--stac", str(collection), "--period",
               "2023-01-01/2023-12-31", "--out", str(tmp_path / "x.tif")])
-    with pytest.raises(SystemExit, match="exactly one of --stac, --safe or --search"):
+    with pytest.raises(SystemExit, match="exactly one of --stac, --safe, --search or --geotiff"):
         main(["composite", "--period", "2020-01-01/2020-12-31", "--out",
               str(tmp_path / "x.tif")])
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_stacked_geotiffs_with_mask_files(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Today's stacked GeoTIFFs are a source too, read window by window, masks applied."""
+    from training.cli import main
+
+    profile = {"driver": "GTiff", "width": 40, "height": 40, "crs": "EPSG:32718",
+               "nodata": 0, "tiled": True, "blockxsize": 16, "blockysize": 16,
+               "transform": rasterio.transform.from_origin(333_000, 9_097_000, 10, 10)}
+    scenes, masks = [], []
+    for k, value in enumerate((1000, 3000)):
+        scene = tmp_path / f"s{k}.tif"
+        with rasterio.open(scene, "w", count=len(BANDS), dtype="uint16", **profile) as dst:
+            dst.write(np.full((len(BANDS), 40, 40), value, np.uint16))
+            dst.update_tags(DATE=f"2020060{k + 1}")
+        mask = tmp_path / f"m{k}.tif"
+        with rasterio.open(mask, "w", count=1, dtype="uint8", **profile) as dst:
+            clear = np.ones((40, 40), np.uint8)
+            clear[:, 20 * k: 20 * k + 20] = 0  # s0 masked on the left, s1 on the right
+            dst.write(clear, 1)
+        scenes.append(scene)
+        masks.append(mask)
+    out = tmp_path / "c.tif"
+    main(["composite", "--geotiff", json.dumps([str(p) for p in scenes]), "--mask_files",
+          json.dumps([str(p) for p in masks]), "--bands", json.dumps(BANDS),
+          "--period", "2020-01-01/2020-12-31", "--out", str(out)])
+    data, tags, _ = _read(out)
+    assert (data[0, :, :20] == 3000).all() and (data[0, :, 20:] == 1000).all()
+    assert (data[-1] == 1).all() and tags["CACAOMAP_MASK_SOURCE"] == "file"
+    with pytest.raises(SystemExit, match="carry no SCL"):
+        main(["composite", "--geotiff", json.dumps([str(p) for p in scenes]),
+              "--period", "2020-01-01/2020-12-31", "--out", str(tmp_path / "x.tif")])
+    with pytest.raises(SystemExit, match="one per image"):
+        main(["composite", "--geotiff", json.dumps([str(p) for p in scenes]),
+              "--mask_files", json.dumps([str(masks[0])]),
+              "--period", "2020-01-01/2020-12-31", "--out", str(tmp_path / "x.tif")])
