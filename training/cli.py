@@ -142,7 +142,7 @@ def composite(
     period: str | None = None,
     out: Path | None = None,
     stac: Path | None = None,
-    safe: list[Path] | None = None,
+    safe: Path | None = None,
     geotiff: list[Path] | None = None,
     mask_files: list[Path] | None = None,
     search: str | None = None,
@@ -174,7 +174,8 @@ def composite(
             required).
         out: Output COG (required).
         stac: A STAC ItemCollection, catalogue or item JSON on disk.
-        safe: SAFE L2A folders (each made into a STAC item).
+        safe: A SAFE L2A folder, or a folder holding SAFE folders (every ``*.SAFE``
+            in it); each product is made into a STAC item.
         geotiff: Stacked GeoTIFFs on one grid (the model's bands, ``DATE`` tag), one
             per acquisition; ``--mask_files`` gives their clear-sky masks (one each).
         mask_files: One-band masks (non-zero = clear) for ``--geotiff``, same order.
@@ -201,7 +202,9 @@ def composite(
     """
     from rich.progress import Progress
 
-    from serving.imagery.composite import write_composite
+    from serving.imagery.composite import CompositeError, write_composite
+    from serving.imagery.harmonise import HarmonisationError
+    from serving.imagery.safe import SafeError
     from serving.imagery.sources import (
         Grid,
         ImageryError,
@@ -234,7 +237,11 @@ def composite(
             if stac is not None:
                 items = items_from_file(stac)
             elif safe is not None:
-                items = items_from_safe(safe)
+                products = [safe] if safe.suffix.upper() == ".SAFE" else sorted(
+                    p for p in safe.iterdir() if p.suffix.upper() == ".SAFE")
+                if not products:
+                    raise ImageryError(f"no SAFE product in {safe}")
+                items = items_from_safe(products)
             else:
                 if not bbox:
                     raise SystemExit("--search needs --bbox west,south,east,north")
@@ -249,7 +256,7 @@ def composite(
             loaded = load_items(items, band_names, mask=mask, grid=grid, chunk=chunk,
                                 snow_is_clear=snow_is_clear, min_items=min_items,
                                 cloud_buffer=cloud_buffer)
-    except ImageryError as err:
+    except (ImageryError, SafeError, HarmonisationError, CompositeError) as err:
         raise SystemExit(f"composite: {err}") from err
     for item_id, why in loaded.skipped.items():
         print(f"skipped {item_id}: {why}")
@@ -258,9 +265,12 @@ def composite(
     with Progress() as bar:
         task = bar.add_task(f"composite of {len(loaded.acquisitions)} acquisitions",
                             total=None)
-        result = write_composite(
-            loaded, out, method=method, period=period, date=date, scheduler=scheduler,
-            on_block=lambda done, total: bar.update(task, completed=done, total=total))
+        try:
+            result = write_composite(
+                loaded, out, method=method, period=period, date=date, scheduler=scheduler,
+                on_block=lambda done, total: bar.update(task, completed=done, total=total))
+        except CompositeError as err:
+            raise SystemExit(f"composite: {err}") from err
     print(f"wrote {result.path}: {len(result.items)} acquisitions ({method}, mask "
           f"{mask}), {result.clear_fraction:.0%} of observations clear, "
           f"{result.never_clear_fraction:.1%} of pixels never seen clearly")

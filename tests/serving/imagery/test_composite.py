@@ -275,3 +275,26 @@ def test_stacked_geotiffs_with_mask_files(tmp_path: Path,
         main(["composite", "--geotiff", json.dumps([str(p) for p in scenes]),
               "--mask_files", json.dumps([str(masks[0])]),
               "--period", "2020-01-01/2020-12-31", "--out", str(tmp_path / "x.tif")])
+
+
+def test_the_composite_command_on_a_folder_of_real_safe_products(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--safe FOLDER`` takes every product in it; the period picks the 2019 one."""
+    from training.cli import main
+
+    out = tmp_path / "c.tif"
+    main(["composite", "--safe", str(SAFE_ROOT), "--period", "2019-01-01/2019-12-31",
+          "--bands", json.dumps(["B02", "B03", "B04", "B08", "B11", "B12"]),
+          "--cloud_buffer", "0", "--out", str(out)])
+    assert "1 acquisitions (median, mask scl)" in capsys.readouterr().out
+    data, tags, _ = _read(out)
+    assert json.loads(tags["CACAOMAP_ITEMS"])[0].startswith("S2A_MSIL2A_20190212")
+    # The product's clear SCL classes (2, 4, 5, 6, 7: 166 of 10,000 pixels) have a count.
+    assert (data[-1] > 0).sum() == 166
+    with pytest.raises(SystemExit, match="best-pixel composite needs bands B04 and B08"):
+        main(["composite", "--safe", str(SAFE_ROOT), "--period", "2019-01-01/2019-12-31",
+              "--bands", json.dumps(["B02", "B03"]), "--method", "best",
+              "--out", str(tmp_path / "x.tif")])
+    with pytest.raises(SystemExit, match="no SAFE product in"):
+        main(["composite", "--safe", str(tmp_path), "--period", "2019-01-01/2019-12-31",
+              "--out", str(tmp_path / "x.tif")])
