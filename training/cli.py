@@ -203,6 +203,7 @@ def composite(
     from rich.progress import Progress
 
     from serving.imagery.composite import CompositeError, write_composite
+    from serving.imagery.geotiffs import load_geotiffs
     from serving.imagery.harmonise import HarmonisationError
     from serving.imagery.safe import SafeError
     from serving.imagery.sources import (
@@ -212,7 +213,6 @@ def composite(
         in_period,
         items_from_file,
         items_from_safe,
-        load_geotiffs,
         load_items,
         search_items,
     )

@@ -11,10 +11,10 @@ import pytest
 import rasterio
 
 from serving.imagery.composite import COUNT_BAND, composite_block, write_composite
+from serving.imagery.geotiffs import acquisition_from_geotiff
 from serving.imagery.harmonise import boa_offset
 from serving.imagery.sources import (
     ImageryError,
-    acquisition_from_geotiff,
     in_period,
     items_from_file,
     items_from_safe,
