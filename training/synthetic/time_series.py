@@ -36,7 +36,6 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from numpy.typing import NDArray
-from rasterio.transform import from_origin
 from rasterio.windows import Window
 from rich.progress import Progress
 
@@ -53,7 +52,7 @@ from training.synthetic.landscape import (
     Strip,
 )
 from training.synthetic.spectra import S2_BANDS
-from training.synthetic.writer import STRIP_ROWS, _write_plots
+from training.synthetic.writer import STRIP_ROWS, _write_plots, raster_profile
 
 #: Bands at 10 m; the other bands (and SCL) are written at 20 m.
 BANDS_10M = ("B02", "B03", "B04", "B08")
@@ -107,14 +106,6 @@ def to_20m_band(band: NDArray[np.uint16]) -> NDArray[np.uint16]:
     mean = np.rint(cells.mean(axis=(1, 3))).astype(np.uint16)
     mean[(cells == 0).any(axis=(1, 3))] = 0
     return mean
-
-
-def _profile(size: int, pixel: float, config: LandscapeConfig, dtype: str) -> dict[str, Any]:
-    return {
-        "driver": "GTiff", "width": size, "height": size, "count": 1, "dtype": dtype,
-        "crs": config.crs, "transform": from_origin(*config.origin, pixel, pixel),
-        "nodata": 0, "tiled": True, "blockxsize": 256, "blockysize": 256,
-    }
 
 
 def generate_time_series(
@@ -189,7 +180,7 @@ def _write_series(out: Path, config: LandscapeConfig, classes: ClassSchema,
             labels = np.where(seen[period] > 0, covers[period], NODATA).astype(np.uint8)
             counts[period] = np.bincount(labels.ravel(), minlength=n_cls)[:n_cls]
             with rasterio.open(out / "labels" / f"labels_{date}.tif", "w",
-                               **_profile(size, config.pixel_size, config, "uint8")) as lab:
+                               **raster_profile(config, 1, "uint8")) as lab:
                 lab.write(labels, 1)
                 lab.write_colormap(1, classes.colormap())
                 lab.update_tags(DATE=date, PERIOD=period_of(date))
@@ -242,9 +233,8 @@ def _write_acquisition(land: Landscape, period: int, k: int, folder: Path,
     clear_px = 0
     try:
         for band, path in paths.items():
-            fine = band in BANDS_10M
-            profile = _profile(size if fine else half, config.pixel_size * (1 if fine else 2),
-                               config, "uint8" if band == "SCL" else "uint16")
+            profile = raster_profile(config, 1, "uint8" if band == "SCL" else "uint16",
+                                     coarsen=1 if band in BANDS_10M else 2)
             handles[band] = rasterio.open(path, "w", **profile)
         for r0 in range(0, size, STRIP_ROWS):
             r1 = min(r0 + STRIP_ROWS, size)

@@ -33,15 +33,21 @@ from training.synthetic.spectra import S2_BANDS
 STRIP_ROWS = 256
 
 
-def _profile(config: LandscapeConfig, count: int, dtype: str) -> dict[str, Any]:
+def raster_profile(config: LandscapeConfig, count: int, dtype: str, coarsen: int = 1
+                   ) -> dict[str, Any]:
+    """The GeoTIFF profile of the landscape's grid, tiled and compressed.
+
+    ``coarsen``: pixels ``coarsen`` times larger (2 for the 20 m bands of a 10 m grid).
+    """
+    side, pixel = config.size // coarsen, config.pixel_size * coarsen
     return {
         "driver": "GTiff",
-        "width": config.size,
-        "height": config.size,
+        "width": side,
+        "height": side,
         "count": count,
         "dtype": dtype,
         "crs": config.crs,
-        "transform": from_origin(*config.origin, config.pixel_size, config.pixel_size),
+        "transform": from_origin(*config.origin, pixel, pixel),
         "nodata": 0,
         "tiled": True,
         "blockxsize": 256,
@@ -103,9 +109,9 @@ def _write_all(
             lab_path = out / "labels" / f"labels_{date}.tif"
             shapes: list[tuple[dict[str, Any], float]] = []
             with (
-                rasterio.open(img_path, "w", **_profile(config, len(S2_BANDS), "uint16"))
+                rasterio.open(img_path, "w", **raster_profile(config, len(S2_BANDS), "uint16"))
                 as img,
-                rasterio.open(lab_path, "w", **_profile(config, 1, "uint8")) as lab,
+                rasterio.open(lab_path, "w", **raster_profile(config, 1, "uint8")) as lab,
             ):
                 img.descriptions = S2_BANDS
                 img.update_tags(DATE=date, SCALE="0.0001", SENSOR="synthetic S2 L2A")
