@@ -27,6 +27,10 @@ with a message naming the variable, never a silent default.
 | ``CACAOMAP_UI_KEEP`` | ``ui_keep`` | 20 |
 | ``CACAOMAP_UI_KEEP_MB`` | ``ui_keep_mb`` | 4096 |
 | ``CACAOMAP_MAX_ZONE_VERTICES`` | ``max_zone_vertices`` | 1,000,000 |
+| ``CACAOMAP_STORE`` | ``store`` | none (``/plots`` answers 404) |
+| ``CACAOMAP_MAX_PLOTS`` | ``max_plots`` | 10,000 |
+| ``CACAOMAP_MAX_EVIDENCE`` | ``max_evidence`` | 20 |
+| ``CACAOMAP_PLOT_WORKERS`` | ``plot_workers`` | 2 |
 """
 
 from __future__ import annotations
@@ -83,6 +87,10 @@ class Settings:
         ui_keep: Result folders of the map page kept.
         ui_keep_mb: MiB of result folders of the map page kept.
         max_zone_vertices: Most vertices over all zones of one request.
+        store: The baseline store ``/plots`` checks plots against (None: no store).
+        max_plots: Most plots in one ``/plots`` request (the EU system's 10,000).
+        max_evidence: Most plots of a ``/plots`` request with ``evidence=true``.
+        plot_workers: Chunks of plots measured at once per request.
     """
 
     model: str = ""
@@ -105,6 +113,10 @@ class Settings:
     ui_keep: int = 20
     ui_keep_mb: float = 4096.0
     max_zone_vertices: int = 1_000_000
+    store: Path | None = None
+    max_plots: int = 10_000
+    max_evidence: int = 20
+    plot_workers: int = 2
 
     @property
     def max_upload_bytes(self) -> int:
@@ -146,7 +158,8 @@ class Settings:
                     "ui_keep_mb": self.ui_keep_mb,
                     "max_zone_vertices": self.max_zone_vertices,
                     "body_timeout_s": self.body_timeout_s,
-                    "scene_threads": self.scene_threads}
+                    "scene_threads": self.scene_threads, "max_plots": self.max_plots,
+                    "max_evidence": self.max_evidence, "plot_workers": self.plot_workers}
         for name, value in positive.items():
             if not value > 0:  # NaN too
                 raise SettingsError(f"{PREFIX}{name.upper()} must be positive; got {value}")

@@ -9,6 +9,8 @@ import pytest
 from training.synthetic import LandscapeConfig, generate_landscape
 
 REPO = Path(__file__).resolve().parent.parent
+#: The store fixtures (a region's imagery, a model, a built store).
+pytest_plugins = ["tests.store_fixtures"]
 TEST_SCENE_SIZE = 256
 
 

@@ -15,6 +15,7 @@ from typing import Literal
 from jsonargparse import auto_cli
 
 from training.evaluate import evaluate
+from training.plots_cli import plots_check, store_build
 
 
 def synth(
@@ -288,6 +289,9 @@ def classify(
 ) -> None:
     """Classify GeoTIFF scenes (or composites) into COG class maps, offline or via a service.
 
+    Beside each class map, offline, its per-pixel confidence (the blended probability of
+    the class given, percent; ``x.classes.tif`` -> ``x.confidence.tif``).
+
     One scene file: ``--out`` is the output file (default: <scene>_classes.tif). A
     folder of scenes or a text file listing scenes (one path per line): ``--out`` is a
     folder; each scene is a dask task, outputs are named by the scene's and the model's
@@ -305,6 +309,7 @@ def classify(
         scheduler: A dask.distributed scheduler address (``tcp://host:8786``); its
             workers are the concurrency.
     """
+    from serving.inference.confidence import confidence_path
     from serving.inference.many_scenes import classify_many, scene_list
     from serving.inference.model_store import resolve_model_dir
     from serving.inference.scene import classify_file
@@ -319,9 +324,10 @@ def classify(
         classifier = TileClassifier.from_model_dir(resolve_model_dir(model))
         target = out or files[0].with_name(f"{files[0].stem}_classes.tif")
         result = classify_file(files[0], target, classifier, overlap=overlap,
-                               batch_size=batch_size, progress=True)
-        print(f"wrote {result.path} ({result.width} x {result.height}) on "
-              f"{classifier.provider}")
+                               batch_size=batch_size, progress=True,
+                               confidence=confidence_path(target))
+        print(f"wrote {result.path} ({result.width} x {result.height}) and its "
+              f"confidence {confidence_path(target).name} on {classifier.provider}")
         for name, ha in (result.hectares or {}).items():
             print(f"  {name:<20} {ha:12.2f} ha")
         return
@@ -553,7 +559,7 @@ def main(argv: list[str] | None = None) -> None:
          "classify": classify, "evaluate": evaluate, "serve": serve,
          "bento": bento, "baseline": baseline,
          "sample-points": sample_points, "demo-serve": demo_serve, "mlflow-ui": ui_hint,
-         "bench": bench},
+         "bench": bench, "store": {"build": store_build}, "plots": {"check": plots_check}},
         args=args,
     )
 

@@ -1,25 +1,41 @@
-"""The serving half of ``make demo``: export the demo run, serve it, classify over HTTP.
+"""The serving half of ``make demo``: export, build the region's store, check plots over HTTP.
 
-Starts a real ``bentoml serve`` on 127.0.0.1, waits for ``/readyz``, posts the
-monitoring-date scene to ``/classify_scene`` (the COG class map) and
-``/classify_scene_summary`` (hectares per class), prints them, and stops the server.
+1. Export the newest demo run (parity check, MLflow registry, BentoML store).
+2. Build the baseline store of the landscape's region from its STAC catalogue: per
+   cell of the UTM grid and per period (2020, 2024) a composite, a class map and its
+   confidence (:mod:`serving.plots.build`; resumable, so a rerun with the same model
+   and imagery skips every cell).
+3. Start a real ``bentoml serve`` on 127.0.0.1 with ``CACAOMAP_STORE``, classify the
+   monitoring-year composite over HTTP (hectares per class), and send the plots as an
+   EUDR statement (points with ``Area`` up to 4 ha, polygons above) to ``POST /plots``.
+4. Print the verdicts against the truth: the same checks on the generator's truth
+   maps, plot by plot, and the landscape's forest loss (store vs truth).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import httpx
 import mlflow
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from serving.http.local_server import served_model
+from serving.plots.build import BuildOptions, build_store
+from serving.plots.check import CheckOptions, run_checks
+from serving.plots.landscape import store_landscape
+from serving.plots.store import open_store, pair_of_maps, region_of
 from training.export.exporter import export_model
 from training.export.registry import checkpoint_from_run, test_metrics_of_run
 from training.tracking import resolve_tracking_uri
+
+#: Periods of the demo's catalogue.
+PERIODS = {"reference": "2020-01-01/2020-12-31", "current": "2024-01-01/2024-12-31"}
+#: Cells of 2.56 km: the 7.68 km landscape spans several, so plots straddle cells.
+DEMO_CELL_SIZE_M = 2560.0
 
 
 def latest_run(experiment: str) -> str:
@@ -35,57 +51,32 @@ def latest_run(experiment: str) -> str:
     return str(runs[0].info.run_id)
 
 
-def _post(url: str, endpoint: str, files: dict[str, Path]) -> httpx.Response:
-    handles = {k: open(p, "rb") for k, p in files.items()}
-    try:
-        r = httpx.post(f"{url}/{endpoint}", timeout=900, files={
-            k: (files[k].name, h, "application/geo+json" if files[k].suffix == ".geojson"
-                else "image/tiff") for k, h in handles.items()})
-    finally:
-        for h in handles.values():
-            h.close()
+def _post_scene(url: str, scene: Path) -> dict[str, Any]:
+    with open(scene, "rb") as f:
+        r = httpx.post(f"{url}/classify_scene_summary", timeout=900,
+                       files={"scene": (scene.name, f, "image/tiff")})
     r.raise_for_status()
-    return r
+    return dict(r.json())
 
 
-def serve_and_classify(
-    scenes: list[Path], out_dir: Path, model_dir: Path, zones: Path | None = None
-) -> dict[str, Any]:
-    """Serve ``model_dir`` on loopback; classify each scene over HTTP into ``out_dir``.
-
-    With two scenes (reference, current) and ``zones``, also asks ``/baseline``.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"maps": []}
-    with served_model(model_dir) as url:
-        for scene in scenes:
-            target = out_dir / f"classes_{scene.stem.split('_')[-1]}.tif"
-            target.write_bytes(_post(url, "classify_scene", {"scene": scene}).content)
-            result["maps"].append(target)
-        result["summary"] = _post(url, "classify_scene_summary", {"scene": scenes[-1]}).json()
-        if zones is not None and len(scenes) == 2:
-            result["baseline"] = _post(url, "baseline", {
-                "reference": result["maps"][0], "current": result["maps"][1],
-                "zones": zones}).json()
-    return result
-
-
-def against_truth(report: dict[str, Any], truth: dict[str, Any]) -> list[str]:
-    """The baseline on the model's maps against the truth, in three lines."""
-    model_loss = report["landscape"]["forest_loss_ha"]
-    true_loss = truth["landscape"]["forest_loss_ha"]
-    pairs = list(zip(report["zones"], truth["zones"], strict=True))
+def against_truth(model: list[dict[str, Any]], truth: list[dict[str, Any]],
+                  model_loss: float, true_loss: float) -> list[str]:
+    """The plot verdicts and the landscape's loss against the truth, in four lines."""
+    pairs = list(zip(model, truth, strict=True))
     agree = sum(m["verdict"] == t["verdict"] for m, t in pairs)
     unseen = [m for m, t in pairs if t["verdict"] == "insufficient_data"]
     found = sum(m["verdict"] == "insufficient_data" for m in unseen)
+    review = [t["verdict"] for m, t in pairs if m["verdict"] == "needs_review"]
     relative = model_loss / true_loss - 1 if true_loss else float("nan")
     return [
-        f"Landscape forest loss: model {model_loss:,.1f} ha, truth {true_loss:,.1f} ha "
-        f"({relative:+.1%})",
+        f"Landscape forest loss (patches >= 0.5 ha): model {model_loss:,.1f} ha, truth "
+        f"{true_loss:,.1f} ha ({relative:+.1%})",
         f"Plot verdicts agreeing with the truth: {agree}/{len(pairs)} "
         f"({agree / max(1, len(pairs)):.1%})",
         f"Plots whose truth is insufficient_data reported as such: {found}/{len(unseen)} "
         f"({found / max(1, len(unseen)):.1%})",
+        f"Plots marked needs_review (low confidence): {len(review)}; their truth: "
+        f"{json.dumps({v: review.count(v) for v in sorted(set(review))})}",
     ]
 
 
@@ -95,9 +86,11 @@ def run_demo_serving(
     out_dir: Path = Path("experiments/demo-output"),
     models_dir: Path = Path("models"),
 ) -> None:
-    """Export the newest demo run, serve it, classify both dates, run the baseline."""
-    from serving.baseline.report import build_report, write_report
-    from serving.classes import load_classes
+    """Export the newest demo run, build the store, serve it, check the plots."""
+    from rich.progress import Progress
+
+    from serving.imagery.sources import items_from_file
+    from serving.plots.output import write_outputs
 
     console = Console()
     run_id = latest_run(experiment)
@@ -107,46 +100,61 @@ def run_demo_serving(
             checkpoint, models_dir=models_dir, mlflow_run_id=run_id,
             test_metrics=test_metrics_of_run(run_id),
         )
-    scenes = sorted((data / "composites").glob("s2l2a_*.tif"))
-    plots = data / "plots.geojson"
-    console.print(f"Serving {model_dir} with bentoml on 127.0.0.1; classifying "
-                  f"{', '.join(s.name for s in scenes)} over HTTP")
-    served = serve_and_classify(scenes, out_dir, model_dir, plots)
-    summary = served["summary"]
-    table = Table(title=f"Classes of {scenes[-1].name} (served by {model_dir})")
+    store_dir = out_dir / "store"
+    region = region_of({"region": json.loads((data / "region.geojson").read_text())[
+        "features"][0]["geometry"]})
+    with Progress(transient=True) as bar:
+        task = bar.add_task("building the store (cells x periods)", total=None)
+        built = build_store(store_dir, region, PERIODS,
+                            items_from_file(data / "stac" / "catalog.json"), model_dir,
+                            BuildOptions(cell_size_m=DEMO_CELL_SIZE_M),
+                            on_task=lambda d, t: bar.update(task, completed=d, total=t))
+    if built.failed:
+        raise SystemExit(f"store build failed for {built.failed}")
+    store = open_store(store_dir)
+    console.print(f"Store {store_dir}: {len(store.meta['cells'])} cells x 2 periods "
+                  f"({len(built.done)} built now, {len(built.skipped)} already done)")
+    plots_file = data / "plots_eudr.geojson"
+    statement = json.loads(plots_file.read_text())
+    points = sum(f["geometry"]["type"] == "Point" for f in statement["features"])
+    current = sorted((data / "composites").glob("s2l2a_2024*.tif"))[-1]
+    console.print(f"Serving {model_dir} on 127.0.0.1 with CACAOMAP_STORE={store_dir}")
+    with served_model(model_dir, extra_env={"CACAOMAP_STORE": str(store_dir)}) as url:
+        summary = _post_scene(url, current)
+        r = httpx.post(f"{url}/plots", content=plots_file.read_bytes(), timeout=900,
+                       headers={"content-type": "application/geo+json"})
+        r.raise_for_status()
+        answer = r.json()
+    table = Table(title=f"Classes of {current.name} (served by {model_dir})")
     for col in ("class", "pixels", "hectares"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for name, ha in summary["hectares"].items():
         table.add_row(name, f"{summary['class_pixels'][name]:,}", f"{ha:,.2f}")
     console.print(table)
-    console.print(f"Class maps (Cloud Optimized GeoTIFF): {', '.join(map(str, served['maps']))}")
+    records = [f["properties"]["cacaomap"] for f in answer["features"]]
+    console.print(f"POST /plots: {len(records)} plots ({points} declared as points with "
+                  f"Area, {len(records) - points} polygons): {answer['verdicts']}")
 
-    # The baseline on the model's maps (the service's answer), written as reports, and
-    # compared plot by plot with the generator's truth.
-    schema = load_classes()
-    model_ref, model_cur = served["maps"]
-    report, maps, zones = build_report(model_ref, model_cur, schema, plots,
-                                       lineage=served["baseline"]["lineage"])
-    written = write_report(report, maps, zones, schema, out_dir / "baseline")
+    # The same checks on the generator's truth maps, with the store's thresholds.
     truth_ref, truth_cur = sorted((data / "labels").glob("labels_*.tif"))
-    truth, _, _ = build_report(truth_ref, truth_cur, schema, plots)
-    land = report["landscape"]
-    base = Table(title="Deforestation baseline since the reference date (model maps)")
+    truth_maps = pair_of_maps(truth_ref, truth_cur, store.schema, with_confidence=False)
+    options = CheckOptions(min_forest_ha=float(store.meta["min_forest_ha"]))
+    _, truth, _ = run_checks(plots_file.read_bytes(), truth_maps, options)
+    true_land = store_landscape(truth_maps, region, options.min_forest_ha)
+    land = store.meta["landscape"]
+    base = Table(title="Deforestation baseline since the reference period (store vs truth)")
     base.add_column("quantity")
-    base.add_column("model ha", justify="right")
+    base.add_column("store ha", justify="right")
     base.add_column("truth ha", justify="right")
     base.add_row("forest at reference", f"{land['forest_ref_ha']:,.1f}",
-                 f"{truth['landscape']['forest_ref_ha']:,.1f}")
+                 f"{true_land['forest_ref_ha']:,.1f}")
     for driver, ha in land["forest_loss_by_driver_ha"].items():
         base.add_row(f"forest → {driver}", f"{ha:,.1f}",
-                     f"{truth['landscape']['forest_loss_by_driver_ha'][driver]:,.1f}")
+                     f"{true_land['forest_loss_by_driver_ha'][driver]:,.1f}")
     console.print(base)
-    errors = [abs(m["forest_loss_ha"] - t["forest_loss_ha"])
-              for m, t in zip(report["zones"], truth["zones"], strict=True)]
-    console.print(
-        f"Plot verdicts (model): {report['verdicts']}; truth: {truth['verdicts']}; "
-        f"per-plot forest-loss error: mean {np.mean(errors):.2f} ha, max "
-        f"{np.max(errors):.2f} ha")
-    for line in against_truth(report, truth):
+    checked, _, lineage = run_checks(plots_file.read_bytes(), store, options)
+    written = write_outputs(out_dir / "plots", checked, records, lineage)
+    for line in against_truth(records, truth, land["forest_loss_ha"],
+                              true_land["forest_loss_ha"]):
         console.print(line)
-    console.print("Reports: " + ", ".join(str(p) for p in written))
+    console.print("Plot reports: " + ", ".join(str(p) for p in written))

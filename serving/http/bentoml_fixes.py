@@ -14,6 +14,8 @@ BentoML is upgraded; each docstring names the BentoML code it replaces.
   largest cost of a tile request after inference.
 - :func:`bound_metric_labels`: every request path became its own Prometheus label, so
   junk paths (even ones the guards refuse) grew ``/metrics`` without bound.
+- :func:`reject_bad_root_json`: a body that is not JSON, sent to an API whose one
+  positional argument is the whole body (``/plots``), answered 500.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ UPSTREAM: dict[str, tuple[tuple[str, str, str], ...]] = {
     ),
     "fast_json_responses": (
         ("_bentoml_sdk.io_models", "IORootModel.model_dump_json", "7eb4eaa0ae883ba1"),
+    ),
+    "reject_bad_root_json": (
+        ("_bentoml_sdk.io_models", "IORootModel.model_validate_json", "91bb58747b931a55"),
     ),
     "bound_metric_labels": (
         ("bentoml._internal.server.http.instruments",
@@ -241,6 +246,39 @@ def fast_json_responses() -> None:
     IORootModel.model_dump_json = model_dump_json  # type: ignore[method-assign]
 
 
+def reject_bad_root_json() -> None:
+    """Answer 400, not 500, when a root-input API gets a body that is not JSON.
+
+    ``IORootModel.model_validate_json`` (``_bentoml_sdk/io_models.py``) parses with
+    ``json.loads`` and lets its ``JSONDecodeError`` escape; BentoML's endpoint turns
+    pydantic's ``ValidationError`` into 400 but anything else into 500 with a traceback.
+    The replacement parses the same way and raises ``BadInput`` (400) naming the error.
+    """
+    import json
+
+    from _bentoml_sdk.io_models import IORootModel
+    from bentoml.exceptions import BadInput
+
+    current = IORootModel.model_validate_json.__func__  # type: ignore[attr-defined]
+    if getattr(current, "cacaomap_fixed", False):
+        return
+
+    def model_validate_json(cls: Any, json_data: str | bytes | bytearray, **kwargs: Any
+                            ) -> Any:
+        if cls.model_json_schema().get("type") in ("string", "file"):
+            return cls.model_validate(json_data, **kwargs)
+        try:
+            parsed = json.loads(json_data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise BadInput(f"the body is not JSON: {err}") from err
+        except RecursionError as err:
+            raise BadInput("the body is JSON nested too deeply") from err
+        return cls.model_validate(parsed, **kwargs)
+
+    model_validate_json.cacaomap_fixed = True  # type: ignore[attr-defined]
+    IORootModel.model_validate_json = classmethod(model_validate_json)  # type: ignore[assignment,method-assign]
+
+
 def metric_label(path: str) -> str:
     """The ``endpoint`` label of a request path: the route, or one label for the rest."""
     from serving.http.guards import PUBLIC_PATHS, ROUTE_MEDIA_TYPES
@@ -305,4 +343,5 @@ def apply() -> None:
     cancel_timeout_timers()
     bound_cork_wait()
     fast_json_responses()
+    reject_bad_root_json()
     bound_metric_labels()

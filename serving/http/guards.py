@@ -158,6 +158,8 @@ ROUTE_MEDIA_TYPES = {
     "/baseline": ("multipart/form-data",),
     "/analyze": ("multipart/form-data",),
     "/analyze_scene": ("multipart/form-data",),
+    "/plots": ("application/json", "application/geo+json", "multipart/form-data"),
+    "/store": ("application/json",),
 }
 
 
@@ -298,6 +300,7 @@ class BodyReader:
                     break
             size = body.tell()
             body.seek(0)
+            scope.setdefault("state", {})[BODY_STATE] = (body, size)
 
             async def replay() -> Message:
                 if body.closed or body.tell() >= size:
@@ -308,6 +311,31 @@ class BodyReader:
 
             await self.app(scope, replay, send)
         return None
+
+
+#: Where :class:`BodyReader` leaves the spooled body in the ASGI scope's state.
+BODY_STATE = "cacaomap_body"
+
+
+def spooled_body(scope: Scope) -> bytes | None:
+    """The request body :class:`BodyReader` spooled, as bytes (None if there is none).
+
+    The spool stays open until the app has answered, so a handler can read the bytes
+    as the client sent them (e.g. to count the decimals of coordinates).
+    """
+    held = (scope.get("state") or {}).get(BODY_STATE)
+    if held is None:
+        return None
+    body, size = held
+    if body.closed:
+        return None
+    position = body.tell()
+    try:
+        body.seek(0)
+        data = body.read(size)
+    finally:
+        body.seek(position)
+    return bytes(data)
 
 
 class InFlightLimit:

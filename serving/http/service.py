@@ -5,7 +5,8 @@ the model: a models/ folder, or ``bento:<name>:<version>`` from the BentoML stor
 default the newest ``models/cacaomap/v<N>``). Endpoints: ``/classify_tiles`` (adaptive
 batching), ``/classify_scene`` (GeoTIFF in, COG class map out),
 ``/classify_scene_summary`` (per-class pixels and hectares as JSON), ``/baseline``,
-``/analyze`` and ``/analyze_scene`` (the map page), ``/model`` (the contract), and
+``/analyze`` and ``/analyze_scene`` (the map page), ``/plots`` and ``/store`` (plot
+checks against the store of ``CACAOMAP_STORE``), ``/model`` (the contract), and
 BentoML's ``/livez``, ``/readyz`` and ``/metrics``.
 
 The model is checked once per deployment, before any worker starts
@@ -37,7 +38,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import bentoml
 import numpy as np
-from bentoml.exceptions import InvalidArgument
+from bentoml.exceptions import InvalidArgument, NotFound
 from bentoml.validators import ContentType
 from pydantic import BeforeValidator, WithJsonSchema
 from rasterio.errors import RasterioError
@@ -119,6 +120,24 @@ def _optional_upload(value: Any) -> Any:
     return None if value is None else FileSchema(content_type="image/tiff").decode(value)
 
 
+#: A plots body: GeoJSON, or ``{"plots": GeoJSON, "evidence": ...}`` (see plots_api).
+PlotsBody = Annotated[dict[str, Any], WithJsonSchema({
+    "type": "object", "description": "GeoJSON FeatureCollection of plots (EUDR: Points "
+    "with an Area in ha, Polygons, MultiPolygons)"})]
+
+
+def _raw_json_body(ctx: bentoml.Context) -> bytes | None:
+    """The request's JSON bytes as the client sent them (kept by the body reader)."""
+    try:
+        request = ctx.request
+    except LookupError:
+        return None
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("application/json", "application/geo+json"):
+        return None
+    return guards.spooled_body(request.scope)
+
+
 #: Clouds found by a model in the scene itself (``csmask``), or not (``none``).
 CloudMask = Literal["none", "csmask"]
 #: An optional GeoTIFF upload (a clear-sky mask).
@@ -158,11 +177,16 @@ class CacaoMap:
     def check_model() -> None:
         """Refuse to start (exit 1, naming why) unless the model is whole and consistent.
 
-        Runs once in ``bentoml serve``'s own process, before any worker.
+        Runs once in ``bentoml serve``'s own process, before any worker; the store of
+        ``CACAOMAP_STORE``, if one is given, must open too.
         """
+        from serving.plots.store import StoreError, open_store
+
         try:
             load_model_dir(resolve_model_dir())
-        except ContractError as err:
+            if SETTINGS.store is not None:
+                open_store(SETTINGS.store)
+        except (ContractError, StoreError) as err:
             sys.exit(f"cacaomap: cannot serve: {err}")
 
     def __init__(self) -> None:
@@ -175,6 +199,9 @@ class CacaoMap:
             onnx_path, intra_op_threads=SETTINGS.scene_ort_threads or scene_ort_threads()))
         self.contract = contract
         LoadedModel.contract = self.contract
+        from serving.plots.store import open_store
+
+        self.store = open_store(SETTINGS.store) if SETTINGS.store is not None else None
         self._scene_pool = ThreadPoolExecutor(SETTINGS.scene_threads,
                                               thread_name_prefix="scene",
                                               initializer=yield_cpu_to_tiles)
@@ -329,6 +356,46 @@ class CacaoMap:
         """For the map page: one scene (or class map) classified and rendered."""
         _check_size(scene)
         return await self._in_scene_pool(self._analyze, {"current": scene})
+
+    @bentoml.api(route="/plots")
+    async def plots(self, body: PlotsBody, /, ctx: bentoml.Context) -> dict[str, Any]:
+        """Check farm plots (EUDR GeoJSON) against the store: one record per plot.
+
+        The body is a GeoJSON FeatureCollection of Points (with ``Area`` in ha, up to
+        4 ha), Polygons and MultiPolygons; ``?evidence=true`` adds a picture per plot
+        (a handful of plots). Each feature comes back with ``properties.cacaomap``:
+        forest at the reference date, loss by driver, share observed, confidence,
+        verdict and flags; a plot that cannot be checked gets ``verdict: "error"``.
+        """
+        from serving.http.plots_api import PlotsRequestError, check_request, request_options
+
+        if self.store is None:
+            raise NotFound("this service has no baseline store: start it with "
+                           "CACAOMAP_STORE=<store folder> (cacaomap store build)")
+        try:
+            doc, evidence, area = request_options(body, dict(ctx.request.query_params))
+        except PlotsRequestError as err:
+            raise InvalidArgument(str(err)) from err
+        raw = _raw_json_body(ctx)
+        if raw is not None and doc is body:
+            doc = raw  # decimals counted as the client wrote them
+        try:
+            return await self._in_scene_pool(check_request, doc, self.store, SETTINGS,
+                                             evidence, area)
+        except PlotsRequestError as err:
+            raise InvalidArgument(str(err)) from err
+
+    @bentoml.api(route="/store")
+    def store_info(self) -> dict[str, Any]:
+        """The store plots are checked against: periods, cutoff, model, cells, landscape."""
+        if self.store is None:
+            raise NotFound("this service has no baseline store (CACAOMAP_STORE)")
+        meta = self.store.meta
+        return {k: meta.get(k) for k in ("created", "periods", "cutoff",
+                                         "reference_ends_by_cutoff", "model", "thresholds",
+                                         "min_forest_ha", "grid", "region", "landscape")} | {
+            "cells": len(meta.get("cells", [])),
+            "failed_cells": [c["id"] for c in meta.get("cells", []) if c.get("failed")]}
 
     @bentoml.api(route="/model")
     def model(self) -> dict[str, Any]:

@@ -8,7 +8,8 @@ Resumable: each output is named after the sha256 of its input scene's bytes and 
 model's sha256 (``<stem>.<scene sha[:12]>.<model sha[:12]>.classes.tif``), so scenes
 already done with the same model are skipped, and a renamed or edited scene is not
 mistaken for a done one. Outputs are staged and renamed into place
-(:func:`serving.files.staged`).
+(:func:`serving.files.staged`). Offline, each class map gets its confidence COG beside
+it (:func:`serving.inference.confidence.confidence_path`), written before the map.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from rich.progress import Progress
 
 from serving.files import sha256_file, staged
+from serving.inference.confidence import confidence_path
 from serving.inference.scene import classify_file
 from serving.inference.tiles import TileClassifier
 
@@ -72,7 +74,7 @@ def _post_scene(url: str, scene: Path, target: Path) -> None:
 
 
 @functools.lru_cache(maxsize=2)
-def _classifier(model_dir: str) -> TileClassifier:
+def cached_classifier(model_dir: str) -> TileClassifier:
     """One classifier (ONNX session) per model per worker process, reused by its tasks."""
     return TileClassifier.from_model_dir(Path(model_dir))
 
@@ -89,7 +91,8 @@ def classify_one(scene: Path, target: Path, model_dir: str | None, url: str | No
         if url is not None:
             _post_scene(url, scene, target)
         else:
-            classify_file(scene, target, _classifier(str(model_dir)))
+            classify_file(scene, target, cached_classifier(str(model_dir)),
+                          confidence=confidence_path(target))
     except Exception as err:
         return str(scene), str(err) or type(err).__name__
     return str(scene), None

@@ -16,6 +16,7 @@ GDAL's block cache is capped for the same reason.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -49,6 +50,11 @@ from serving.inference.blending import (
     GroupBlender,
     column_groups,
     window_starts,
+)
+from serving.inference.confidence import (
+    CONFIDENCE_BAND,
+    CONFIDENCE_NODATA,
+    encode_confidence,
 )
 from serving.inference.tiles import InputError, TileClassifier
 from serving.settings import DEFAULT_MAX_PIXELS
@@ -322,21 +328,30 @@ class _Tally:
             self.hectares += class_hectares(codes, areas, self.classes)
 
 
-def _write(block: Emitted | None, out: DatasetWriter, tally: _Tally, nodata: int) -> None:
+def _write(block: Emitted | None, out: DatasetWriter, tally: _Tally, nodata: int,
+           confidence: DatasetWriter | None = None) -> None:
     if block is None:
         return
     classes = block.probs.argmax(0).astype(np.uint8)
     classes[~block.valid] = nodata
-    out.write(classes, 1, window=Window(block.col, block.row, classes.shape[1],
-                                        classes.shape[0]))
+    window = Window(block.col, block.row, classes.shape[1], classes.shape[0])
+    out.write(classes, 1, window=window)
+    if confidence is not None:
+        confidence.write(encode_confidence(block.probs, classes != nodata), 1,
+                         window=window)
     tally.add(classes, block.row, block.col)
 
 
 def _blend_groups(src: DatasetReader, out: DatasetWriter, classifier: TileClassifier,
                   tally: _Tally, overlap: int, batch_size: int, block_px: int,
                   progress: bool, mask: DatasetReader | None = None,
-                  cloud_model: CloudModel | None = None) -> None:
-    """Classify every window, blend, and write the class codes to ``out``."""
+                  cloud_model: CloudModel | None = None,
+                  confidence: DatasetWriter | None = None) -> None:
+    """Classify every window, blend, and write the class codes to ``out``.
+
+    With ``confidence``, the top blended probability of each pixel goes there too
+    (:func:`serving.inference.confidence.encode_confidence`).
+    """
     tile = classifier.contract.tile_size
     nodata = classifier.contract.schema.nodata
     height, width = src.height, src.width
@@ -360,14 +375,14 @@ def _blend_groups(src: DatasetReader, out: DatasetWriter, classifier: TileClassi
                                    last=g + 1 == len(groups))
             for row, strip in _strips(src, x0, blender.width, row_starts, th, bands,
                                       mask, fill, cloud_model):
-                _write(blender.emit_until(row), out, tally, nodata)
+                _write(blender.emit_until(row), out, tally, nodata, confidence)
                 tiles = np.stack([strip[:, :, c - x0 : c - x0 + tw] for c in group])
                 blender.observe(classifier.valid_mask(strip[None])[0])
                 for b in range(0, len(group), batch_size):
                     probs = classifier.probabilities(tiles[b : b + batch_size])
                     blender.add(row, group[b : b + batch_size], probs)
                 bar.advance(task)
-            _write(blender.emit_until(height), out, tally, nodata)
+            _write(blender.emit_until(height), out, tally, nodata, confidence)
             carry = blender.carry_out
 
 
@@ -383,6 +398,7 @@ def classify_scene(
     block_px: int = DEFAULT_BLOCK_PX,
     mask: DatasetReader | None = None,
     cloud_mask: Literal["none", "csmask"] = "none",
+    confidence: str | Path | None = None,
 ) -> SceneResult:
     """Classify an open scene into a Cloud Optimized GeoTIFF class map at ``dst``.
 
@@ -402,6 +418,10 @@ def classify_scene(
     The COG keeps the input's CRS and transform, carries the class colour table and
     marks nodata (code 0) as nodata. It is staged under a temporary name and renamed
     (:func:`serving.files.staged`), so a failed run leaves nothing at ``dst``.
+
+    With ``confidence`` (a path), the per-pixel confidence (the blended top-class
+    probability in percent, :mod:`serving.inference.confidence`) is written there as
+    a second COG on the same grid, staged the same way.
     """
     check_scene(src, classifier, max_pixels, require_crs)
     if mask is not None:
@@ -434,8 +454,14 @@ def classify_scene(
     # The blocks are written to a scratch file, then copied into the staged COG.
     with staged(dst, suffix=".cog.tif") as cog, tempfile.TemporaryDirectory(
             prefix=f".{dst.name}.", dir=dst.parent) as scratch, rasterio.Env(
-            GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+            GDAL_CACHEMAX=GDAL_CACHE_BYTES), contextlib.ExitStack() as stack:
         blocks = Path(scratch) / "blocks.tif"
+        conf_out = None
+        if confidence is not None:
+            conf_blocks = Path(scratch) / "confidence.tif"
+            conf_out = stack.enter_context(rasterio.open(
+                conf_blocks, "w", **(profile | {"nodata": CONFIDENCE_NODATA})))
+            conf_out.descriptions = (CONFIDENCE_BAND,)
         with rasterio.open(blocks, "w", **profile) as out:
             out.write_colormap(1, schema.colormap())
             # Lineage travels with the map: the model that made it and the scene's date.
@@ -452,7 +478,14 @@ def classify_scene(
                    if "CACAOMAP_ITEMS" in src.tags() else {}),
             )
             _blend_groups(src, out, classifier, tally, overlap, batch_size, block_px,
-                          progress, mask, cloud_model)
+                          progress, mask, cloud_model, conf_out)
+        if conf_out is not None and confidence is not None:
+            conf_out.update_tags(**out.tags())
+            conf_out.close()
+            with staged(confidence, suffix=".cog.tif") as conf_cog:
+                rasterio.shutil.copy(conf_blocks, conf_cog, driver="COG",
+                                     compress="DEFLATE", blocksize=512,
+                                     overview_resampling="NEAREST")
         rasterio.shutil.copy(blocks, cog, driver="COG", compress="DEFLATE", blocksize=512,
                              overview_resampling="NEAREST")
     names = schema.names

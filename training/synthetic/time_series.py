@@ -15,6 +15,9 @@ Layout under the output folder::
                                       one acquisition saw the ground clearly, else 0
     plots.geojson                     farm plots with their truth (valid fraction,
                                       forest loss by driver) from those labels
+    plots_eudr.geojson                the same plots as a statement declares them
+                                      (points with Area up to 4 ha, else polygons)
+    region.geojson                    the landscape's footprint (lon/lat)
     truth.json                        config, periods, items, class and transition pixels
 
 The truth's "observed" is the generator's own (no cloud, no shadow, inside the swath);
@@ -43,6 +46,7 @@ from serving.areas import M2_PER_HA
 from serving.classes import ClassSchema, load_classes
 from serving.files import staged
 from serving.imagery.safe import item_from_files
+from training.synthetic.eudr import write_eudr_plots, write_region
 from training.synthetic.landscape import (
     DEGRADED,
     NODATA,
@@ -196,6 +200,10 @@ def _write_series(out: Path, config: LandscapeConfig, classes: ClassSchema,
         catalog.make_all_asset_hrefs_relative()
         catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
     _write_plots(out, land, config)
+    write_eudr_plots(out / "plots.geojson", out / "plots_eudr.geojson")
+    left, top = config.origin
+    side = config.size * config.pixel_size
+    write_region(config.crs, (left, top - side, left + side, top), out / "region.geojson")
     ref = np.where(seen[0] > 0, covers[0], NODATA)
     cur = np.where(seen[1] > 0, covers[1], NODATA)
     transitions = np.zeros((n_cls, n_cls), np.int64)

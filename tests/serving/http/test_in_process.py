@@ -318,3 +318,9 @@ def test_the_cloud_model_masks_a_real_cloudy_scene_in_the_service(
     # Strip by strip in the service, whole in the check: the same pixels, up to strip
     # edges.
     assert (masked == expected).mean() > 0.95
+
+
+def test_plots_without_a_store_is_404_naming_the_setting(client: TestClient) -> None:
+    r = client.post("/plots", json={"type": "FeatureCollection", "features": []})
+    assert r.status_code == 404 and "CACAOMAP_STORE" in r.json()["error"]
+    assert client.post("/store", json={}).status_code == 404

@@ -1,0 +1,104 @@
+"""The service's ``/plots``: plots (EUDR GeoJSON) checked against the store it was given.
+
+The service opens the store of ``CACAOMAP_STORE`` at start (a store that cannot be
+read stops it, naming why). A request is
+
+- a GeoJSON body (``application/geo+json`` or ``application/json``: a
+  FeatureCollection, a Feature or a geometry), as BentoML's own client sends the one
+  positional argument; the query may add ``evidence=true`` and ``point_area_ha=2``;
+- or the same wrapped, ``{"plots": <GeoJSON>, "evidence": true}``;
+- or multipart with a ``plots`` file part (and ``evidence`` / ``point_area_ha`` fields).
+
+The answer is the input FeatureCollection with each feature's record under
+``properties.cacaomap`` (producer properties untouched) plus ``verdicts`` and
+``lineage`` members; with ``evidence=true`` (at most ``CACAOMAP_MAX_EVIDENCE`` plots)
+each record carries its picture as ``evidence_png`` (base64). A plot that cannot be
+checked gets ``verdict: "error"`` with its reason and the others are answered; only a
+body that is not GeoJSON, or over ``CACAOMAP_MAX_PLOTS``, gets 400.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from typing import Any
+
+from serving.baseline.change import Thresholds
+from serving.plots.check import CheckOptions, run_checks
+from serving.plots.evidence import evidence_png
+from serving.plots.geolocation import PlotsError
+from serving.plots.output import feature_collection
+from serving.plots.store import MapSource
+from serving.settings import Settings
+
+#: The JSON schema the OpenAPI page shows for the body.
+PLOTS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "GeoJSON FeatureCollection of plots (EUDR: Points with an Area in "
+                   "ha, Polygons, MultiPolygons), or {\"plots\": <that>, \"evidence\": "
+                   "bool, \"point_area_ha\": number}",
+    "properties": {"type": {"type": "string"}, "features": {"type": "array"}},
+}
+TRUE = ("1", "true", "yes", "on")
+
+
+class PlotsRequestError(ValueError):
+    """A request the service answers with 400 (the message says why)."""
+
+
+def request_options(body: Any, query: dict[str, str]) -> tuple[Any, bool, float]:
+    """(GeoJSON, evidence, point area) from a body and its query string.
+
+    Raises:
+        PlotsRequestError: An option that is not what it should be.
+    """
+    doc = body
+    options: dict[str, Any] = dict(query)
+    if isinstance(body, dict) and "plots" in body and "type" not in body:
+        doc = body["plots"]
+        options |= {k: v for k, v in body.items() if k != "plots"}
+    unknown = set(options) - {"evidence", "point_area_ha"}
+    if unknown:
+        raise PlotsRequestError(f"unknown option(s) {sorted(unknown)}; /plots takes "
+                                "evidence and point_area_ha")
+    evidence = options.get("evidence", False)
+    if isinstance(evidence, str):
+        evidence = evidence.strip().lower() in TRUE
+    try:
+        area = float(options.get("point_area_ha", 1.0))
+    except (TypeError, ValueError) as err:
+        raise PlotsRequestError(f"point_area_ha must be a number of hectares; got "
+                                f"{options.get('point_area_ha')!r}") from err
+    if not (math.isfinite(area) and area > 0):
+        raise PlotsRequestError(f"point_area_ha must be positive; got {area}")
+    return doc, bool(evidence), area
+
+
+def check_request(doc: bytes | dict[str, Any], source: MapSource, settings: Settings,
+                  evidence: bool, point_area_ha: float) -> dict[str, Any]:
+    """The answer to one ``/plots`` request.
+
+    Raises:
+        PlotsRequestError: The body is not GeoJSON, or over a limit.
+    """
+    meta = source.meta
+    kept = meta.get("thresholds") or {}
+    options = CheckOptions(Thresholds(**kept) if kept else Thresholds(),
+                           float(meta.get("min_forest_ha", 0.5)),
+                           workers=settings.plot_workers)
+    try:
+        plots, records, summary = run_checks(
+            doc, source, options, name="plots", point_area_ha=point_area_ha,
+            max_plots=settings.max_plots, max_vertices=settings.max_zone_vertices)
+    except PlotsError as err:
+        raise PlotsRequestError(str(err)) from err
+    if evidence:
+        if len(plots) > settings.max_evidence:
+            raise PlotsRequestError(
+                f"evidence is drawn for at most {settings.max_evidence} plots "
+                f"(CACAOMAP_MAX_EVIDENCE); this request has {len(plots)}")
+        for plot, record in zip(plots, records, strict=True):
+            if plot.geometry is not None and record["verdict"] != "error":
+                png = evidence_png(plot, record, source)
+                record["evidence_png"] = base64.b64encode(png).decode()
+    return feature_collection(plots, records) | summary

@@ -1,0 +1,294 @@
+"""Building a baseline store: per cell and period a composite, a class map, a confidence.
+
+The region (lon/lat) is cut into cells (:func:`serving.plots.grid.plan_cells`). Each
+(cell, period) is one dask task: the period's items that touch the cell are loaded onto
+the cell's grid (:mod:`serving.imagery.sources`), composited
+(:mod:`serving.imagery.composite`), classified with the model into a class map and its
+confidence (:func:`serving.inference.scene.classify_scene`), and marked done with its
+content key last. The key is the sha256 of everything the files depend on (the cell,
+the period, the items and their assets, the model's sha256, the imagery options), so a
+rerun skips what is done, and redoes a cell whose inputs changed. A task that fails is
+reported with its reason and the others go on; a build killed midway resumes where it
+stopped. Tasks run on the local threaded scheduler (``workers`` in flight) or on a
+``dask.distributed`` cluster (``scheduler``; the store and the imagery must be on paths
+its workers can read).
+
+Last, the store's STAC catalogue (pystac, self-contained, one collection per period),
+its landscape summary (block by block) and ``store.json`` are written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import shapely
+from shapely.geometry import box, mapping
+from shapely.geometry.base import BaseGeometry
+
+from serving.baseline.change import Thresholds
+from serving.files import write_bytes_atomic
+from serving.inference.contract import load_model_dir
+from serving.plots.grid import Cell, plan_cells, to_lonlat
+from serving.plots.patches import DEFAULT_MIN_FOREST_HA
+from serving.plots.store import (
+    PERIODS,
+    STORE_FILE,
+    STORE_VERSION,
+    cell_dir,
+    source_from_meta,
+)
+
+#: Default cell side in metres (1024 px of 10 m).
+DEFAULT_CELL_SIZE_M = 10_240.0
+#: The EU deforestation regulation's cutoff date.
+EUDR_CUTOFF = "2020-12-31"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How the store's composites and maps are made.
+
+    Attributes:
+        cell_size_m: Cell side in metres (whole pixels).
+        resolution: Pixel size in metres.
+        mask: Clear-sky source: ``scl``, ``csmask`` or ``none``.
+        method: Composite method: ``median`` or ``best``.
+        cloud_buffer: Pixels by which clouds and shadows are grown.
+        snow_is_clear: Count SCL snow as clear.
+        chunk: Dask block side of the composites.
+        min_items: Fewest readable items a cell's period needs.
+        min_forest_ha: Forest definition's minimum patch (the landscape summary).
+        thresholds: Verdict thresholds recorded with the store.
+        cutoff: The reference date the store answers for.
+    """
+
+    cell_size_m: float = DEFAULT_CELL_SIZE_M
+    resolution: float = 10.0
+    mask: str = "scl"
+    method: str = "median"
+    cloud_buffer: int = 2
+    snow_is_clear: bool = False
+    chunk: int = 512
+    min_items: int = 1
+    min_forest_ha: float = DEFAULT_MIN_FOREST_HA
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    cutoff: str = EUDR_CUTOFF
+
+    def imagery(self) -> dict[str, Any]:
+        """The options the files depend on (part of each cell's content key)."""
+        return {k: v for k, v in asdict(self).items()
+                if k not in ("min_forest_ha", "thresholds", "cutoff", "cell_size_m")}
+
+
+@dataclass
+class BuildReport:
+    """What a build did, per (cell, period)."""
+
+    store: Path
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def footprint_lonlat(cell: Cell) -> BaseGeometry:
+    """The cell's footprint in longitude/latitude (densified edges)."""
+    outline = box(*cell.bounds).segmentize(cell.size * cell.resolution / 8)
+    return to_lonlat(outline, cell.utm.crs)
+
+
+def content_key(cell: Cell, period: str, items: list[dict[str, Any]], model_sha: str,
+                options: BuildOptions) -> str:
+    """sha256 of everything a cell's files for one period depend on."""
+    assets = sorted((i["id"], sorted((k, a.get("href", "")) for k, a in
+                                     i.get("assets", {}).items())) for i in items)
+    blob = json.dumps({"cell": cell.to_dict(), "period": period, "items": assets,
+                       "model": model_sha, "options": options.imagery()},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def build_cell(store: str, cell_record: dict[str, Any], name: str, period: str,
+               items: list[dict[str, Any]], model_dir: str, options: BuildOptions,
+               ) -> tuple[str, str, str, str]:
+    """One task: a cell's composite, class map and confidence for one period.
+
+    Returns:
+        (cell id, period name, status, detail); status is ``done``, ``skipped``,
+        ``empty`` (no imagery over the cell) or ``failed`` (detail says why).
+    """
+    import dask
+    import pystac
+    import rasterio
+
+    from serving.imagery.composite import write_composite
+    from serving.imagery.sources import Grid, load_items
+    from serving.inference.many_scenes import cached_classifier
+    from serving.inference.scene import classify_scene
+
+    cell = Cell.from_dict(cell_record)
+    folder = cell_dir(Path(store), cell.id, name)
+    classifier = cached_classifier(model_dir)
+    key = content_key(cell, period, items, classifier.contract.onnx_sha256, options)
+    marker = folder / "done.json"
+    try:
+        if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
+            return cell.id, name, "skipped", ""
+        folder.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(folder)
+        record: dict[str, Any] = {"key": key, "cell": cell.id, "period": period,
+                                  "items": [i["id"] for i in items]}
+        if not items:
+            record["status"] = "empty"
+            write_bytes_atomic(marker, json.dumps(record, indent=1).encode())
+            return cell.id, name, "empty", "no acquisition of the period covers the cell"
+        loaded = load_items([pystac.Item.from_dict(i) for i in items],
+                            list(classifier.contract.bands), mask=options.mask,  # type: ignore[arg-type]
+                            grid=Grid(cell.utm.crs, cell.resolution, cell.bounds),
+                            chunk=options.chunk, snow_is_clear=options.snow_is_clear,
+                            min_items=options.min_items, cloud_buffer=options.cloud_buffer)
+        with dask.config.set(scheduler="synchronous"):  # the cells are the parallelism
+            result = write_composite(loaded, folder / "composite.tif",
+                                     method=options.method, period=period)  # type: ignore[arg-type]
+        with rasterio.open(result.path) as src:
+            classify_scene(src, folder / "classes.tif", classifier,
+                           confidence=folder / "confidence.tif")
+        record |= {"status": "done", "used": result.items, "skipped": result.skipped,
+                   "clear_fraction": result.clear_fraction,
+                   "never_clear_fraction": result.never_clear_fraction,
+                   "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        write_bytes_atomic(marker, json.dumps(record, indent=1).encode())
+    except Exception as err:  # one cell's failure must not stop the region
+        return cell.id, name, "failed", f"{type(err).__name__}: {err}"
+    return cell.id, name, "done", ""
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Remove the hidden temporary files a killed task left (they are never read)."""
+    import shutil
+
+    for stale in folder.glob(".*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+def build_store(
+    out: str | Path, region: BaseGeometry, periods: dict[str, str],
+    items: list[Any], model_dir: str | Path, options: BuildOptions | None = None, *,
+    workers: int = 2, scheduler: str | None = None,
+    on_task: Callable[[int, int], None] | None = None,
+) -> BuildReport:
+    """Build (or resume) a store of the region for the reference and current periods.
+
+    Args:
+        out: The store's folder.
+        region: The region in longitude/latitude.
+        periods: ``{"reference": "START/END", "current": "START/END"}``.
+        items: STAC items (pystac) of both periods; each period takes those in it.
+        model_dir: The model that classifies the composites.
+        options: Cells and imagery options.
+        workers: Tasks in flight on the local scheduler.
+        scheduler: A ``dask.distributed`` scheduler address instead.
+        on_task: Called with (tasks finished, tasks in all).
+    """
+    import dask
+
+    from serving.imagery.sources import in_period
+
+    options = options or BuildOptions()
+    out = Path(out)
+    if set(periods) != set(PERIODS):
+        raise ValueError(f"periods must be {PERIODS}; got {sorted(periods)}")
+    onnx_path, contract = load_model_dir(model_dir)
+    cells = plan_cells(region, options.cell_size_m, options.resolution)
+    report = BuildReport(out)
+    tasks = []
+    for name in PERIODS:
+        period_items = in_period(items, periods[name])
+        footprints = [(i, shapely.geometry.shape(i.geometry) if i.geometry else box(*i.bbox))
+                      for i in period_items]
+        for cell in cells:
+            here = footprint_lonlat(cell)
+            mine = [i.to_dict() for i, f in footprints if f.intersects(here)]
+            tasks.append(dask.delayed(build_cell, pure=False)(
+                str(out), cell.to_dict(), name, periods[name], mine, str(model_dir),
+                options))
+    outcomes = _run(tasks, workers, scheduler, on_task)
+    failed: dict[str, dict[str, str]] = {}
+    for cell_id, name, status, detail in outcomes:
+        label = f"{cell_id}/{name}"
+        if status == "failed":
+            report.failed[label] = detail
+            failed.setdefault(cell_id, {})[name] = detail
+        else:
+            {"done": report.done, "skipped": report.skipped, "empty": report.empty}[
+                status].append(label)
+    meta = {
+        "cacaomap_store": STORE_VERSION,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "region": mapping(region),
+        "periods": periods,
+        "cutoff": options.cutoff,
+        "reference_ends_by_cutoff": periods["reference"].split("/")[-1] <= options.cutoff,
+        "model": {"name": contract.name, "version": contract.version,
+                  "onnx_sha256": contract.onnx_sha256,
+                  "mlflow_run_id": contract.mlflow_run_id, "path": str(onnx_path.parent)},
+        "classes": contract.schema.to_dict(),
+        "thresholds": asdict(options.thresholds),
+        "min_forest_ha": options.min_forest_ha,
+        "grid": {"resolution": options.resolution, "cell_size_m": options.cell_size_m,
+                 "kind": "UTM zone grid"},
+        "options": options.imagery(),
+        "cells": [cell.to_dict() | ({"failed": failed[cell.id]} if cell.id in failed
+                                    else {}) for cell in cells],
+    }
+    from serving.plots.catalog import write_catalog
+    from serving.plots.landscape import store_landscape
+
+    write_catalog(out, meta, cells)
+    source = source_from_meta(out, meta)
+    meta["landscape"] = store_landscape(source, region, options.min_forest_ha)
+    write_bytes_atomic(out / STORE_FILE, json.dumps(meta, indent=1).encode())
+    return report
+
+
+def _run(tasks: list[Any], workers: int, scheduler: str | None,
+         on_task: Callable[[int, int], None] | None) -> list[tuple[str, str, str, str]]:
+    """Compute the tasks locally or on a cluster, reporting each as it finishes."""
+    import dask
+
+    outcomes: list[tuple[str, str, str, str]] = []
+    if scheduler:
+        from distributed import Client, as_completed
+
+        with Client(scheduler) as client:
+            for future in as_completed(client.compute(tasks)):
+                outcomes.append(future.result())
+                if on_task:
+                    on_task(len(outcomes), len(tasks))
+        return outcomes
+    from dask.callbacks import Callback
+
+    finished = [0]
+
+    class Progress(Callback):  # type: ignore[misc]
+        """Counts the cell tasks as the threaded scheduler finishes them."""
+
+        def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, id: Any) -> None:
+            if isinstance(result, tuple) and len(result) == 4:
+                finished[0] += 1
+                if on_task:
+                    on_task(finished[0], len(tasks))
+
+    with Progress():
+        outcomes = list(dask.compute(*tasks, scheduler="threads",
+                                     num_workers=max(1, workers)))
+    return outcomes

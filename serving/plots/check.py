@@ -1,0 +1,352 @@
+"""Plot checks: each plot's baseline record, reading only the windows plots touch.
+
+For every plot (:mod:`serving.plots.geolocation`) and every zone of the source whose
+band it enters, the part of the plot in that band is projected onto the zone's
+lattice. Parts are grouped into chunks of ``chunk_px`` lattice pixels by where they
+lie; per chunk one window (the parts' bounding boxes plus the forest-patch margin) is
+read from both periods' class maps and confidence COGs, the forest definition is
+applied (:mod:`serving.plots.patches`), and exactextract gives each part's pixels with
+their exact coverage. A plot's parts (two cells, two UTM zones) add up to one record.
+Memory is bounded by the chunks in flight (``workers`` of them), never by the region.
+
+The record of a plot: its area (geodesic) and the share of it inside the store;
+forest at the reference date (patches of at least ``min_forest_ha``), stable forest,
+loss by driver (ha), the share observed at both dates, confidences, the verdict, and
+flags. Confidences are means over the plot's pixels, weighted by coverage:
+``forest_confidence`` of the reference map over its forest, ``loss_confidence`` over
+its loss pixels and ``map_confidence`` over all it observed at both dates, where a
+pixel's confidence in a transition is the product of both dates' confidences (the
+chance that both classes are right, taking the dates' errors as independent). The verdict is that of
+:func:`serving.baseline.change.verdict`, and a ``deforestation_detected`` whose loss
+confidence is under ``min_confidence`` becomes ``needs_review``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from rasterio.windows import Window
+from shapely.geometry import mapping
+from shapely.geometry.base import BaseGeometry
+from shapely.prepared import prep
+
+from serving.areas import M2_PER_HA, pixel_areas
+from serving.baseline.change import DRIVERS, FOREST, Thresholds, verdict
+from serving.inference.confidence import decode_confidence
+from serving.plots.geolocation import Plot
+from serving.plots.grid import from_lonlat
+from serving.plots.patches import DEFAULT_MIN_FOREST_HA, forest_in_patches, margin_px
+from serving.plots.store import MapSource, ZoneMaps
+
+#: Lattice pixels per side of the chunks plots are grouped in.
+DEFAULT_CHUNK_PX = 1024
+#: Loss confidence under which a detection needs a person's review.
+DEFAULT_MIN_CONFIDENCE = 0.5
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """How plots are judged.
+
+    Attributes:
+        thresholds: When loss counts, and when data are too few.
+        min_forest_ha: Smallest forest patch at the reference date (FAO: 0.5 ha).
+        min_confidence: Mean loss confidence under which a detection is
+            ``needs_review``.
+        chunk_px: Side of the chunks plots are grouped in (memory per chunk in flight).
+        workers: Chunks read and measured at once.
+    """
+
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    min_forest_ha: float = DEFAULT_MIN_FOREST_HA
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    chunk_px: int = DEFAULT_CHUNK_PX
+    workers: int = 2
+
+    def to_dict(self) -> dict[str, Any]:
+        """As recorded in lineage."""
+        return asdict(self.thresholds) | {"min_forest_ha": self.min_forest_ha,
+                                          "min_confidence": self.min_confidence}
+
+
+class _Sums:
+    """What a plot's parts add up to (hectares and confidence-weighted hectares)."""
+
+    def __init__(self, n_classes: int) -> None:
+        self.in_store_ha = 0.0
+        self.valid_ha = 0.0
+        self.small_forest_ha = 0.0
+        self.to = np.zeros(n_classes)  # reference forest (in patches) -> current class
+        self.forest_conf = [0.0, 0.0]  # sum(conf x ha), sum(ha) where conf is known
+        self.loss_conf = [0.0, 0.0]
+        self.map_conf = [0.0, 0.0]
+        self.cells: set[str] = set()
+        self.failed_cells: set[str] = set()
+        self.zones: set[str] = set()
+
+    def add(self, other: _Sums) -> None:
+        """Add another part's sums."""
+        self.in_store_ha += other.in_store_ha
+        self.valid_ha += other.valid_ha
+        self.small_forest_ha += other.small_forest_ha
+        self.to += other.to
+        for mine, theirs in ((self.forest_conf, other.forest_conf),
+                             (self.loss_conf, other.loss_conf),
+                             (self.map_conf, other.map_conf)):
+            mine[0] += theirs[0]
+            mine[1] += theirs[1]
+        self.cells |= other.cells
+        self.failed_cells |= other.failed_cells
+        self.zones |= other.zones
+
+
+@dataclass
+class _Part:
+    plot: int
+    zone: int
+    geometry: BaseGeometry  # in the zone's CRS
+    window: Window  # its bounding box on the zone's lattice
+
+
+def check_plots(plots: list[Plot], source: MapSource, options: CheckOptions | None = None,
+                on_progress: Callable[[int, int], None] | None = None
+                ) -> list[dict[str, Any]]:
+    """One record per plot, in input order (plots with an error keep it).
+
+    Args:
+        plots: Parsed plots.
+        source: The store (or pair of maps) to read.
+        options: Thresholds and chunking.
+        on_progress: Called with (chunks done, chunks in all).
+    """
+    options = options or CheckOptions()
+    schema = source.schema
+    sums = {p.index: _Sums(schema.num_classes) for p in plots if p.error is None}
+    chunks: dict[tuple[int, int, int], list[_Part]] = defaultdict(list)
+    for part in _parts([p for p in plots if p.error is None], source):
+        w = part.window
+        key = (part.zone, int(w.row_off + w.height / 2) // options.chunk_px,
+               int(w.col_off + w.width / 2) // options.chunk_px)
+        chunks[key].append(part)
+    done = 0
+
+    def measure(key: tuple[int, int, int]) -> list[tuple[int, _Sums]]:
+        return _measure_chunk(source.zones[key[0]], chunks[key], source, options)
+
+    with ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="plots") as pool:
+        for deltas in pool.map(measure, sorted(chunks)):
+            for index, delta in deltas:
+                sums[index].add(delta)
+            done += 1
+            if on_progress:
+                on_progress(done, len(chunks))
+    return [_record(p, sums.get(p.index), source, options) for p in plots]
+
+
+def _parts(plots: list[Plot], source: MapSource) -> list[_Part]:
+    """Each plot cut by the zones' bands and projected onto their lattices."""
+    parts = []
+    shapes: dict[int, BaseGeometry] = {p.index: p.geometry for p in plots
+                                       if p.geometry is not None}
+    for z, zone in enumerate(source.zones):
+        zone_band = zone.band
+        if zone_band is not None:
+            band = prep(zone_band)
+            mine = [p for p in plots if band.intersects(shapes[p.index])]
+            geoms = [g if zone_band.contains(g) else g.intersection(zone_band)
+                     for g in (shapes[p.index] for p in mine)]
+        else:
+            mine, geoms = plots, [shapes[p.index] for p in plots]
+        if not mine:
+            continue
+        projected = from_lonlat(geoms, zone.crs)
+        for plot, geom in zip(mine, projected, strict=True):
+            if geom.is_empty or geom.area == 0:
+                continue
+            parts.append(_Part(plot.index, z, geom, zone.pixel_window(geom.bounds)))
+    return parts
+
+
+def _measure_chunk(zone: ZoneMaps, parts: list[_Part], source: MapSource,
+                   options: CheckOptions) -> list[tuple[int, _Sums]]:
+    """Read one window for a chunk's parts; each part's sums, with its plot's index."""
+    from exactextract import exact_extract
+    from exactextract.raster import NumPyRasterSource
+
+    schema = source.schema
+    forest = schema.code_of(FOREST)
+    nodata = schema.nodata
+    margin = margin_px(options.min_forest_ha, zone.resolution**2)
+    c0 = min(p.window.col_off for p in parts) - margin
+    r0 = min(p.window.row_off for p in parts) - margin
+    c1 = max(p.window.col_off + p.window.width for p in parts) + margin
+    r1 = max(p.window.row_off + p.window.height for p in parts) + margin
+    window = Window(c0, r0, c1 - c0, r1 - r0)
+    confident = zone.has("confidence")
+    with zone.reader() as reader:
+        ref, inside_ref = reader.read("classes", "reference", window)
+        cur, inside_cur = reader.read("classes", "current", window)
+        if confident:
+            conf_ref = decode_confidence(reader.read("confidence", "reference", window)[0])
+            conf_cur = decode_confidence(reader.read("confidence", "current", window)[0])
+    inside = inside_ref & inside_cur
+    transform = zone.window_transform(window)
+    h, w = ref.shape
+    areas = pixel_areas(zone.crs, transform, h, w)
+    in_patch = forest_in_patches(ref == forest, areas, options.min_forest_ha)
+    raster = NumPyRasterSource(np.zeros((h, w), np.uint8), transform.c,
+                               transform.f + transform.e * h, transform.c + transform.a * w,
+                               transform.f, srs_wkt=None)
+    features = [{"type": "Feature", "id": i, "properties": {"i": i},
+                 "geometry": mapping(p.geometry)} for i, p in enumerate(parts)]
+    rows = exact_extract(raster, features, ["cell_id", "coverage"], include_cols=["i"],
+                         output="geojson")
+    out = []
+    for row in rows:
+        part = parts[int(row["properties"]["i"])]
+        s = _Sums(schema.num_classes)
+        out.append((part.plot, s))
+        idx = np.asarray(row["properties"]["cell_id"], np.int64)
+        cov = np.asarray(row["properties"]["coverage"], np.float64)
+        ok = (idx >= 0) & (idx < h * w)
+        idx, cov = idx[ok], cov[ok]
+        ha = cov * areas.ravel()[idx] / M2_PER_HA
+        here = inside.ravel()[idx]
+        r, c = ref.ravel()[idx], cur.ravel()[idx]
+        valid = here & (r != nodata) & (c != nodata)
+        patch = in_patch.ravel()[idx] & valid
+        s.in_store_ha += float(ha[here].sum())
+        s.valid_ha += float(ha[valid].sum())
+        s.small_forest_ha += float(ha[valid & (r == forest) & ~patch].sum())
+        s.to += np.bincount(c[patch], weights=ha[patch], minlength=len(s.to))[: len(s.to)]
+        if confident:
+            cr = conf_ref.ravel()[idx]
+            known = patch & np.isfinite(cr)
+            s.forest_conf[0] += float((cr[known] * ha[known]).sum())
+            s.forest_conf[1] += float(ha[known].sum())
+            both = cr * conf_cur.ravel()[idx]
+            for sums_, where in ((s.loss_conf, patch & (c != forest)), (s.map_conf, valid)):
+                known = where & np.isfinite(both)
+                sums_[0] += float((both[known] * ha[known]).sum())
+                sums_[1] += float(ha[known].sum())
+        s.zones.add(zone.name)
+        touched = [c for c in zone.cells if c.window_in(part.window) is not None]
+        s.cells.update(c.id for c in touched if not c.failed)
+        s.failed_cells.update(c.id for c in touched if c.failed)
+    return out
+
+
+def _record(plot: Plot, s: _Sums | None, source: MapSource, options: CheckOptions
+            ) -> dict[str, Any]:
+    """The plot's record from its sums (or its error)."""
+    record: dict[str, Any] = {
+        "plot_id": plot.plot_id, "index": plot.index, "geometry_used": plot.geometry_used,
+        "declared_area_ha": plot.declared_ha, "area_ha": round(plot.area_ha, 6),
+    }
+    if plot.error is not None or s is None:
+        return record | {"verdict": "error", "error": plot.error or "not checked",
+                         "flags": list(plot.flags)}
+    flags = list(plot.flags)
+    schema = source.schema
+    if s.failed_cells:
+        flags.append("cell_not_built")
+    if s.in_store_ha <= 0:
+        why = (f"the store's cell(s) {', '.join(sorted(s.failed_cells))} under the plot "
+               "failed to build" if s.failed_cells else
+               "the plot lies outside the store's cells")
+        return record | {"verdict": "error", "flags": flags, "error": why}
+    area = plot.area_ha if plot.area_ha > 0 else s.in_store_ha
+    in_store = min(1.0, s.in_store_ha / area)
+    if in_store < 0.999:
+        flags.append("partly_outside_store")
+    forest = schema.code_of(FOREST)
+    forest_ha = float(s.to.sum())
+    record |= {
+        "in_store_fraction": in_store,
+        "valid_fraction": min(1.0, s.valid_ha / area),
+        "forest_ref_ha": forest_ha,
+        "forest_small_patches_ha": s.small_forest_ha,
+        "stable_forest_ha": float(s.to[forest]),
+    }
+    loss = 0.0
+    for name in DRIVERS:
+        ha = float(s.to[schema.code_of(name)]) if name in schema.names else 0.0
+        record[f"loss_to_{name}_ha"] = ha
+        loss += ha
+    record["forest_loss_ha"] = loss
+    record["forest_loss_fraction"] = loss / area
+    record["forest_confidence"] = (s.forest_conf[0] / s.forest_conf[1]
+                                   if s.forest_conf[1] > 0 else None)
+    record["loss_confidence"] = (s.loss_conf[0] / s.loss_conf[1]
+                                 if s.loss_conf[1] > 0 else None)
+    record["map_confidence"] = (s.map_conf[0] / s.map_conf[1]
+                                if s.map_conf[1] > 0 else None)
+    judged = verdict({**record, "zone_id": plot.plot_id}, options.thresholds)
+    if (judged == "deforestation_detected" and record["loss_confidence"] is not None
+            and record["loss_confidence"] < options.min_confidence):
+        judged = "needs_review"
+        flags.append("low_confidence")
+    record["verdict"] = judged
+    record["flags"] = flags
+    record["cells"] = sorted(s.cells)
+    record["zones"] = sorted(s.zones)
+    return record
+
+
+def verdict_counts(records: list[dict[str, Any]]) -> dict[str, int]:
+    """How many plots got each verdict."""
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+    return counts
+
+
+def run_checks(data: bytes | dict[str, Any], source: MapSource,
+               options: CheckOptions | None = None, *, name: str = "plots",
+               point_area_ha: float = 1.0, max_plots: int | None = None,
+               max_vertices: int = 1_000_000,
+               on_progress: Callable[[int, int], None] | None = None,
+               ) -> tuple[list[Plot], list[dict[str, Any]], dict[str, Any]]:
+    """Parse a plots body, check every plot, and say what was checked against what.
+
+    Returns:
+        (plots, records, summary): the summary holds the verdict counts and the
+        lineage (the source, thresholds, the reference period against the cutoff).
+
+    Raises:
+        PlotsError: The body is not GeoJSON at all, or over the limits.
+    """
+    import datetime as dt
+    import hashlib
+    import json
+
+    from serving.plots.geolocation import DEFAULT_MAX_PLOTS, read_plots
+
+    options = options or CheckOptions()
+    plots = read_plots(data, name=name, point_area_ha=point_area_ha,
+                       max_plots=max_plots or DEFAULT_MAX_PLOTS, max_vertices=max_vertices)
+    records = check_plots(plots, source, options, on_progress)
+    raw = data if isinstance(data, bytes) else json.dumps(data, default=str).encode()
+    meta = source.meta
+    periods = meta.get("periods") or {}
+    cutoff = meta.get("cutoff")
+    summary = {
+        "verdicts": verdict_counts(records),
+        "lineage": source.lineage | {
+            "options": options.to_dict() | {"point_area_ha": point_area_ha},
+            "reference_period": periods.get("reference"),
+            "current_period": periods.get("current"),
+            "cutoff": cutoff,
+            "reference_ends_by_cutoff": (periods["reference"].split("/")[-1] <= cutoff
+                                         if periods.get("reference") and cutoff else None),
+            "input": {"name": name, "sha256": hashlib.sha256(raw).hexdigest(),
+                      "plots": len(plots)},
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        },
+    }
+    return plots, records, summary

@@ -1,0 +1,107 @@
+"""Evidence a reviewer opens before rejecting a farm: one picture per plot.
+
+Four panels around the plot (its outline drawn on each): the reference and current
+composites in true colour (B04, B03, B02), and the reference and current class maps
+with the class legend; the title gives the plot's verdict, forest at the reference
+date, loss and share observed. Read from the same windows as the check; a source
+without composites (a pair of class maps) shows the class maps only.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import rasterio
+from numpy.typing import NDArray
+
+from serving.plots.geolocation import Plot
+from serving.plots.grid import from_lonlat
+from serving.plots.store import MapSource, ZoneMaps
+
+#: Context around a plot, as a share of its size (and at least this many pixels).
+CONTEXT_SHARE = 0.75
+MIN_CONTEXT_PX = 24
+RGB = ("B04", "B03", "B02")
+
+
+def _rgb_bands(zone: ZoneMaps) -> list[int] | None:
+    for cell in zone.cells:
+        path = cell.files.get(("composite", "reference"))
+        if path is not None:
+            with rasterio.open(path) as src:
+                names = list(src.descriptions or ())
+            if all(b in names for b in RGB):
+                return [names.index(b) + 1 for b in RGB]
+    return None
+
+
+def _stretch(rgb: NDArray[Any]) -> NDArray[np.float64]:
+    data = rgb.astype(np.float64)
+    seen = (data > 0).all(axis=0)
+    out = np.zeros((*data.shape[1:], 3))
+    if seen.any():
+        lo, hi = np.percentile(data[:, seen], (2, 98))
+        out = np.clip((np.moveaxis(data, 0, -1) - lo) / max(hi - lo, 1.0), 0, 1)
+    out[~seen] = 1.0  # never seen clearly: white
+    return out
+
+
+def evidence_png(plot: Plot, record: dict[str, Any], source: MapSource) -> bytes:
+    """The plot's evidence picture as PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    if plot.geometry is None:
+        raise ValueError(f"plot {plot.plot_id} has no geometry to show")
+    zones = [z for z in source.zones if z.band is None or z.band.intersects(plot.geometry)]
+    zone = zones[0]
+    (local,) = from_lonlat([plot.geometry], zone.crs)
+    box_ = zone.pixel_window(local.bounds)
+    pad = max(MIN_CONTEXT_PX, int(CONTEXT_SHARE * max(box_.width, box_.height)))
+    window = zone.pixel_window(local.bounds, margin=pad)
+    t = zone.window_transform(window)
+    extent = (t.c, t.c + t.a * window.width, t.f + t.e * window.height, t.f)
+    schema = source.schema
+    panels: list[tuple[str, NDArray[Any], bool]] = []
+    bands = _rgb_bands(zone)
+    for period in ("reference", "current"):
+        if bands is not None:
+            rgb, _ = zone.read("composite", period, window, bands)
+            panels.append((f"{period} composite", _stretch(rgb), True))
+    for period in ("reference", "current"):
+        classes, _ = zone.read("classes", period, window)
+        panels.append((f"{period} classes", classes, False))
+    cmap = ListedColormap([c.colour for c in schema.classes])
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.8))
+    for ax, (title, data, is_rgb) in zip(np.atleast_1d(axes), panels, strict=True):
+        if is_rgb:
+            ax.imshow(data, extent=extent, interpolation="nearest")
+        else:
+            ax.imshow(data, cmap=cmap, vmin=0, vmax=schema.num_classes - 1,
+                      extent=extent, interpolation="nearest")
+        for ring in getattr(local, "geoms", [local]):
+            xs, ys = ring.exterior.xy
+            ax.plot(xs, ys, color="black", linewidth=1.6)
+            ax.plot(xs, ys, color="yellow", linewidth=0.8)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    observed = record.get("valid_fraction")
+    fig.suptitle(
+        f"plot {plot.plot_id}: {record.get('verdict')} - forest at reference "
+        f"{record.get('forest_ref_ha', 0):.2f} ha, lost {record.get('forest_loss_ha', 0):.2f}"
+        f" ha, observed {observed:.0%}" if observed is not None else
+        f"plot {plot.plot_id}: {record.get('verdict')}", fontsize=10)
+    fig.legend(handles=[Patch(color=c.colour, label=c.name) for c in schema.classes[1:]],
+               loc="lower center", ncol=len(schema.classes) - 1, frameon=False, fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.93))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()

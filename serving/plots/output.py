@@ -1,0 +1,108 @@
+"""Plot check results as people and systems take them: GeoJSON, CSV, JSON.
+
+- ``plots.geojson``: the input features as they came (geometry and the producer's
+  properties untouched), each with one more property, ``cacaomap``, holding its record
+  (verdict, forest at the reference date, loss by driver, flags ...). A point stays a
+  point; its record says it was checked over a circle (``geometry_used``).
+- ``plots.csv``: one row per plot: the producer's properties, then the record's fields.
+- ``plots.json``: the records, the verdict counts and the lineage (store or maps,
+  model, periods, cutoff, thresholds, the input's sha256).
+
+Every file is written to a temporary name and renamed (:mod:`serving.files`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from serving.files import write_bytes_atomic
+from serving.plots.geolocation import Plot, json_ready
+
+#: The property each output feature gets (producer properties are never changed).
+RECORD_PROPERTY = "cacaomap"
+
+#: What each verdict means, for people (README, map page, reports).
+VERDICTS = {
+    "deforestation_free": "no forest loss detected since the reference date, and the "
+                          "plot was observed over enough of its area",
+    "deforestation_detected": "forest at the reference date was lost (over the loss "
+                              "thresholds) to cocoa, oil palm, degraded or other land",
+    "needs_review": "loss was detected, but the model's confidence in it is low: a "
+                    "person should look at the evidence",
+    "insufficient_data": "no loss detected, but too little of the plot was observed "
+                         "clearly at both dates to call it free",
+    "error": "the plot could not be checked (the reason is given)",
+}
+#: What each flag means.
+FLAGS = {
+    "area_missing": "a point without Area: checked over the default area",
+    "polygon_required": "a point declaring more than 4 ha: the regulation asks for a "
+                        "polygon",
+    "low_precision": "coordinates with fewer than 6 decimals",
+    "partly_outside_store": "part of the plot lies outside the store's cells",
+    "cell_not_built": "a store cell under the plot failed to build",
+    "low_confidence": "the mean confidence over the loss pixels is under the threshold",
+}
+
+
+def feature_collection(plots: list[Plot], records: list[dict[str, Any]]
+                       ) -> dict[str, Any]:
+    """The input features, each with its record under :data:`RECORD_PROPERTY`."""
+    features = []
+    for plot, record in zip(plots, records, strict=True):
+        feature = dict(json_ready(plot.feature)) if plot.feature else {
+            "type": "Feature", "geometry": None, "properties": {}}
+        props = dict(feature.get("properties") or {})
+        props[RECORD_PROPERTY] = record
+        feature["properties"] = props
+        features.append(feature)
+    return {"type": "FeatureCollection", "features": features}
+
+
+def csv_text(plots: list[Plot], records: list[dict[str, Any]]) -> str:
+    """One row per plot: producer properties, then the record's fields."""
+    producer: list[str] = []
+    for plot in plots:
+        for key in (plot.feature.get("properties") or {}) if plot.feature else ():
+            if key not in producer:
+                producer.append(key)
+    fields: list[str] = []
+    for record in records:
+        fields += [k for k in record if k not in fields]
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(producer + [f for f in fields if f not in producer])
+    for plot, record in zip(plots, records, strict=True):
+        props = json_ready((plot.feature.get("properties") or {}) if plot.feature else {})
+        row = [_cell(props.get(k)) for k in producer]
+        row += [_cell(record.get(f)) for f in fields if f not in producer]
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ";".join(map(str, value))
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value)
+
+
+def write_outputs(out: str | Path, plots: list[Plot], records: list[dict[str, Any]],
+                  summary: dict[str, Any]) -> list[Path]:
+    """Write plots.geojson, plots.csv and plots.json into ``out``."""
+    out = Path(out)
+    written = [
+        write_bytes_atomic(out / "plots.geojson",
+                           json.dumps(feature_collection(plots, records)).encode()),
+        write_bytes_atomic(out / "plots.csv", csv_text(plots, records).encode()),
+        write_bytes_atomic(out / "plots.json",
+                           json.dumps(summary | {"plots": records}, indent=1).encode()),
+    ]
+    return written

@@ -1,0 +1,115 @@
+"""``POST /plots`` on a real ``bentoml serve`` started on a store, as clients call it."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import httpx
+import pytest
+
+from serving.http.local_server import ServerURL, served_model
+from serving.plots.check import CheckOptions, run_checks
+from serving.plots.store import open_store
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
+GEOJSON = {"content-type": "application/geo+json"}
+
+
+@pytest.fixture(scope="module")
+def url(built_store: Path, store_model: Path, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[ServerURL]:
+    """The service on the store, with a small plot limit to test it."""
+    log = tmp_path_factory.mktemp("plots-serve") / "serve.log"
+    with served_model(store_model, log_path=log, extra_env={
+            "CACAOMAP_STORE": str(built_store), "CACAOMAP_MAX_PLOTS": "500",
+            "CACAOMAP_MAX_EVIDENCE": "3"}) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def statement(region_data: Path) -> dict[str, Any]:
+    """The region's plots as an EUDR statement."""
+    return dict(json.loads((region_data / "plots_eudr.geojson").read_text()))
+
+
+def verdicts(answer: dict[str, Any]) -> list[str]:
+    """Each feature's verdict, in order."""
+    return [f["properties"]["cacaomap"]["verdict"] for f in answer["features"]]
+
+
+def test_geojson_multipart_and_bentoml_client_get_the_offline_answer(
+        url: ServerURL, statement: dict[str, Any], built_store: Path) -> None:
+    body = json.dumps(statement).encode()
+    offline = run_checks(body, open_store(built_store), CheckOptions())[1]
+    expected = [r["verdict"] for r in offline]
+    raw = httpx.post(f"{url}/plots", content=body, headers=GEOJSON, timeout=120)
+    assert raw.status_code == 200, raw.text
+    answer = raw.json()
+    assert verdicts(answer) == expected
+    assert answer["lineage"]["store"]["model"]["name"] == "local-test"
+    first = answer["features"][0]["properties"]["cacaomap"]
+    assert first["forest_loss_ha"] == pytest.approx(offline[0]["forest_loss_ha"])
+    form = httpx.post(f"{url}/plots", files={"plots": ("plots.geojson", body,
+                                                       "application/geo+json")}, timeout=120)
+    assert form.status_code == 200 and verdicts(form.json()) == expected
+    with bentoml.SyncHTTPClient(url, timeout=120) as client:
+        assert verdicts(client.plots(statement)) == expected
+
+
+def test_a_broken_plot_gets_its_error_and_the_rest_are_answered(
+        url: ServerURL, statement: dict[str, Any]) -> None:
+    features = [*statement["features"][:3], {
+        "type": "Feature", "properties": {"plot_id": "broken"},
+        "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1],
+                                                         [0, 0]]]}}]
+    r = httpx.post(f"{url}/plots", json={"type": "FeatureCollection", "features": features},
+                   timeout=120)
+    assert r.status_code == 200
+    records = [f["properties"]["cacaomap"] for f in r.json()["features"]]
+    assert records[-1]["verdict"] == "error" and "valid polygon" in records[-1]["error"]
+    assert all(rec["verdict"] != "error" for rec in records[:3])
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (b"plots? no", "not JSON"),
+    (b'{"type": "FeatureCollection", "features": []}', "no plots"),
+    (b'"a string"', "valid dictionary"),
+])
+def test_bodies_that_are_not_plots_are_400(url: ServerURL, content: bytes, words: str
+                                           ) -> None:
+    r = httpx.post(f"{url}/plots", content=content, headers=GEOJSON, timeout=60)
+    assert r.status_code == 400, r.text
+    assert words in r.text
+
+
+def test_limits_on_plots_and_evidence_are_400(url: ServerURL, statement: dict[str, Any]
+                                              ) -> None:
+    many = {"type": "FeatureCollection", "features": statement["features"][:1] * 501}
+    r = httpx.post(f"{url}/plots", json=many, timeout=60)
+    assert r.status_code == 400 and "over the limit of 500" in r.text
+    four = {"type": "FeatureCollection", "features": statement["features"][:4]}
+    r = httpx.post(f"{url}/plots?evidence=true", json=four, timeout=60)
+    assert r.status_code == 400 and "at most 3" in r.text
+
+
+def test_evidence_comes_back_as_pictures(url: ServerURL, statement: dict[str, Any]) -> None:
+    two = {"plots": {"type": "FeatureCollection", "features": statement["features"][:2]},
+           "evidence": True}
+    r = httpx.post(f"{url}/plots", json=two, timeout=120)
+    assert r.status_code == 200, r.text
+    for feature in r.json()["features"]:
+        png = base64.b64decode(feature["properties"]["cacaomap"]["evidence_png"])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_store_describes_what_plots_are_checked_against(url: ServerURL) -> None:
+    r = httpx.post(f"{url}/store", json={}, timeout=60)
+    assert r.status_code == 200
+    info = r.json()
+    assert info["cutoff"] == "2020-12-31" and info["reference_ends_by_cutoff"] is True
+    assert info["cells"] >= 4 and info["failed_cells"] == []
