@@ -427,22 +427,32 @@ def baseline(
     from rich.console import Console
     from rich.table import Table
 
-    from serving.baseline.change import Thresholds
+    from serving.areas import AreaError
+    from serving.baseline.change import BaselineError, Thresholds
     from serving.baseline.report import as_class_map, build_report, write_report
-    from serving.classes import load_classes
+    from serving.classes import ClassSchemaError, load_classes
+    from serving.inference.contract import ContractError
     from serving.inference.model_store import resolve_model_dir
-    from serving.inference.tiles import TileClassifier
+    from serving.inference.tiles import InputError, TileClassifier
 
-    classifier = TileClassifier.from_model_dir(resolve_model_dir(model)) if model else None
-    schema = classifier.contract.schema if classifier and not classes else load_classes(
-        classes)
-    thresholds = Thresholds(min_loss_ha, min_loss_fraction, min_valid_fraction)
-    out.mkdir(parents=True, exist_ok=True)
-    reference = as_class_map(reference, classifier, out)
-    current = as_class_map(current, classifier, out)
-    report, maps, zone_frame = build_report(reference, current, schema, zones, thresholds,
-                                            reference_sample)
-    written = write_report(report, maps, zone_frame, schema, out)
+    try:
+        classifier = (TileClassifier.from_model_dir(resolve_model_dir(model)) if model
+                      else None)
+        schema = classifier.contract.schema if classifier and not classes else (
+            load_classes(classes))
+        thresholds = Thresholds(min_loss_ha, min_loss_fraction, min_valid_fraction)
+        for given in (reference, current, zones, reference_sample):
+            if given is not None and not given.exists():
+                raise FileNotFoundError(f"no such file: {given}")
+        out.mkdir(parents=True, exist_ok=True)
+        reference = as_class_map(reference, classifier, out)
+        current = as_class_map(current, classifier, out)
+        report, maps, zone_frame = build_report(reference, current, schema, zones,
+                                                thresholds, reference_sample)
+        written = write_report(report, maps, zone_frame, schema, out)
+    except (BaselineError, AreaError, InputError, ContractError, ClassSchemaError,
+            FileNotFoundError, ValueError) as err:  # ZoneError is a ValueError
+        raise SystemExit(f"baseline: {err}") from err
     land = report["landscape"]
     table = Table(title="Landscape baseline (ground hectares)")
     table.add_column("quantity")

@@ -126,7 +126,11 @@ def validate_zones(zones: Any, name: str = "zones",
         if geom is None or geom.is_empty:
             raise ZoneError(f"{name}: zone {i} has an empty geometry")
         if geom.geom_type not in ("Polygon", "MultiPolygon"):
-            raise ZoneError(f"{name}: zone {i} is a {geom.geom_type}; zones must be polygons")
+            hint = (" (farm plots declared as points with an Area are checked by "
+                    "`cacaomap plots check` and POST /plots)" if "Point" in geom.geom_type
+                    else "")
+            raise ZoneError(f"{name}: zone {i} is a {geom.geom_type}; zones must be "
+                            f"polygons{hint}")
         if not geom.is_valid:
             raise ZoneError(f"{name}: zone {i} is not a valid polygon: "
                             f"{explain_validity(geom)}")

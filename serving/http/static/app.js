@@ -4,12 +4,33 @@
 
 const VERDICT_COLOURS = {
   deforestation_detected: "#d7301f",
+  needs_review: "#f46d43",
   deforestation_free: "#1a9850",
   insufficient_data: "#969696",
+  error: "#000000",
+};
+const VERDICT_WORDS = {
+  deforestation_free: "Deforestation-free",
+  deforestation_detected: "Deforestation detected",
+  needs_review: "Needs review: loss detected, with low confidence",
+  insufficient_data: "Insufficient data: too little of the plot was seen clearly",
+  error: "Could not be checked",
+};
+const DRIVER_WORDS = {
+  cocoa_agroforestry: "cocoa agroforestry", oil_palm: "oil palm", degraded: "degraded land",
+  other: "other land",
+};
+const FLAG_WORDS = {
+  area_missing: "point without Area: checked over the default area",
+  polygon_required: "point declaring more than 4 ha: a polygon is required",
+  low_precision: "coordinates with fewer than 6 decimals",
+  partly_outside_store: "part of the plot lies outside the store",
+  cell_not_built: "a store cell under the plot failed to build",
+  low_confidence: "low model confidence in the loss",
 };
 const $ = (id) => document.getElementById(id);
 const map = L.map("map", { zoomSnap: 0.25, attributionControl: false, fadeAnimation: false }).setView([-8.2, -76.5], 9);
-const layers = { rgb: null, classes: {}, zones: null };
+const layers = { rgb: null, classes: {}, zones: null, region: null };
 let result = null;
 
 function apiHeaders() {
@@ -33,10 +54,10 @@ async function showModel() {
 }
 
 function clearMap() {
-  for (const layer of [layers.rgb, layers.zones, ...Object.values(layers.classes)]) {
+  for (const layer of [layers.rgb, layers.zones, layers.region, ...Object.values(layers.classes)]) {
     if (layer) map.removeLayer(layer);
   }
-  layers.rgb = null; layers.zones = null; layers.classes = {};
+  layers.rgb = null; layers.zones = null; layers.region = null; layers.classes = {};
 }
 
 function fmt(x) { return Number(x).toFixed(2); }
@@ -81,12 +102,34 @@ function drawHectares(classes, dates) {
   }));
 }
 
-function zonePopup(props) {
-  const rows = Object.entries(props)
-    .filter(([, v]) => v !== null && typeof v !== "object")
-    .map(([k, v]) => `<tr><th>${esc(k)}</th><td class="num">${esc(typeof v === "number" ? Number(v.toFixed(3)) : v)}</td></tr>`)
-    .join("");
-  return `<div class="popup"><table>${rows}</table></div>`;
+function pct(x) { return `${Math.round(100 * Number(x))}%`; }
+
+// A plot's record in plain words (the record of /plots, or a zone of /analyze).
+function plotPopup(rec, props) {
+  const name = rec.plot_id ?? rec.zone_id ?? "";
+  const who = props.ProducerName ? ` (${props.ProducerName})` : "";
+  const rows = [["Verdict", VERDICT_WORDS[rec.verdict] || rec.verdict]];
+  if (rec.verdict === "error") {
+    rows.push(["Why", rec.error]);
+  } else {
+    rows.push(["Forest at the reference date", `${fmt(rec.forest_ref_ha)} ha`]);
+    const lost = Object.keys(DRIVER_WORDS)
+      .filter((d) => Number(rec[`loss_to_${d}_ha`]) > 0)
+      .map((d) => `${fmt(rec[`loss_to_${d}_ha`])} ha to ${DRIVER_WORDS[d]}`);
+    rows.push(["Forest lost since", `${fmt(rec.forest_loss_ha)} ha` + (lost.length ? ` (${lost.join(", ")})` : "")]);
+    rows.push(["Seen clearly at both dates", `${pct(rec.valid_fraction)} of the plot`]);
+    if (rec.loss_confidence != null) rows.push(["Confidence in the loss", pct(rec.loss_confidence)]);
+    else if (rec.map_confidence != null) rows.push(["Confidence of the maps", pct(rec.map_confidence)]);
+  }
+  if (rec.area_ha != null) {
+    const how = String(rec.geometry_used || "polygon").startsWith("circle")
+      ? `a circle of ${fmt(rec.area_ha)} ha around the declared point` : `${fmt(rec.area_ha)} ha as drawn`;
+    rows.push(["Checked over", how]);
+  }
+  const flags = (rec.flags || []).map((f) => FLAG_WORDS[f] || f);
+  if (flags.length) rows.push(["Flags", flags.join("; ")]);
+  const body = rows.map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v)}</td></tr>`).join("");
+  return `<div class="popup"><strong>Plot ${esc(name)}${esc(who)}</strong><table>${body}</table></div>`;
 }
 
 function showClassDate(name) {
@@ -114,7 +157,7 @@ function draw(res) {
   if (res.zones) {
     layers.zones = L.geoJSON(res.zones, {
       style: (f) => ({ color: VERDICT_COLOURS[f.properties.verdict] || "#333", weight: 2, fillOpacity: 0.05 }),
-      onEachFeature: (f, layer) => layer.bindPopup(zonePopup(f.properties), { maxHeight: 260, autoPanPadding: [10, 10] }),
+      onEachFeature: (f, layer) => layer.bindPopup(plotPopup(f.properties, f.properties), { maxHeight: 260, autoPanPadding: [10, 10] }),
     }).addTo(map);
   }
   map.fitBounds(bounds);
@@ -136,6 +179,7 @@ function draw(res) {
       return li;
     }));
   $("results").hidden = false;
+  $("plot-results").hidden = true;
 }
 
 $("opacity").addEventListener("input", (e) => {
@@ -178,4 +222,65 @@ $("upload").addEventListener("submit", async (event) => {
   }
 });
 
+// Plots against the baseline store the service was started on (CACAOMAP_STORE).
+async function showStore() {
+  try {
+    const r = await fetch("/store", { method: "POST", headers: { "Content-Type": "application/json", ...apiHeaders() }, body: "{}" });
+    if (!r.ok) return;
+    const st = await r.json();
+    const by = st.reference_ends_by_cutoff ? `ends by the cutoff ${st.cutoff}` : `ends after the cutoff ${st.cutoff}`;
+    $("store-info").textContent = `Reference period ${st.periods.reference} (${by}); current period ` +
+      `${st.periods.current}; model ${st.model.name} ${st.model.version}; ${st.cells} cells.`;
+    $("store-box").hidden = false;
+    layers.storeRegion = st.region;
+  } catch (err) { /* no store: the section stays hidden */ }
+}
+
+function drawPlots(answer) {
+  clearMap();
+  if (layers.storeRegion) {
+    layers.region = L.geoJSON(layers.storeRegion, { style: { color: "#1f6f43", weight: 1, dashArray: "4 4", fill: false }, interactive: false }).addTo(map);
+  }
+  const record = (f) => f.properties.cacaomap || {};
+  const style = (f) => ({ color: VERDICT_COLOURS[record(f).verdict] || "#333", weight: 2, fillOpacity: 0.25 });
+  layers.zones = L.geoJSON(answer, {
+    style,
+    // A declared point is drawn as the circle it was checked over.
+    pointToLayer: (f, latlng) => L.circle(latlng, { radius: Math.sqrt(((record(f).area_ha || 1) * 10000) / Math.PI), ...style(f) }),
+    onEachFeature: (f, layer) => layer.bindPopup(plotPopup(record(f), f.properties || {}), { maxHeight: 300, autoPanPadding: [10, 10] }),
+  }).addTo(map);
+  const bounds = layers.zones.getBounds();
+  if (bounds.isValid()) map.fitBounds(bounds, { padding: [20, 20] });
+  const counts = Object.entries(answer.verdicts).map(([v, n]) => `${n} ${v.replaceAll("_", " ")}`).join(", ");
+  $("plot-verdicts").textContent = `${answer.features.length} plots: ${counts}.`;
+  $("plot-legend").replaceChildren(...Object.entries(VERDICT_COLOURS).map(([v, colour]) => {
+    const li = document.createElement("li");
+    li.innerHTML = `<span class="swatch outline" style="border-color:${colour}"></span>${v.replaceAll("_", " ")}`;
+    return li;
+  }));
+  const url = URL.createObjectURL(new Blob([JSON.stringify(answer)], { type: "application/geo+json" }));
+  $("plot-download").href = url;
+  $("plot-results").hidden = false;
+  $("results").hidden = true;
+}
+
+$("plots-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const file = $("plots-file").files[0];
+  $("check-plots").disabled = true;
+  setStatus(`Checking the plots of ${file.name}…`);
+  try {
+    const r = await fetch("/plots", { method: "POST", body: await file.text(), headers: { "Content-Type": "application/geo+json", ...apiHeaders() } });
+    const body = await r.json().catch(() => ({ error: `HTTP ${r.status}` }));
+    if (!r.ok) throw new Error(body.error || `HTTP ${r.status}`);
+    drawPlots(body);
+    setStatus(`Done: ${file.name} checked against the store.`);
+  } catch (err) {
+    setStatus(err.message, true);
+  } finally {
+    $("check-plots").disabled = false;
+  }
+});
+
 showModel();
+showStore();

@@ -133,7 +133,9 @@ def _use_page(browser: Any, server: str, name: str, files: dict[str, Path],
     page.locator("#opacity").fill("40")
     plots.nth(plots.count() // 2).click(force=True)
     page.wait_for_selector(".leaflet-popup-content", timeout=10_000)
-    assert "verdict" in page.locator(".leaflet-popup-content").inner_text()
+    popup = page.locator(".leaflet-popup-content").inner_text()
+    assert "Verdict" in popup and "Forest at the reference date" in popup, popup
+    assert "_px" not in popup and "forest_ref" not in popup  # words, not field names
     page.screenshot(path=str(ARTIFACTS / f"map_page_{name}.png"), full_page=True)
     assert outside == [], f"the page fetched from elsewhere: {outside}"
     page.close()
@@ -223,3 +225,49 @@ def test_a_page_from_another_origin_gets_no_2xx(server: ServerURL, landscape: Pa
     assert len(answers) >= 3 * len(ROUTE_MEDIA_TYPES), answers  # they reached the service
     assert [a for a in answers if 200 <= a[1] < 300] == [], answers
     assert httpx.post(f"{server}/model", json={}).status_code == 200  # still serving
+
+
+@pytest.fixture(scope="module")
+def store_server(built_store: Path, store_model: Path,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerURL]:
+    """The service started on a baseline store."""
+    work = tmp_path_factory.mktemp("ui-store")
+    env = {"CACAOMAP_STORE": str(built_store), "CACAOMAP_RESULTS_DIR": str(work / "results")}
+    with served_model(store_model, work / "serve.log", env, cwd=REPO) as url:
+        yield url
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_map_page_checks_plots_against_the_store(store_server: ServerURL,
+                                                 region_data: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    plots = region_data / "plots_eudr.geojson"
+    features = json.loads(plots.read_text())["features"]
+    point = next(i for i, f in enumerate(features) if f["geometry"]["type"] == "Point")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            for name, viewport in VIEWPORTS.items():
+                page = browser.new_page(viewport=viewport)
+                page.goto(f"{store_server}/ui/")
+                page.wait_for_selector("#store-box:not([hidden])", timeout=30_000)
+                assert "ends by the cutoff 2020-12-31" in page.inner_text("#store-info")
+                page.set_input_files("#plots-file", str(plots))
+                page.click("#check-plots")
+                page.wait_for_selector("#plot-results:not([hidden])", timeout=120_000)
+                assert f"{len(features)} plots" in page.inner_text("#plot-verdicts")
+                shapes = page.locator("path.leaflet-interactive")
+                assert shapes.count() == len(features)  # points drawn as their circles
+                shapes.nth(point).click(force=True)
+                page.wait_for_selector(".leaflet-popup-content", timeout=10_000)
+                popup = page.locator(".leaflet-popup-content").inner_text()
+                assert "around the declared point" in popup and "Verdict" in popup, popup
+                assert "Seen clearly at both dates" in popup and "_ha" not in popup
+                page.screenshot(path=str(ARTIFACTS / f"map_page_plots_{name}.png"),
+                                full_page=True)
+                page.close()
+        finally:
+            browser.close()
