@@ -20,6 +20,17 @@ from pathlib import Path
 HASH_BLOCK = 1 << 22
 
 
+def _read_umask() -> int:
+    """The process's umask (read by setting it and back, once, at import)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: The umask the process started with: staged results get its permissions.
+UMASK = _read_umask()
+
+
 def sha256_file(path: str | Path) -> str:
     """sha256 of a file's bytes, as hex."""
     digest = hashlib.sha256()
@@ -36,7 +47,9 @@ def staged(dst: str | Path, *, directory: bool = False, prefix: str | None = Non
 
     The temporary name is hidden (it starts with a dot, or with ``prefix``) and lives in
     ``dst``'s folder so that the rename is atomic. If the block raises, the temporary
-    file or folder is removed and ``dst`` is left untouched.
+    file or folder is removed and ``dst`` is left untouched. The result gets the
+    permissions of an ordinary write under the process's umask (the temporary is
+    private while it is written).
 
     Args:
         dst: The final path.
@@ -58,6 +71,11 @@ def staged(dst: str | Path, *, directory: bool = False, prefix: str | None = Non
         tmp = Path(name)
     try:
         yield tmp
+        # mkstemp/mkdtemp make private temporaries; the result gets the permissions an
+        # ordinary write would (the umask's), so a store or model built by one user can
+        # be served by another. Private places (the map page's results) are private
+        # folders.
+        os.chmod(tmp, (0o777 if directory else 0o666) & ~UMASK)
         os.replace(tmp, dst)
     finally:
         if directory:

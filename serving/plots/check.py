@@ -23,6 +23,7 @@ confidence is under ``min_confidence`` becomes ``needs_review``.
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import rasterio
+from numpy.typing import NDArray
 from rasterio.windows import Window
 from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
@@ -41,10 +44,12 @@ from serving.inference.confidence import decode_confidence
 from serving.plots.geolocation import Plot
 from serving.plots.grid import from_lonlat
 from serving.plots.patches import DEFAULT_MIN_FOREST_HA, forest_in_patches, margin_px
-from serving.plots.store import MapSource, ZoneMaps
+from serving.plots.store import MapSource, ZoneMaps, ZoneReader
 
 #: Lattice pixels per side of the chunks plots are grouped in.
 DEFAULT_CHUNK_PX = 1024
+#: GDAL's block cache while plots are checked (memory stays bounded by it).
+BLOCK_CACHE_BYTES = 128 * 2**20
 #: Loss confidence under which a detection needs a person's review.
 DEFAULT_MIN_CONFIDENCE = 0.5
 
@@ -134,17 +139,33 @@ def check_plots(plots: list[Plot], source: MapSource, options: CheckOptions | No
                int(w.col_off + w.width / 2) // options.chunk_px)
         chunks[key].append(part)
     done = 0
+    # Each thread keeps its files open across its chunks (neighbouring chunks share
+    # the COG blocks at their edges: GDAL's block cache, bounded, serves them again).
+    local = threading.local()
+    readers: list[ZoneReader] = []
 
     def measure(key: tuple[int, int, int]) -> list[tuple[int, _Sums]]:
-        return _measure_chunk(source.zones[key[0]], chunks[key], source, options)
+        own: dict[int, ZoneReader] | None = getattr(local, "readers", None)
+        if own is None:
+            own = local.readers = {}
+        zone = source.zones[key[0]]
+        if key[0] not in own:
+            own[key[0]] = ZoneReader(zone)
+            readers.append(own[key[0]])
+        return _measure_chunk(zone, own[key[0]], chunks[key], source, options)
 
-    with ThreadPoolExecutor(max(1, options.workers), thread_name_prefix="plots") as pool:
-        for deltas in pool.map(measure, sorted(chunks)):
-            for index, delta in deltas:
-                sums[index].add(delta)
-            done += 1
-            if on_progress:
-                on_progress(done, len(chunks))
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=BLOCK_CACHE_BYTES), ThreadPoolExecutor(
+                max(1, options.workers), thread_name_prefix="plots") as pool:
+            for deltas in pool.map(measure, sorted(chunks)):  # row-major: neighbours
+                for index, delta in deltas:
+                    sums[index].add(delta)
+                done += 1
+                if on_progress:
+                    on_progress(done, len(chunks))
+    finally:
+        for reader in readers:
+            reader.close()
     return [_record(p, sums.get(p.index), source, options) for p in plots]
 
 
@@ -172,8 +193,8 @@ def _parts(plots: list[Plot], source: MapSource) -> list[_Part]:
     return parts
 
 
-def _measure_chunk(zone: ZoneMaps, parts: list[_Part], source: MapSource,
-                   options: CheckOptions) -> list[tuple[int, _Sums]]:
+def _measure_chunk(zone: ZoneMaps, reader: ZoneReader, parts: list[_Part],
+                   source: MapSource, options: CheckOptions) -> list[tuple[int, _Sums]]:
     """Read one window for a chunk's parts; each part's sums, with its plot's index."""
     from exactextract import exact_extract
     from exactextract.raster import NumPyRasterSource
@@ -188,12 +209,11 @@ def _measure_chunk(zone: ZoneMaps, parts: list[_Part], source: MapSource,
     r1 = max(p.window.row_off + p.window.height for p in parts) + margin
     window = Window(c0, r0, c1 - c0, r1 - r0)
     confident = zone.has("confidence")
-    with zone.reader() as reader:
-        ref, inside_ref = reader.read("classes", "reference", window)
-        cur, inside_cur = reader.read("classes", "current", window)
-        if confident:
-            conf_ref = decode_confidence(reader.read("confidence", "reference", window)[0])
-            conf_cur = decode_confidence(reader.read("confidence", "current", window)[0])
+    ref, inside_ref = reader.read("classes", "reference", window)
+    cur, inside_cur = reader.read("classes", "current", window)
+    if confident:
+        conf_ref = decode_confidence(reader.read("confidence", "reference", window)[0])
+        conf_cur = decode_confidence(reader.read("confidence", "current", window)[0])
     inside = inside_ref & inside_cur
     transform = zone.window_transform(window)
     h, w = ref.shape
@@ -206,38 +226,54 @@ def _measure_chunk(zone: ZoneMaps, parts: list[_Part], source: MapSource,
                  "geometry": mapping(p.geometry)} for i, p in enumerate(parts)]
     rows = exact_extract(raster, features, ["cell_id", "coverage"], include_cols=["i"],
                          output="geojson")
+    # Every part's pixels at once: (part, pixel, coverage) triples, summed per part.
+    n, count = schema.num_classes, len(parts)
+    order = [int(row["properties"]["i"]) for row in rows]
+    cell_ids = [np.asarray(row["properties"]["cell_id"], np.int64) for row in rows]
+    owner = np.repeat(np.asarray(order, np.int64), [len(c) for c in cell_ids])
+    idx = np.concatenate(cell_ids) if cell_ids else np.zeros(0, np.int64)
+    cov = np.concatenate([np.asarray(row["properties"]["coverage"], np.float64)
+                          for row in rows]) if rows else np.zeros(0)
+    ok = (idx >= 0) & (idx < h * w)
+    owner, idx, cov = owner[ok], idx[ok], cov[ok]
+    ha = cov * areas.ravel()[idx] / M2_PER_HA
+    here = inside.ravel()[idx]
+    r, c = ref.ravel()[idx], cur.ravel()[idx]
+    valid = here & (r != nodata) & (c != nodata)
+    patch = in_patch.ravel()[idx] & valid
+
+    def per_part(where: NDArray[np.bool_], values: NDArray[np.float64] = ha
+                 ) -> NDArray[np.float64]:
+        return np.asarray(np.bincount(owner, weights=np.where(where, values, 0.0),
+                                      minlength=count), np.float64)
+
+    in_store, valid_ha = per_part(here), per_part(valid)
+    small = per_part(valid & (r == forest) & ~patch)
+    to = np.bincount(owner * n + c, weights=np.where(patch, ha, 0.0),
+                     minlength=count * n).reshape(count, n)
+    conf_sums: list[tuple[NDArray[np.float64], NDArray[np.float64]]] = []
+    if confident:
+        cr = conf_ref.ravel()[idx]
+        both = cr * conf_cur.ravel()[idx]
+        for values, where in ((cr, patch), (both, patch & (c != forest)), (both, valid)):
+            known = where & np.isfinite(values)
+            conf_sums.append((per_part(known, np.nan_to_num(values) * ha), per_part(known)))
     out = []
-    for row in rows:
-        part = parts[int(row["properties"]["i"])]
-        s = _Sums(schema.num_classes)
-        out.append((part.plot, s))
-        idx = np.asarray(row["properties"]["cell_id"], np.int64)
-        cov = np.asarray(row["properties"]["coverage"], np.float64)
-        ok = (idx >= 0) & (idx < h * w)
-        idx, cov = idx[ok], cov[ok]
-        ha = cov * areas.ravel()[idx] / M2_PER_HA
-        here = inside.ravel()[idx]
-        r, c = ref.ravel()[idx], cur.ravel()[idx]
-        valid = here & (r != nodata) & (c != nodata)
-        patch = in_patch.ravel()[idx] & valid
-        s.in_store_ha += float(ha[here].sum())
-        s.valid_ha += float(ha[valid].sum())
-        s.small_forest_ha += float(ha[valid & (r == forest) & ~patch].sum())
-        s.to += np.bincount(c[patch], weights=ha[patch], minlength=len(s.to))[: len(s.to)]
-        if confident:
-            cr = conf_ref.ravel()[idx]
-            known = patch & np.isfinite(cr)
-            s.forest_conf[0] += float((cr[known] * ha[known]).sum())
-            s.forest_conf[1] += float(ha[known].sum())
-            both = cr * conf_cur.ravel()[idx]
-            for sums_, where in ((s.loss_conf, patch & (c != forest)), (s.map_conf, valid)):
-                known = where & np.isfinite(both)
-                sums_[0] += float((both[known] * ha[known]).sum())
-                sums_[1] += float(ha[known].sum())
+    for k, part in enumerate(parts):
+        s = _Sums(n)
+        s.in_store_ha, s.valid_ha, s.small_forest_ha = (
+            float(in_store[k]), float(valid_ha[k]), float(small[k]))
+        s.to = to[k].copy()
+        if conf_sums:
+            (fw, fh), (lw, lh), (mw, mh) = conf_sums
+            s.forest_conf = [float(fw[k]), float(fh[k])]
+            s.loss_conf = [float(lw[k]), float(lh[k])]
+            s.map_conf = [float(mw[k]), float(mh[k])]
         s.zones.add(zone.name)
-        touched = [c for c in zone.cells if c.window_in(part.window) is not None]
-        s.cells.update(c.id for c in touched if not c.failed)
-        s.failed_cells.update(c.id for c in touched if c.failed)
+        touched = [cell for cell in zone.cells if cell.window_in(part.window) is not None]
+        s.cells.update(cell.id for cell in touched if not cell.failed)
+        s.failed_cells.update(cell.id for cell in touched if cell.failed)
+        out.append((part.plot, s))
     return out
 
 

@@ -39,3 +39,13 @@ def test_sha256_of_a_file_matches_hashlib(tmp_path: Path) -> None:
     data = bytes(range(256)) * 40_000  # several read blocks
     path = write_bytes_atomic(tmp_path / "blob", data)
     assert sha256_file(path) == hashlib.sha256(data).hexdigest()
+
+
+def test_a_staged_file_gets_the_permissions_of_an_ordinary_write(tmp_path: Path) -> None:
+    from serving.files import UMASK
+
+    target = write_bytes_atomic(tmp_path / "shared.tif", b"x")
+    assert target.stat().st_mode & 0o777 == 0o666 & ~UMASK
+    with staged(tmp_path / "folder", directory=True) as tmp:
+        (tmp / "a").write_bytes(b"a")
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o777 & ~UMASK

@@ -57,30 +57,38 @@ print(json.dumps({"seconds": elapsed, "peak_rss_mb": hwm / 1024,
 """
 
 
-def landscape(seed: int = 0) -> tuple[NDArray[np.uint8], NDArray[np.uint8],
-                                      NDArray[np.uint8]]:
-    """Reference and current class maps of patches, and a confidence, all SIDE²."""
+def landscape(side: int = SIDE, seed: int = 0) -> tuple[
+        NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]]:
+    """Reference and current class maps of patches, and a confidence, all side²."""
     rng = np.random.default_rng(seed)
-    n = SIDE // PATCH_PX + 1
+    n = side // PATCH_PX + 1
     ref = rng.choice([1, 2, 3, 4, 5], size=(n, n), p=[0.6, 0.15, 0.1, 0.1, 0.05])
     cur = ref.copy()
     lost = (ref == 1) & (rng.random((n, n)) < 0.15)
     cur[lost] = rng.choice([2, 3, 4], size=int(lost.sum()))
     cur[rng.random((n, n)) < 0.03] = 0  # never observed at the current date
     grow = np.ones((PATCH_PX, PATCH_PX), np.uint8)
-    big_ref = np.kron(ref.astype(np.uint8), grow)[:SIDE, :SIDE]
-    big_cur = np.kron(cur.astype(np.uint8), grow)[:SIDE, :SIDE]
-    conf = np.kron(rng.integers(40, 100, (n, n)).astype(np.uint8), grow)[:SIDE, :SIDE]
+    big_ref = np.kron(ref.astype(np.uint8), grow)[:side, :side]
+    big_cur = np.kron(cur.astype(np.uint8), grow)[:side, :side]
+    conf = np.kron(rng.integers(40, 100, (n, n)).astype(np.uint8), grow)[:side, :side]
+    # Speckle, as real class maps have: 5% of pixels of a random class (it also keeps
+    # the COGs from compressing far better than real maps would).
+    for layer in (big_ref, big_cur):
+        speckle = rng.random(layer.shape, dtype=np.float32) < 0.05
+        layer[speckle] = rng.integers(1, 6, int(speckle.sum()), dtype=np.uint8)
+    conf += rng.integers(0, 10, conf.shape, dtype=np.uint8)
     return big_ref, big_cur, conf
 
 
-def write_plots(folder: Path, count: int, seed: int = 1) -> tuple[Path, Path]:
+def write_plots(folder: Path, count: int, side: int = SIDE, seed: int = 1
+                ) -> tuple[Path, Path]:
     """EUDR statement of ``count`` plots of 1-4 ha in the tile, and the same as polygons."""
     rng = np.random.default_rng(seed)
     origin = lattice(10.0) * (COL0, ROW0)
     sides = np.sqrt(rng.uniform(1, 4, count) * 10_000)
-    xs = origin[0] + rng.uniform(500, SIDE * 10 - 500, count)
-    ys = origin[1] - rng.uniform(500, SIDE * 10 - 500, count)
+    margin = min(500.0, side * 10 / 4)
+    xs = origin[0] + rng.uniform(margin, side * 10 - margin - 200, count)
+    ys = origin[1] - rng.uniform(margin + 200, side * 10 - margin, count)
     squares = [box(x, y, x + s, y + s) for x, y, s in zip(xs, ys, sides, strict=True)]
     lonlat = [to_lonlat(g, "EPSG:32718") for g in squares]
     eudr, polygons = [], []
@@ -96,14 +104,14 @@ def write_plots(folder: Path, count: int, seed: int = 1) -> tuple[Path, Path]:
     return paths
 
 
-def write_stores(folder: Path) -> tuple[Path, Path, Path, Path]:
+def write_stores(folder: Path, side: int = SIDE) -> tuple[Path, Path, Path, Path]:
     """(one-cell store, 2 x 2 store, reference map, current map), written once."""
     one, four = folder / "store_1x1", folder / "store_2x2"
     ref_path, cur_path = folder / "ref_classes.tif", folder / "cur_classes.tif"
     if (one / "store.json").exists() and (four / "store.json").exists():
         return one, four, ref_path, cur_path
-    ref, cur, conf = landscape()
-    tile = Cell("18S_tile", 18, True, ROW0, COL0, SIDE, 10.0)
+    ref, cur, conf = landscape(side)
+    tile = Cell("18S_tile", 18, True, ROW0, COL0, side, 10.0)
     region = to_lonlat(box(*tile.bounds), tile.utm.crs)
     write_cog(ref_path, ref, tile, 0)
     write_cog(cur_path, cur, tile, 0)
@@ -115,7 +123,7 @@ def write_stores(folder: Path) -> tuple[Path, Path, Path, Path]:
         return layers[period][window], conf[window]
 
     write_class_store(one, [tile], maps, region)
-    half = SIDE // 2
+    half = side // 2
     quarters = [Cell(f"18S_q{i}{j}", 18, True, ROW0 + i * half, COL0 + j * half, half, 10.0)
                 for i in range(2) for j in range(2)]
     write_class_store(four, quarters, maps, region)
@@ -147,12 +155,13 @@ def _service(store: Path, model_dir: Path, body: Path, work: Path) -> dict[str, 
             "server_rss_mb_after": rss / 2**20, "verdicts": answer.get("verdicts")}
 
 
-def plots_bench(work: Path, model_dir: Path, count: int = 10_000) -> dict[str, Any]:
+def plots_bench(work: Path, model_dir: Path, count: int = 10_000, side: int = SIDE
+                ) -> dict[str, Any]:
     """Plot checks at scale: one-tile store, 2 x 2 store, before, and the service."""
     work.mkdir(parents=True, exist_ok=True)
-    one, four, ref, cur = write_stores(work)
-    eudr, polygons = write_plots(work, count)
-    result: dict[str, Any] = {"plots": count, "tile_px": SIDE, "periods": list(PERIODS)}
+    one, four, ref, cur = write_stores(work, side)
+    eudr, polygons = write_plots(work, count, side)
+    result: dict[str, Any] = {"plots": count, "tile_px": side, "periods": list(PERIODS)}
     result["store_1x1"] = _child(_CHILD_CHECK, str(one), str(eudr))
     result["store_2x2"] = _child(_CHILD_CHECK, str(four), str(eudr))
     result["baseline_before"] = _child(_CHILD_BASELINE, str(ref), str(cur), str(polygons))

@@ -36,6 +36,7 @@ from training.bench.model import (
     session_options,
     theoretical_peak,
 )
+from training.bench.plots import plots_bench
 from training.bench.service import (
     SENTINEL2_TILE,
     build_scene,
@@ -95,7 +96,8 @@ def run_bench(
 
     Sections already measured today with the same model are reused unless named in
     ``redo`` (``ceiling``, ``gflop_per_tile``, ``model_throughput``,
-    ``session_options``, ``scene``, ``service``, ``tiles_during_scene``, ``composite``).
+    ``session_options``, ``scene``, ``service``, ``tiles_during_scene``, ``composite``,
+    ``plots``).
     """
     console = Console()
     torch.set_num_threads(cpu_facts()["cores"])
@@ -173,6 +175,7 @@ def run_bench(
         int8_dir, tile, build_scene(images[-1], work / f"scene_{scene_size}.tif", scene_size),
         service_seconds, work))
     section("composite", lambda: composite_bench(work / "composite"))
+    section("plots", lambda: plots_bench(work / "plots", fp32_dir))
     path = out_dir / f"{result['date']}.json"
     path.write_text(json.dumps(result, indent=2))
     partial.unlink(missing_ok=True)
@@ -338,6 +341,18 @@ def update_readme(r: dict[str, Any], s: dict[str, Any], readme: Path = README) -
             + per_side + f"; area x{composite['area_ratio']:.0f} → time "
             f"x{composite['time_ratio_large_over_small']:.2f}, RSS "
             f"x{composite['rss_ratio_large_over_small']:.2f} |")
+    plots = r.get("plots")
+    if plots:
+        one, four, before = plots["store_1x1"], plots["store_2x2"], plots["baseline_before"]
+        service = plots["service"]
+        lines.append(
+            f"| {plots['plots']:,} plots of 1-4 ha (half points with Area) on a "
+            f"{plots['tile_px']}² store: seconds and peak RSS, one cell → 2 x 2 cells; "
+            f"before (`cacaomap baseline`, whole maps in memory); `POST /plots` end to "
+            f"end | {one['seconds']:.1f} s, {one['peak_rss_mb']:.0f} MB → "
+            f"{four['seconds']:.1f} s, {four['peak_rss_mb']:.0f} MB; {before['seconds']:.1f}"
+            f" s, {before['peak_rss_mb']:.0f} MB; {service['seconds']:.1f} s (HTTP "
+            f"{service['status']}) |")
     for row in r.get("session_options", []):
         lines.append(f"| ORT fp32 256 px batch 8, {row['option']} | "
                      f"{row['tiles_per_s']:.2f} tiles/s |")

@@ -110,3 +110,20 @@ def test_readme_section_is_generated_from_the_newest_json(tmp_path: Path) -> Non
     # The committed README carries the newest figures.
     committed = (REPO / "README.md").read_text().split(START)[1].split(END)[0]
     assert committed == section
+
+
+def test_plots_bench_checks_every_plot_on_both_stores_and_the_service(
+        model_dir: Path, tmp_path: Path) -> None:
+    from training.bench.plots import plots_bench
+
+    result = plots_bench(tmp_path / "plots", model_dir, count=40, side=600)
+    for name in ("store_1x1", "store_2x2"):
+        run = result[name]
+        assert run["plots"] == 40 and sum(run["verdicts"].values()) == 40
+        assert "error" not in run["verdicts"]  # every plot lies inside the store
+        assert run["seconds"] > 0 and 50 < run["peak_rss_mb"] < 4096
+    # The same pixels in one cell or four give the same verdicts.
+    assert result["store_1x1"]["verdicts"] == result["store_2x2"]["verdicts"]
+    assert result["baseline_before"]["plots"] == 40
+    assert result["service"]["status"] == 200
+    assert result["service"]["verdicts"] == result["store_1x1"]["verdicts"]
