@@ -39,6 +39,10 @@ def test_every_variable_is_read_as_its_type() -> None:
         "CACAOMAP_SCENE_THREADS": "2",
         "CACAOMAP_SCENE_NICE": "19",
         "CACAOMAP_BODY_TIMEOUT_S": "7.5",
+        "CACAOMAP_STORE": "/srv/stores/tocache",
+        "CACAOMAP_MAX_PLOTS": "500",
+        "CACAOMAP_MAX_EVIDENCE": "3",
+        "CACAOMAP_PLOT_WORKERS": "4",
         "UNRELATED": "ignored",
     })
     assert settings == Settings(
@@ -48,7 +52,8 @@ def test_every_variable_is_read_as_its_type() -> None:
         batching=False, max_in_flight=3, allowed_hosts=("maps.example.org", "localhost"),
         api_token="s3cret", behind_proxy=True, results_dir=Path("/tmp/results"),
         ui_keep=5, ui_keep_mb=512.0, max_zone_vertices=5000, scene_ort_threads=1,
-        scene_threads=2, scene_nice=19, body_timeout_s=7.5)
+        scene_threads=2, scene_nice=19, body_timeout_s=7.5,
+        store=Path("/srv/stores/tocache"), max_plots=500, max_evidence=3, plot_workers=4)
     unset = [f.name for f in fields(Settings)
              if getattr(settings, f.name) == getattr(Settings(), f.name)]
     assert unset == [], f"settings this test does not set: {unset}"
@@ -67,6 +72,7 @@ def test_every_variable_is_read_as_its_type() -> None:
     ("CACAOMAP_SCENE_NICE", "20", "CACAOMAP_SCENE_NICE must be 0 to 19"),
     ("CACAOMAP_MAX_ZONE_VERTICES", "0", "CACAOMAP_MAX_ZONE_VERTICES must be positive"),
     ("CACAOMAP_BEHIND_PROXY", "on", "BEHIND_PROXY is on.*set CACAOMAP_API_TOKEN"),
+    ("CACAOMAP_MAX_PLOTS", "0", "CACAOMAP_MAX_PLOTS must be positive"),
 ])
 def test_a_malformed_value_is_refused_naming_the_variable(name: str, raw: str,
                                                           says: str) -> None:
