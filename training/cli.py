@@ -550,9 +550,39 @@ def ui_hint() -> None:
     print(f"Open the MLflow UI on the runs:\n  {mlflow_ui_command()}")
 
 
+#: Set to see the traceback of a user error instead of its one-line message.
+TRACEBACK_VARIABLE = "CACAOMAP_TRACEBACK"
+
+
+def user_error_line(command: str, err: BaseException) -> str:
+    """A user error (bad input, missing file) as the one line the command ends with."""
+    message = " ".join(str(err).split()) or type(err).__name__
+    return f"cacaomap {command}: {message}"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``cacaomap`` console script."""
+    """Entry point of the ``cacaomap`` console script.
+
+    A user error (a ``ValueError``, which every input check of the project raises, or
+    an ``OSError``: a file that is missing or unreadable, a server that does not
+    answer) ends the command with one line and exit status 1, never a traceback;
+    ``CACAOMAP_TRACEBACK=1`` shows the traceback. Argument errors are jsonargparse's
+    (usage and one ``error:`` line, status 2).
+    """
+    import os
+
     args = sys.argv[1:] if argv is None else argv
+    command = " ".join(args[:2] if args[:1] in (["store"], ["plots"], ["train"])
+                       else args[:1])
+    try:
+        _dispatch(args)
+    except (ValueError, OSError) as err:
+        if os.environ.get(TRACEBACK_VARIABLE):
+            raise
+        raise SystemExit(user_error_line(command, err)) from None
+
+
+def _dispatch(args: list[str]) -> None:
     if args and args[0] == "train":
         import warnings
 

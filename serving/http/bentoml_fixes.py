@@ -16,6 +16,8 @@ BentoML is upgraded; each docstring names the BentoML code it replaces.
   junk paths (even ones the guards refuse) grew ``/metrics`` without bound.
 - :func:`reject_bad_root_json`: a body that is not JSON, sent to an API whose one
   positional argument is the whole body (``/plots``), answered 500.
+- :func:`quiet_client_errors`: every 4xx (a client's typo) was logged as a Python
+  traceback at error level, indistinguishable from a fault of the service.
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ UPSTREAM: dict[str, tuple[tuple[str, str, str], ...]] = {
     ),
     "reject_bad_root_json": (
         ("_bentoml_sdk.io_models", "IORootModel.model_validate_json", "91bb58747b931a55"),
+    ),
+    "quiet_client_errors": (
+        # http_app.log_exception as the endpoint wrapper imports it (same source).
+        ("_bentoml_impl.server.app", "log_exception", "8e37ab2b4433dff1"),
     ),
     "bound_metric_labels": (
         ("bentoml._internal.server.http.instruments",
@@ -279,6 +285,54 @@ def reject_bad_root_json() -> None:
     IORootModel.model_validate_json = classmethod(model_validate_json)  # type: ignore[assignment,method-assign]
 
 
+def client_error_status(exc: BaseException | None) -> int | None:
+    """The 4xx status BentoML answers an exception with, or None for a fault (5xx)."""
+    from bentoml.exceptions import BentoMLException
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return 400
+    if isinstance(exc, BentoMLException):
+        status = int(exc.error_code.value)
+        return status if 400 <= status < 500 else None
+    return None
+
+
+def quiet_client_errors() -> None:
+    """Log a client's error (4xx) as one warning line; keep the traceback for 5xx.
+
+    ``ServiceAppFactory.api_endpoint_wrapper`` (``_bentoml_impl/server/app.py``) calls
+    ``log_exception(request)`` for every exception it answers, which logs at error
+    level with the traceback (``bentoml/_internal/server/http_app.py``), a wrong tile
+    shape or a missing form field included. The replacement looks at the exception
+    being handled: a validation error or a BentoML exception with a 4xx code becomes
+    ``client error <status> on <method> <path>: <message>`` at warning level, one line;
+    anything else is logged as before, traceback and all.
+    """
+    import logging
+    import sys
+
+    import _bentoml_impl.server.app as app
+
+    upstream = app.log_exception
+    if getattr(upstream, "cacaomap_fixed", False):
+        return
+    log = logging.getLogger("cacaomap.http")
+
+    def log_exception(request: Any, exc_info: Any = True) -> None:
+        exc = sys.exc_info()[1]
+        status = client_error_status(exc)
+        if status is None:
+            upstream(request, exc_info)
+            return
+        message = " ".join(str(exc).split())[:300]
+        log.warning("client error %d on %s %s: %s", status, request.method,
+                    request.url.path, message)
+
+    log_exception.cacaomap_fixed = True  # type: ignore[attr-defined]
+    app.log_exception = log_exception
+
+
 def metric_label(path: str) -> str:
     """The ``endpoint`` label of a request path: the route, or one label for the rest."""
     from serving.http.guards import PUBLIC_PATHS, ROUTE_MEDIA_TYPES
@@ -344,4 +398,5 @@ def apply() -> None:
     bound_cork_wait()
     fast_json_responses()
     reject_bad_root_json()
+    quiet_client_errors()
     bound_metric_labels()

@@ -55,6 +55,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerURL]:
            "CACAOMAP_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)}
     with served_model(model, work / "serve.log", env, cwd=REPO,
                       memory_limit_mb=MEMORY_LIMIT_MB) as url:
+        url.log_path = work / "serve.log"  # type: ignore[attr-defined]
         yield url
 
 
@@ -377,6 +378,10 @@ def test_every_bad_request_gets_a_4xx_naming_the_problem(
     assert metrics_ok, f"/metrics grew with junk paths: {metrics}"
     assert after - warm <= RSS_GROWTH_MB, (
         f"RSS grew {after - warm:.0f} MB over {ROUNDS - 1} rounds of bad requests")
+    # A client's mistake is one warning line in the server's log, never a traceback.
+    log = server.log_path.read_text()  # type: ignore[attr-defined]
+    assert "Traceback" not in log, log[log.find("Traceback") - 500:][:3000]
+    assert log.count("client error 4") >= ROUNDS
 
 
 def test_geographic_scene_at_sentinel2_resolution_is_classified(

@@ -43,3 +43,22 @@ def test_apply_replaces_each_target_once() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                          text=True, timeout=120, check=True).stdout
     assert out.strip() == "True"
+
+
+def test_client_errors_are_4xx_and_faults_are_not() -> None:
+    from bentoml.exceptions import BadInput, InternalServerError, InvalidArgument, NotFound
+    from pydantic import BaseModel, ValidationError
+
+    class Model(BaseModel):
+        n: int
+
+    try:
+        Model(n="x")  # type: ignore[arg-type]
+    except ValidationError as err:
+        validation = err
+    assert bentoml_fixes.client_error_status(validation) == 400
+    assert bentoml_fixes.client_error_status(InvalidArgument("bad")) == 400
+    assert bentoml_fixes.client_error_status(BadInput("bad")) == 400
+    assert bentoml_fixes.client_error_status(NotFound("none")) == 404
+    assert bentoml_fixes.client_error_status(InternalServerError("boom")) is None
+    assert bentoml_fixes.client_error_status(RuntimeError("boom")) is None
