@@ -130,3 +130,27 @@ def test_a_cell_whose_imagery_fails_is_reported_and_the_rest_built(
                         open_store(tmp_path / "store"), CheckOptions())[1][0]
     assert record["verdict"] == "error" and "failed to build" in record["error"]
     assert np.isfinite(meta["landscape"]["nodata_ha"])
+
+
+def test_a_build_on_a_dask_cluster_writes_the_same_maps(built_store: Path, region_data: Path,
+                                                        store_model: Path, tmp_path: Path
+                                                        ) -> None:
+    from distributed import LocalCluster
+    from shapely.geometry import shape
+
+    from serving.imagery.sources import items_from_file
+    from serving.plots.build import BuildOptions, build_store
+
+    region = shape(json.loads((region_data / "region.geojson").read_text())["features"][0][
+        "geometry"])
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        report = build_store(tmp_path / "store", region, PERIODS,
+                             items_from_file(region_data / "stac" / "catalog.json"),
+                             store_model, BuildOptions(cell_size_m=CELL_SIZE_M),
+                             scheduler=cluster.scheduler_address)
+    assert not report.failed and report.done
+    for local in built_store.glob("cells/*/*/classes.tif"):
+        remote = tmp_path / "store" / local.relative_to(built_store)
+        with rasterio.open(local) as a, rasterio.open(remote) as b:
+            assert np.array_equal(a.read(), b.read()), local
