@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,7 @@ def run_demo_serving(
     store_dir = out_dir / "store"
     region = region_of({"region": json.loads((data / "region.geojson").read_text())[
         "features"][0]["geometry"]})
+    started = time.perf_counter()
     with Progress(transient=True) as bar:
         task = bar.add_task("building the store (cells x periods)", total=None)
         built = build_store(store_dir, region, PERIODS,
@@ -113,7 +115,8 @@ def run_demo_serving(
         raise SystemExit(f"store build failed for {built.failed}")
     store = open_store(store_dir)
     console.print(f"Store {store_dir}: {len(store.meta['cells'])} cells x 2 periods "
-                  f"({len(built.done)} built now, {len(built.skipped)} already done)")
+                  f"({len(built.done)} built now, {len(built.skipped)} already done) in "
+                  f"{time.perf_counter() - started:.0f} s")
     plots_file = data / "plots_eudr.geojson"
     statement = json.loads(plots_file.read_text())
     points = sum(f["geometry"]["type"] == "Point" for f in statement["features"])
