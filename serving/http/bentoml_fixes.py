@@ -7,7 +7,9 @@ BentoML is upgraded; each docstring names the BentoML code it replaces.
 - :func:`harden_multipart`: malformed multipart bodies answered 500, and a text form
   field where a file is expected was downloaded as a URL.
 - :func:`cancel_timeout_timers`: the request timer was never cancelled, keeping every
-  request's context alive for the whole timeout (a memory leak under load).
+  request's context alive for the whole timeout (a memory leak under load), and a
+  request whose app ended without answering (an abandoned upload) held shutdown for
+  the whole timeout.
 - :func:`bound_cork_wait`: the adaptive-batching queue learned queueing delay as the
   time to wait for a batch, so latency stayed high long after an overload.
 - :func:`fast_json_responses`: responses were encoded with the stdlib ``json``, the
@@ -139,13 +141,18 @@ def harden_multipart() -> None:
 
 
 def cancel_timeout_timers() -> None:
-    """Make BentoML's request timeout cancel its timer when the request is answered.
+    """Make BentoML's request timeout end with the request, answered or not.
 
     ``TimeoutMiddleware`` (bentoml 1.4.39) schedules ``loop.call_later(timeout, ...)``
     for every request and never cancels it; the timer handle keeps the request's
     context (the request, its scope and everything they reach, ~16 KB) alive for the
-    whole timeout, 900 s here: memory grew by ~16 MB per 1000 requests until then. This
-    replaces its ``__call__`` with the same logic plus ``handle.cancel()``.
+    whole timeout, 900 s here: memory grew by ~16 MB per 1000 requests until then.
+    It also waits for the first message the app *sends*: an app that returns without
+    sending (a client that abandoned its upload: there is nobody to answer) left the
+    request "in flight" for the whole timeout, and ``SIGTERM`` waited for it, so the
+    service could not be stopped for 15 minutes after one abandoned upload. This
+    replaces its ``__call__`` with the same logic plus ``handle.cancel()``, and the wait
+    also ends when the app does.
     """
     import asyncio
 
@@ -165,6 +172,12 @@ def cancel_timeout_timers() -> None:
             await send(message)
 
         fut = asyncio.ensure_future(self.app(scope, receive, _send), loop=loop)
+
+        def app_ended(_: Any) -> None:  # returned (or raised) without a message
+            if not waiter.done():
+                waiter.set_result(None)
+
+        fut.add_done_callback(app_ended)
         try:
             await waiter
         except TimeoutError:
