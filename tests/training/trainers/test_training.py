@@ -89,7 +89,8 @@ def test_resume_and_fine_tune_from_a_checkpoint(
 
 
 def test_weights_must_be_a_local_file(landscape: Path, mlflow_store: dict[str, str]) -> None:
-    with pytest.raises(ValueError, match="local file"):
+    # A user error: the command ends with one line naming it (cacaomap train fit: ...).
+    with pytest.raises(SystemExit, match="weights must be a local file"):
         _fit(landscape, mlflow_store, "--model.init_args.weights", "ResNet18_Weights.SENTINEL2")
 
 
