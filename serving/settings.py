@@ -31,6 +31,7 @@ with a message naming the variable, never a silent default.
 | ``CACAOMAP_MAX_PLOTS`` | ``max_plots`` | 10,000 |
 | ``CACAOMAP_MAX_EVIDENCE`` | ``max_evidence`` | 20 |
 | ``CACAOMAP_PLOT_WORKERS`` | ``plot_workers`` | 2 |
+| ``CACAOMAP_DRAIN_S`` | ``drain_s`` | 30 (0: stop at once) |
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ class Settings:
         max_plots: Most plots in one ``/plots`` request (the EU system's 10,000).
         max_evidence: Most plots of a ``/plots`` request with ``evidence=true``.
         plot_workers: Chunks of plots measured at once per request.
+        drain_s: On ``SIGTERM``, longest wait for requests in flight to finish while
+            new ones are refused (503); 0 stops at once.
     """
 
     model: str = ""
@@ -117,6 +120,7 @@ class Settings:
     max_plots: int = 10_000
     max_evidence: int = 20
     plot_workers: int = 2
+    drain_s: float = 30.0
 
     @property
     def max_upload_bytes(self) -> int:
@@ -168,6 +172,8 @@ class Settings:
         if self.behind_proxy and not self.api_token:
             raise SettingsError(f"{PREFIX}BEHIND_PROXY is on: every caller reaches the "
                                 f"service through the proxy, so set {PREFIX}API_TOKEN")
+        if not self.drain_s >= 0:
+            raise SettingsError(f"{PREFIX}DRAIN_S must be >= 0; got {self.drain_s}")
         for name, threads in (("ORT_THREADS", self.ort_threads),
                               ("SCENE_ORT_THREADS", self.scene_ort_threads)):
             if threads < 0:

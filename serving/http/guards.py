@@ -18,8 +18,11 @@ the problem:
   exceed ``CACAOMAP_MAX_UPLOAD_MB``, and may not come with ``Transfer-Encoding``.
 - :class:`MediaTypeGuard` (415): each route takes JSON or multipart, never a pickle,
   and a body must declare its media type.
+- :class:`~serving.http.drain.DrainGuard` (503 + ``Retry-After``): while the worker
+  drains after ``SIGTERM``, ``/readyz`` and new requests are refused.
 - :class:`BodyReader` (408): the body is read whole, with at most
-  ``CACAOMAP_BODY_TIMEOUT_S`` between chunks, before the request counts as in flight.
+  ``CACAOMAP_BODY_TIMEOUT_S`` between chunks, before the request counts as in flight
+  (a body still being received when a drain begins is dropped: 503).
 - :class:`ErrorShape`: every API error is ``{"error": "<what is wrong>"}``, and the
   statuses above are listed in ``/docs.json``.
 - :class:`InFlightLimit` (503 + ``Retry-After``): at most ``CACAOMAP_MAX_IN_FLIGHT``
@@ -38,6 +41,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from serving.http.drain import DRAIN, DrainGuard, draining_message, refuse
 from serving.settings import current
 
 Scope = MutableMapping[str, Any]
@@ -287,7 +291,15 @@ class BodyReader:
         with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as body:
             while True:
                 with anyio.move_on_after(self.idle_timeout_s) as waited:
-                    message = await receive()
+                    DRAIN.receiving.add(waited)
+                    try:
+                        if DRAIN.draining:  # shutting down: no new work, not even this
+                            waited.cancel()
+                        message = await receive()
+                    finally:
+                        DRAIN.receiving.discard(waited)
+                if DRAIN.draining and waited.cancel_called:
+                    return await refuse(send, draining_message())
                 if waited.cancel_called:
                     return await send_error(
                         send, 408, f"the request body stalled: nothing received for "
@@ -397,7 +409,7 @@ GUARD_RESPONSES = {
     "411": "Body without Content-Length",
     "413": "Body over CACAOMAP_MAX_UPLOAD_MB",
     "415": "Media type the route does not take",
-    "503": "Overloaded (CACAOMAP_MAX_IN_FLIGHT); see Retry-After",
+    "503": "Overloaded (CACAOMAP_MAX_IN_FLIGHT), or shutting down; see Retry-After",
 }
 
 
@@ -461,5 +473,5 @@ class ErrorShape:
 
 
 #: The guards in the order the service adds them, outermost first.
-GUARDS = (ErrorShape, HostGuard, OriginGuard, TokenGuard, BodyLimit, MediaTypeGuard,
+GUARDS = (ErrorShape, DrainGuard, HostGuard, OriginGuard, TokenGuard, BodyLimit, MediaTypeGuard,
           BodyReader, InFlightLimit)

@@ -45,7 +45,7 @@ from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader, MemoryFile
 
 from serving.areas import AreaError
-from serving.http import bentoml_fixes, guards
+from serving.http import bentoml_fixes, drain, guards
 from serving.http.map_page import ui_app
 from serving.http.tile_payload import TILES_SCHEMA, tiles_from_payload
 from serving.inference.contract import ContractError, ModelContract, load_model_dir
@@ -404,6 +404,7 @@ class CacaoMap:
 
 
 bentoml_fixes.apply()
+drain.install()  # SIGTERM drains before the worker stops
 for _guard in guards.GUARDS:  # outermost first
     CacaoMap.add_asgi_middleware(_guard)  # type: ignore[attr-defined]
 CacaoMap.mount_asgi_app(ui_app(), path="/ui")  # type: ignore[attr-defined]
