@@ -8,7 +8,8 @@ with a message naming the variable, never a silent default.
 | variable | field | default |
 |---|---|---|
 | ``CACAOMAP_MODEL`` | ``model`` | newest ``models/cacaomap/v<N>`` |
-| ``CACAOMAP_PROVIDERS`` | ``providers`` | TensorRT, CUDA, CPU (those installed) |
+| ``CACAOMAP_PROVIDERS`` | ``providers`` | TensorRT, CUDA, CPU (those installed); given: required |
+| ``CACAOMAP_GPUS`` | ``gpus`` | 0 (the service's BentoML ``resources``) |
 | ``CACAOMAP_ORT_THREADS`` | ``ort_threads`` | ONNX Runtime's choice |
 | ``CACAOMAP_SCENE_ORT_THREADS`` | ``scene_ort_threads`` | half the cores |
 | ``CACAOMAP_MAX_PIXELS`` | ``max_pixels`` | 121,000,000 (a full S2 tile) |
@@ -65,7 +66,12 @@ class Settings:
     Attributes:
         model: Model reference: a model folder, ``models/<name>``, or
             ``bento:<name>[:<version>]``; empty: the newest ``models/cacaomap/v<N>``.
-        providers: ONNX Runtime providers in preference order (empty: all known).
+        providers: ONNX Runtime providers in preference order (``cuda``, ``tensorrt``,
+            ``cpu`` or ONNX Runtime's names). Empty: the best installed, falling back
+            to the CPU. Given: the first is *required*: the service refuses to start
+            when it cannot be used (no silent CPU fallback when a GPU was asked for).
+        gpus: GPUs the service asks BentoML for (``resources={"gpu": n}``); the GPU
+            Bento sets 1.
         ort_threads: Intra-op threads per session (0: ONNX Runtime's choice).
         scene_ort_threads: Intra-op threads of the service's scene session (0: half
             the cores), so that tile requests keep cores while a scene runs.
@@ -98,6 +104,7 @@ class Settings:
 
     model: str = ""
     providers: tuple[str, ...] = ()
+    gpus: int = 0
     ort_threads: int = 0
     scene_ort_threads: int = 0
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -174,6 +181,8 @@ class Settings:
                                 f"service through the proxy, so set {PREFIX}API_TOKEN")
         if not self.drain_s >= 0:
             raise SettingsError(f"{PREFIX}DRAIN_S must be >= 0; got {self.drain_s}")
+        if self.gpus < 0:
+            raise SettingsError(f"{PREFIX}GPUS must be >= 0; got {self.gpus}")
         for name, threads in (("ORT_THREADS", self.ort_threads),
                               ("SCENE_ORT_THREADS", self.scene_ort_threads)):
             if threads < 0:
@@ -183,6 +192,8 @@ class Settings:
 def _parse(name: str, raw: str) -> object:
     """One variable's value as its field's type."""
     kind = _FIELD_TYPES[name]
+    if name == "providers":
+        return tuple(provider_name(p) for p in _names(raw))
     if name == "allowed_hosts":
         return tuple(h.lower() for h in _names(raw))
     if kind.startswith("tuple"):
@@ -198,6 +209,21 @@ def _parse(name: str, raw: str) -> object:
     if kind.startswith("Path"):
         return Path(raw)
     return raw
+
+
+#: Short names of ONNX Runtime's execution providers.
+PROVIDER_ALIASES = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
+                    "trt": "TensorrtExecutionProvider", "cpu": "CPUExecutionProvider"}
+
+
+def provider_name(name: str) -> str:
+    """ONNX Runtime's name of a provider given by its short name (or its own name)."""
+    if name.lower() in PROVIDER_ALIASES:
+        return PROVIDER_ALIASES[name.lower()]
+    if name in PROVIDER_ALIASES.values():
+        return name
+    raise ValueError(f"unknown execution provider {name!r}; use "
+                     f"{', '.join(sorted(set(PROVIDER_ALIASES)))} or ONNX Runtime's names")
 
 
 #: Each setting's declared type, as written in :class:`Settings`.

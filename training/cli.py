@@ -381,7 +381,7 @@ def serve(
                                 "--port", str(port)], env)
 
 
-def bento(model: Path | None = None) -> None:
+def bento(model: Path | None = None, gpu: bool = False) -> None:
     """Build the Bento (``serving/`` only, no torch) from this installation.
 
     The same Bento as ``bentoml build`` at the repository root, but built from the
@@ -390,10 +390,12 @@ def bento(model: Path | None = None) -> None:
     Args:
         model: A model folder to save into the BentoML model store first (the Bento
             serves ``cacaomap:latest`` from the store).
+        gpu: The GPU Bento: onnxruntime-gpu, a CUDA base image, one GPU, and
+            ``CACAOMAP_PROVIDERS=cuda`` (it refuses to start where CUDA is missing).
     """
     from serving.http.bento import build_bento
 
-    print(f"built Bento {build_bento(model)}")
+    print(f"built {'GPU ' if gpu else ''}Bento {build_bento(model, gpu=gpu)}")
 
 
 def baseline(

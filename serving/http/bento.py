@@ -6,13 +6,25 @@
 ``bentofile.yaml`` beside this module with the installed ``serving`` package as the build
 context, so an installed package (no repository checkout) builds the same Bento as
 ``bentoml build`` at the repository root: ``serving/`` only, no torch.
+
+``build_bento(gpu=True)`` (``cacaomap bento --gpu``) builds the GPU Bento from the same
+file: ``onnxruntime-gpu`` (CUDA 13 and cuDNN 9 as pip packages, its ``cuda`` and
+``cudnn`` extras) in place of ``onnxruntime``, BentoML's CUDA base image
+(:data:`CUDA_VERSION`; the image's CUDA variables let the NVIDIA container toolkit
+mount the host's driver, which must support CUDA 13), ``resources={"gpu": 1}``, and
+``CACAOMAP_PROVIDERS=cuda``, so the Bento refuses to start where CUDA cannot be used
+instead of running on the CPU.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 import serving
 from serving.inference.contract import (
@@ -28,6 +40,10 @@ BENTOFILE = Path(__file__).with_name("bentofile.yaml")
 #: Store name of the model the Bento serves (``models`` and ``CACAOMAP_MODEL`` in the
 #: bentofile: ``cacaomap:latest``).
 BENTO_MODEL = "cacaomap"
+#: The GPU Bento's ONNX Runtime (the ``gpu`` extra of pyproject.toml).
+GPU_RUNTIME = "onnxruntime-gpu[cuda,cudnn]==1.31.1"
+#: BentoML 1.4's newest CUDA base image (nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04).
+CUDA_VERSION = "12.8.1"
 
 
 def save_model(model_dir: Path, contract: ModelContract | None = None,
@@ -60,8 +76,30 @@ def save_model(model_dir: Path, contract: ModelContract | None = None,
     return str(bento_model.tag)
 
 
-def build_bento(model_dir: Path | None = None) -> str:
+def gpu_bentofile(bentofile: Path = BENTOFILE) -> dict[str, Any]:
+    """The GPU Bento's build options: the CPU bentofile with the changes above."""
+    spec: dict[str, Any] = yaml.safe_load(bentofile.read_text())
+    packages = [GPU_RUNTIME if p.split("==")[0].strip() == "onnxruntime" else p
+                for p in spec["python"]["packages"]]
+    if GPU_RUNTIME not in packages:
+        raise ValueError(f"{bentofile} lists no onnxruntime to replace")
+    spec["python"]["packages"] = packages
+    spec["docker"] = {**spec.get("docker", {}), "distro": "debian",
+                      "cuda_version": CUDA_VERSION}
+    spec["labels"] = {**spec.get("labels", {}), "accelerator": "nvidia-gpu"}
+    spec["envs"] = [e for e in spec.get("envs", [])
+                    if e["name"] not in ("CACAOMAP_PROVIDERS", "CACAOMAP_GPUS")] + [
+        {"name": "CACAOMAP_PROVIDERS", "value": "cuda"},
+        {"name": "CACAOMAP_GPUS", "value": "1"}]
+    return spec
+
+
+def build_bento(model_dir: Path | None = None, gpu: bool = False) -> str:
     """Build the Bento (optionally saving ``model_dir`` to the store first).
+
+    Args:
+        model_dir: A model folder to save into the BentoML model store first.
+        gpu: Build the GPU Bento (see the module docstring).
 
     Returns:
         The Bento's tag, e.g. ``cacaomap:xyz``; ``bentoml serve <tag>`` serves it.
@@ -71,5 +109,25 @@ def build_bento(model_dir: Path | None = None) -> str:
     if model_dir is not None:
         save_model(model_dir, name=BENTO_MODEL)
     build_ctx = Path(serving.__file__).resolve().parent.parent
-    bento = bentoml.bentos.build_bentofile(str(BENTOFILE), build_ctx=str(build_ctx))
+    if not gpu:
+        bento = bentoml.bentos.build_bentofile(str(BENTOFILE), build_ctx=str(build_ctx))
+        return str(bento.tag)
+    # The service reads CACAOMAP_GPUS at import, which the build does: resources=gpu 1.
+    # The variable is set for this build only.
+    previous = os.environ.get("CACAOMAP_GPUS")
+    os.environ["CACAOMAP_GPUS"] = "1"
+    try:
+        from serving import settings
+
+        settings.current.cache_clear()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "bentofile.gpu.yaml"
+            path.write_text(yaml.safe_dump(gpu_bentofile(), sort_keys=False))
+            bento = bentoml.bentos.build_bentofile(str(path), build_ctx=str(build_ctx))
+    finally:
+        if previous is None:
+            os.environ.pop("CACAOMAP_GPUS", None)
+        else:
+            os.environ["CACAOMAP_GPUS"] = previous
+        settings.current.cache_clear()
     return str(bento.tag)

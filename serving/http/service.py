@@ -39,15 +39,15 @@ from typing import Annotated, Any, Literal, TypeVar
 import bentoml
 import numpy as np
 from bentoml.exceptions import InvalidArgument, NotFound
-from bentoml.validators import ContentType
+from bentoml.validators import ContentType, DType
 from pydantic import BeforeValidator, WithJsonSchema
 from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader, MemoryFile
 
 from serving.areas import AreaError
-from serving.http import bentoml_fixes, drain, guards
+from serving.http import bentoml_fixes, drain, guards, health
 from serving.http.map_page import ui_app
-from serving.http.tile_payload import TILES_SCHEMA, tiles_from_payload
+from serving.http.tile_payload import CLIENT_SCHEMA, TILES_SCHEMA, tiles_from_payload
 from serving.inference.contract import ContractError, ModelContract, load_model_dir
 from serving.inference.model_store import resolve_model_dir
 from serving.inference.scene import SceneResult, class_map_of, classify_scene
@@ -104,8 +104,11 @@ TILES_API = (bentoml.api(batchable=True, batch_dim=(0, 0),
 Tiles = Annotated[
     np.ndarray,
     BeforeValidator(_tiles_for_loaded_model),
-    WithJsonSchema(TILES_SCHEMA),
+    WithJsonSchema(CLIENT_SCHEMA, mode="validation"),  # /schema.json: BentoML's client
+    WithJsonSchema(TILES_SCHEMA, mode="serialization"),  # /docs.json: OpenAPI
 ]
+#: Class codes (N, tile, tile); the dtype tells BentoML's client to decode them as uint8.
+ClassCodes = Annotated[np.ndarray, DType("uint8")]
 GeoTiff = Annotated[Path, ContentType("image/tiff")]
 
 
@@ -169,7 +172,11 @@ def _open_with_mask(stack: contextlib.ExitStack, upload: Path, mask: Path | None
         stack.enter_context(_open_upload(mask)).open(driver="GTiff"))
 
 
-@bentoml.service(name="cacaomap", traffic={"timeout": 900}, workers=1)
+#: GPUs asked of BentoML (``CACAOMAP_GPUS``; the GPU Bento sets 1).
+RESOURCES: dict[str, Any] = {"resources": {"gpu": SETTINGS.gpus}} if SETTINGS.gpus else {}
+
+
+@bentoml.service(name="cacaomap", traffic={"timeout": 900}, workers=1, **RESOURCES)
 class CacaoMap:
     """Land-cover classification of Sentinel-2 tiles and scenes."""
 
@@ -180,13 +187,16 @@ class CacaoMap:
         Runs once in ``bentoml serve``'s own process, before any worker; the store of
         ``CACAOMAP_STORE``, if one is given, must open too.
         """
+        from serving.http.health import check_providers
+        from serving.inference.session import ProviderError
         from serving.plots.store import StoreError, open_store
 
         try:
-            load_model_dir(resolve_model_dir())
+            onnx_path, _ = load_model_dir(resolve_model_dir())
+            check_providers(onnx_path)
             if SETTINGS.store is not None:
                 open_store(SETTINGS.store)
-        except (ContractError, StoreError) as err:
+        except (ContractError, StoreError, ProviderError) as err:
             sys.exit(f"cacaomap: cannot serve: {err}")
 
     def __init__(self) -> None:
@@ -205,6 +215,7 @@ class CacaoMap:
         self._scene_pool = ThreadPoolExecutor(SETTINGS.scene_threads,
                                               thread_name_prefix="scene",
                                               initializer=yield_cpu_to_tiles)
+        health.record_runtime(self.classifier.provider, contract.name, contract.version)
         log.info("model %s %s on %s", self.contract.name, self.contract.version,
                  self.classifier.provider)
 
@@ -213,7 +224,7 @@ class CacaoMap:
         return getattr(self, "classifier", None) is not None
 
     @TILES_API
-    def classify_tiles(self, tiles: Tiles) -> np.ndarray:
+    def classify_tiles(self, tiles: Tiles) -> ClassCodes:
         """Classify tiles (N, bands, tile, tile) into class codes (N, tile, tile), uint8."""
         try:
             return self.classifier.classify(tiles)
@@ -399,12 +410,17 @@ class CacaoMap:
 
     @bentoml.api(route="/model")
     def model(self) -> dict[str, Any]:
-        """The model contract in force (classes, bands, normalisation, lineage)."""
-        return dict(json.loads(self.contract.to_json()))
+        """The model contract in force (classes, bands, normalisation, lineage).
+
+        ``provider``: the ONNX Runtime execution provider the tiles run on.
+        """
+        return dict(json.loads(self.contract.to_json())) | {
+            "provider": self.classifier.provider}
 
 
 bentoml_fixes.apply()
 drain.install()  # SIGTERM drains before the worker stops
 for _guard in guards.GUARDS:  # outermost first
     CacaoMap.add_asgi_middleware(_guard)  # type: ignore[attr-defined]
+CacaoMap.add_asgi_middleware(health.ReadyzBody)  # type: ignore[attr-defined]
 CacaoMap.mount_asgi_app(ui_app(), path="/ui")  # type: ignore[attr-defined]

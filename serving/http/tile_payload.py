@@ -10,20 +10,23 @@ Two JSON forms are accepted for the same (N, bands, tile, tile) array:
   (:func:`encode_tiles` builds it). Decoding costs ~10 ms per tile.
 
 Either form is checked before BentoML casts or reshapes anything
-(:func:`tiles_from_payload`).
+(:func:`tiles_from_payload`). BentoML's own client reads ``/schema.json``, where
+``tiles`` is published as a numpy tensor (:data:`CLIENT_SCHEMA`): it sends an array as
+lists; :class:`serving.client.CacaoMapClient` sends it in the binary form. This module
+needs only numpy (a client imports it).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from serving.inference.contract import ModelContract
-from serving.inference.tiles import check_tiles
+if TYPE_CHECKING:
+    from serving.inference.contract import ModelContract
 
 #: Keys of the binary form.
 BINARY_KEYS = frozenset({"dtype", "shape", "data"})
@@ -52,8 +55,14 @@ LIST_SCHEMA: dict[str, Any] = {
         "type": "array", "items": {"type": "number"}}}},
 }
 
-#: The published schema of ``tiles``: either form.
+#: The published schema of ``tiles`` (OpenAPI, ``/docs.json``): either form.
 TILES_SCHEMA: dict[str, Any] = {"title": "Tiles", "anyOf": [LIST_SCHEMA, BINARY_SCHEMA]}
+
+#: What BentoML's client reads in ``/schema.json``: a numpy tensor, which it turns into
+#: lists (BentoML's client otherwise hands a numpy array to ``json.dumps``, which fails).
+CLIENT_SCHEMA: dict[str, Any] = {
+    "title": "Tiles", "type": "tensor", "format": "numpy-array",
+    "description": "(N, bands, tile, tile) array of the model's input dtype (GET /model)"}
 
 
 def encode_tiles(tiles: NDArray[np.generic]) -> dict[str, Any]:
@@ -111,6 +120,8 @@ def tiles_from_payload(value: Any, contract: ModelContract) -> NDArray[np.generi
     Raises:
         ValueError: Naming the problem (BentoML answers 400 with it).
     """
+    from serving.inference.tiles import check_tiles
+
     if isinstance(value, dict):
         value = decode_tiles(value, contract.input_dtype)
     try:

@@ -1,7 +1,12 @@
 """ONNX Runtime sessions: TensorRT → CUDA → CPU, whichever is installed and works.
 
-CUDA and TensorRT paths follow ONNX Runtime's documented provider options; they are
-untested here (no GPU on the project's machines) and fall back to the CPU provider.
+With no ``CACAOMAP_PROVIDERS`` the best installed provider is used and a failing GPU
+provider falls back to the CPU (logged). With ``CACAOMAP_PROVIDERS`` given, its first
+provider is *required*: :func:`create_session` raises :class:`ProviderError` when this
+ONNX Runtime lacks it or it cannot start (no GPU, no driver), naming what is missing,
+instead of running on the CPU. CUDA and TensorRT paths follow ONNX Runtime's documented
+provider options (``onnxruntime-gpu``, the ``gpu`` extra, whose CUDA and cuDNN come as
+pip packages loaded by ``onnxruntime.preload_dlls``); they are untested on a GPU here.
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ import onnxruntime as ort
 from serving.settings import current
 
 log = logging.getLogger(__name__)
+
+
+class ProviderError(RuntimeError):
+    """A required execution provider that cannot be used here."""
 
 #: Preference order of execution providers.
 PROVIDER_ORDER = (
@@ -48,29 +57,66 @@ def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
     return [*chosen, "CPUExecutionProvider"]
 
 
+def required_provider(providers: Sequence[str] | None = None) -> str | None:
+    """The provider a session must run on: the first of ``CACAOMAP_PROVIDERS`` (or None).
+
+    Raises:
+        ProviderError: When this ONNX Runtime build does not have it.
+    """
+    requested = list(providers) if providers is not None else list(current().providers)
+    if not requested:
+        return None
+    first = requested[0]
+    available = ort.get_available_providers()
+    if first not in available:
+        hint = (" (install the gpu extra, onnxruntime-gpu, in place of onnxruntime, on a "
+                "machine with an NVIDIA driver)" if first != "CPUExecutionProvider" else "")
+        raise ProviderError(
+            f"CACAOMAP_PROVIDERS asks for {first}, which this ONNX Runtime "
+            f"({ort.__version__}, {ort.get_device()}) does not have: it has "
+            f"{', '.join(available)}{hint}")
+    return first
+
+
+def _load_gpu_libraries(names: Sequence[str]) -> None:
+    """Load the CUDA/cuDNN libraries that came as pip packages (onnxruntime >= 1.21)."""
+    if any(n != "CPUExecutionProvider" for n in names) and hasattr(ort, "preload_dlls"):
+        try:
+            ort.preload_dlls()
+        except (OSError, RuntimeError) as err:  # the system's libraries may still do
+            log.warning("onnxruntime.preload_dlls failed: %s", err)
+
+
 def create_session(
     onnx_path: str | Path,
     providers: Sequence[str] | None = None,
     intra_op_threads: int | None = None,
     fp16: bool = False,
 ) -> ort.InferenceSession:
-    """An inference session on the best available provider, checked after creation.
+    """An inference session on the best available (or the required) provider.
 
     Args:
         onnx_path: The model file.
         providers: Provider names in preference order (default: the setting
-            ``CACAOMAP_PROVIDERS``, else TensorRT, CUDA, CPU).
+            ``CACAOMAP_PROVIDERS``, whose first is then required; else TensorRT,
+            CUDA, CPU, whichever is installed).
         intra_op_threads: Threads per session (default: the setting
             ``CACAOMAP_ORT_THREADS``, else ORT's choice).
         fp16: Let TensorRT build fp16 engines.
 
     Returns:
         The session; ``session.get_providers()[0]`` is the provider in use.
+
+    Raises:
+        ProviderError: A required provider is missing or fell back to another.
     """
     settings = current()
+    required = None
     if providers is None and settings.providers:
         providers = settings.providers
+        required = required_provider(providers)
     names = choose_providers(providers)
+    _load_gpu_libraries(names)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     threads = intra_op_threads or settings.ort_threads
@@ -81,6 +127,10 @@ def create_session(
         provider_options=[provider_options(n, fp16) for n in names],
     )
     active = session.get_providers()
+    if required is not None and active[0] != required:
+        raise ProviderError(f"CACAOMAP_PROVIDERS asks for {required}, but ONNX Runtime "
+                            f"could not start it and fell back to {active[0]} (is a GPU "
+                            "visible, with a driver for this CUDA?)")
     if active[0] != names[0]:
         log.warning("requested %s but ONNX Runtime runs on %s", names[0], active[0])
     log.info("ONNX Runtime session on %s", active[0])

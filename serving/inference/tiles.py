@@ -12,9 +12,11 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
+from serving.inference.bound_runs import FIXED_SHAPE_PROVIDERS, FixedShapeRunner
 from serving.inference.contract import ModelContract, load_model_dir
 from serving.inference.session import create_session
 from serving.inference.validity import is_floating, observed
+from serving.settings import current
 
 
 class InputError(ValueError):
@@ -59,9 +61,18 @@ class TileClassifier:
 
     def __init__(
         self, onnx_path: str | Path, contract: ModelContract,
-        session: ort.InferenceSession | None = None,
+        session: ort.InferenceSession | None = None, fixed_shapes: bool | None = None,
     ) -> None:
-        """Wrap a model file and its (already validated) contract."""
+        """Wrap a model file and its (already validated) contract.
+
+        Args:
+            onnx_path: The model file.
+            contract: Its contract.
+            session: A session to use (default: :func:`create_session`).
+            fixed_shapes: Run tiles of the contract's size through bound buffers of a
+                few fixed shapes (:mod:`serving.inference.bound_runs`); default: on
+                CUDA and TensorRT, where a new shape is planned again.
+        """
         self.contract = contract
         self.session = session or create_session(onnx_path)
         inputs = self.session.get_inputs()
@@ -72,6 +83,14 @@ class TileClassifier:
         self._inv_std = (1 / np.asarray(contract.std, np.float32))[None, :, None, None]
         self.num_classes = contract.schema.num_classes
         self.nodata_class = contract.schema.nodata
+        if fixed_shapes is None:
+            fixed_shapes = self.provider in FIXED_SHAPE_PROVIDERS
+        self.runner: FixedShapeRunner | None = None
+        if fixed_shapes:
+            side = contract.tile_size + (-contract.tile_size) % contract.size_multiple
+            self.runner = FixedShapeRunner(
+                self.session, contract.input_name, self.session.get_outputs()[0].name,
+                contract.num_bands, self.num_classes, side, current().max_batch_size)
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path) -> TileClassifier:
@@ -117,8 +136,11 @@ class TileClassifier:
         The graph runs on :meth:`model_input` (padded) and is cropped back.
         """
         h, w = tiles.shape[2:]
-        (out,) = self.session.run(None, {self.contract.input_name:
-                                         self.model_input(tiles, valid)})
+        x = self.model_input(tiles, valid)
+        if self.runner is not None and self.runner.accepts(x):
+            out = self.runner.run(x)
+        else:
+            (out,) = self.session.run(None, {self.contract.input_name: x})
         out = out[:, :, :h, :w]
         out[:, self.nodata_class] = -np.inf
         return np.asarray(out, np.float32)

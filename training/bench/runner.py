@@ -27,6 +27,7 @@ from serving.inference.contract import load_model_dir
 from serving.inference.model_store import newest_version
 from serving.inference.scene import classify_file
 from serving.inference.tiles import TileClassifier
+from training.bench.client import client_bench
 from training.bench.composite import composite_bench
 from training.bench.model import (
     cpu_facts,
@@ -96,8 +97,8 @@ def run_bench(
 
     Sections already measured today with the same model are reused unless named in
     ``redo`` (``ceiling``, ``gflop_per_tile``, ``model_throughput``,
-    ``session_options``, ``scene``, ``service``, ``tiles_during_scene``, ``composite``,
-    ``plots``).
+    ``session_options``, ``scene``, ``service``, ``client``, ``tiles_during_scene``,
+    ``composite``, ``plots``).
     """
     console = Console()
     torch.set_num_threads(cpu_facts()["cores"])
@@ -171,6 +172,7 @@ def run_bench(
                       contract.tile_size, 1, seed=2)[0]
     section("service", lambda: service_throughput(int8_dir, tile, list(clients),
                                                   service_seconds, work))
+    section("client", lambda: client_bench(int8_dir, tile, service_seconds, work))
     section("tiles_during_scene", lambda: tiles_while_scene(
         int8_dir, tile, build_scene(images[-1], work / f"scene_{scene_size}.tif", scene_size),
         service_seconds, work))

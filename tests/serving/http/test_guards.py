@@ -80,9 +80,10 @@ def test_allowed_hosts() -> None:
     assert asyncio.run(_call(named, _scope("/model", "10.0.0.2", "localhost")))[0] == 400
 
 
-def _serve_exit(model: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _serve_exit(model: Path, tmp_path: Path, extra_env: dict[str, str] | None = None
+                ) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"CACAOMAP_MODEL": str(model), "BENTOML_HOME": str(tmp_path / "h"),
-                        "BENTOML_DO_NOT_TRACK": "true"}
+                        "BENTOML_DO_NOT_TRACK": "true", **(extra_env or {})}
     return subprocess.run(
         [sys.executable, "-m", "bentoml", "serve", "serving.http.service:CacaoMap", "--host",
          "127.0.0.1", "--port", str(free_port())], env=env, cwd=REPO, capture_output=True,
@@ -118,3 +119,19 @@ def test_service_refuses_to_start_on_a_bad_model(
     assert proc.returncode != 0
     assert "cacaomap: cannot serve: " in proc.stderr and needle in proc.stderr, \
         proc.stderr[-2000:]
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_service_refuses_to_start_without_the_required_provider(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this ONNX Runtime has CUDA: the refusal is for machines without it")
+    proc = _serve_exit(model_dir, tmp_path, {"CACAOMAP_PROVIDERS": "cuda"})
+    assert proc.returncode != 0
+    line = next((x for x in proc.stderr.splitlines() if "cannot serve" in x), "")
+    assert "CACAOMAP_PROVIDERS asks for CUDAExecutionProvider" in line, proc.stderr[-2000:]
+    assert "install the gpu extra" in line and "Traceback" not in proc.stderr

@@ -40,11 +40,19 @@ def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 def test_health_metrics_and_contract(server: str, model_dir: Path) -> None:
     assert httpx.get(f"{server}/livez").status_code == 200
-    assert httpx.get(f"{server}/readyz").status_code == 200
+    ready = httpx.get(f"{server}/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"ready": True, "provider": "CPUExecutionProvider",
+                            "model": "local-test", "version": "v1"}
     metrics = httpx.get(f"{server}/metrics").text
     assert "bentoml_service_request" in metrics
+    gauge = [line for line in metrics.splitlines()
+             if line.startswith("cacaomap_execution_provider{")]
+    assert len(gauge) == 1 and gauge[0].endswith(" 1.0"), gauge  # one worker
+    assert 'provider="CPUExecutionProvider"' in gauge[0] and 'model="local-test v1"' in gauge[0]
     contract = httpx.post(f"{server}/model", json={}).json()
     assert contract["bands"][0] == "B02" and contract["tile_size"] == 64
+    assert contract["provider"] == "CPUExecutionProvider"
     assert contract["onnx_sha256"] == TileClassifier.from_model_dir(model_dir
                                                                     ).contract.onnx_sha256
 

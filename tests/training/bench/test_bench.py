@@ -70,6 +70,20 @@ def test_service_sweep_counts_statuses_and_batches(model_dir: Path, tmp_path: Pa
     assert all(r["mean_batch_size"] >= 1 for r in on)
 
 
+def test_client_bench_measures_each_client_form_with_the_same_codes(
+        model_dir: Path, tmp_path: Path) -> None:
+    from training.bench.client import client_bench
+
+    tile = np.random.default_rng(0).integers(100, 4000, (10, 64, 64)).astype(np.uint16)
+    rows = client_bench(model_dir, tile, 0.5, tmp_path)
+    assert [r["form"] for r in rows] == ["httpx_binary", "bentoml_lists",
+                                         "bentoml_binary", "cacaomap_client"]
+    for r in rows:
+        assert r["same_codes"] and r["requests"] >= 3 and r["requests_per_s"] > 0
+        assert r["p50_ms"] <= r["p95_ms"]
+    assert rows[0]["vs_httpx_binary"] == 1.0
+
+
 def test_tile_latency_is_measured_idle_and_while_a_scene_runs(
     model_dir: Path, landscape: Path, tmp_path: Path
 ) -> None:
