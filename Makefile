@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1s
 DEMO_DATA := datasets/synthetic/data/demo
 DEMO_SIZE ?= 768
 
-.PHONY: install demo test lint bench clean vendor browser
+.PHONY: install demo test lint bench clean vendor browser stacapi
 
 install: $(STAMP)
 
@@ -41,7 +41,7 @@ lint: install
 	$(BIN)/ruff check training serving tests
 	$(BIN)/mypy
 
-test: install lint browser
+test: install lint browser stacapi
 	$(BIN)/pytest
 
 # Front-end libraries of the map page come from the npm registry and are committed under
@@ -58,6 +58,23 @@ vendor:
 # The map page's browser test drives Debian's chromium (Playwright never downloads one).
 browser:
 	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+
+# The STAC API the tests search: PostgreSQL + PostGIS from Debian's packages, and
+# stac-fastapi-pgstac + pypgstac in a virtual environment of their own (a server the
+# product talks to, not one of its dependencies). Where they cannot be installed the
+# tests that need them are skipped, saying why.
+STAC_VENV := .venv-stac
+STAC_STAMP := $(STAC_VENV)/.installed-$(shell sha1sum tests/stac_api_requirements.txt | cut -c1-12)
+stacapi: $(STAC_STAMP)
+	@ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1 || \
+	    (apt-get update -q && apt-get install -y -q postgresql postgis) || \
+	    echo "warning: PostgreSQL/PostGIS not installed: the STAC API tests will be skipped"
+
+$(STAC_STAMP): tests/stac_api_requirements.txt
+	rm -rf $(STAC_VENV)
+	$(PYTHON) -m venv $(STAC_VENV)
+	$(STAC_VENV)/bin/pip install --quiet -r tests/stac_api_requirements.txt
+	touch $@
 
 clean:
 	rm -rf $(DEMO_DATA) experiments/runs experiments/mlartifacts experiments/mlflow.db

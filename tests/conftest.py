@@ -10,7 +10,7 @@ from training.synthetic import LandscapeConfig, generate_landscape
 
 REPO = Path(__file__).resolve().parent.parent
 #: The store fixtures (a region's imagery, a model, a built store).
-pytest_plugins = ["tests.store_fixtures"]
+pytest_plugins = ["tests.store_fixtures", "tests.stac_api"]
 TEST_SCENE_SIZE = 256
 
 

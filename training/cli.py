@@ -150,6 +150,8 @@ def composite(
     bbox: list[float] | None = None,
     collection: str = "sentinel-2-l2a",
     max_cloud: float | None = None,
+    max_items: int = 1000,
+    sign: Literal["none", "planetary-computer"] = "none",
     bands: list[str] | None = None,
     mask: Literal["scl", "csmask", "none"] = "scl",
     method: Literal["median", "best"] = "median",
@@ -184,6 +186,9 @@ def composite(
         bbox: west, south, east, north in degrees (search, and the grid if no bounds).
         collection: STAC collection searched.
         max_cloud: Search only items under this eo:cloud_cover (percent).
+        max_items: The most items a search may match (more is refused: narrow it).
+        sign: Sign the searched items' hrefs: ``planetary-computer`` for Planetary
+            Computer's private blobs (the planetary-computer package).
         bands: Bands in model order (default: the ten bands of the default model).
         mask: Where clear observations come from: ``scl``, ``csmask`` or ``none``.
         method: ``median`` of clear observations or ``best`` pixel (highest NDVI).
@@ -246,7 +251,8 @@ def composite(
             else:
                 if not bbox:
                     raise SystemExit("--search needs --bbox west,south,east,north")
-                items = search_items(str(search), bbox, period, collection, max_cloud)
+                items = search_items(str(search), bbox, period, collection, max_cloud,
+                                     max_items=max_items, sign=sign)
             items = in_period(items, period)
             grid = None
             if crs or resolution or bounds:

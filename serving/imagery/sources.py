@@ -32,6 +32,10 @@ from serving.imagery.safe import COMMON_NAMES, safe_to_item
 
 #: Asset keys that hold the scene classification layer.
 SCL_KEYS = ("SCL", "scl")
+#: Asset keys of Earth Search v1's ``sentinel-2-l2a`` items where its name is not
+#: the band's common name (its red-edge bands are numbered, its SCL is lower case).
+EARTH_SEARCH_KEYS = {"B05": "rededge1", "B06": "rededge2", "B07": "rededge3",
+                     "B8A": "nir08", "B09": "nir09", "B01": "coastal"}
 #: Side of the square dask chunks, in pixels of the target grid.
 DEFAULT_CHUNK = 512
 #: Pixels by which SCL clouds and shadows are grown (20 m at 10 m pixels).
@@ -136,15 +140,62 @@ def items_from_safe(folders: Iterable[str | Path]) -> list[Any]:
     return [safe_to_item(f) for f in folders]
 
 
+#: How item hrefs can be signed after a search (``--sign``).
+SIGNERS = ("none", "planetary-computer")
+
+
+def sign_items(items: list[Any], sign: str = "none") -> list[Any]:
+    """Items with hrefs a reader can open: ``planetary-computer`` signs Azure blob hrefs.
+
+    Planetary Computer's assets are private blobs; ``planetary_computer.sign`` appends a
+    SAS token (fetched, then cached, from its token API) to each blob href and leaves
+    other hrefs alone.
+    """
+    if sign == "none":
+        return items
+    if sign != "planetary-computer":
+        raise ImageryError(f"unknown signer {sign!r}; use one of {', '.join(SIGNERS)}")
+    try:
+        import planetary_computer
+    except ImportError as err:
+        raise ImageryError("--sign planetary-computer needs the planetary-computer "
+                           "package (pip install planetary-computer)") from err
+    return [planetary_computer.sign(item) for item in items]
+
+
 def search_items(url: str, bbox: Sequence[float], datetime: str, collection: str,
-                 max_cloud: float | None = None, limit: int = 500) -> list[Any]:
-    """Items of a STAC API search (pystac-client). For the CLI; never from the service."""
+                 max_cloud: float | None = None, max_items: int = 1000,
+                 sign: str = "none") -> list[Any]:
+    """Items of a STAC API search (pystac-client), every page. CLI only, never the service.
+
+    Args:
+        url: The STAC API's root.
+        bbox: west, south, east, north in degrees.
+        datetime: ``START/END`` (RFC 3339 dates or times).
+        collection: The collection searched.
+        max_cloud: Only items with ``eo:cloud_cover`` under this (percent).
+        max_items: The most items taken; a search that matches more is refused (narrow
+            the bbox or the period), never cut short in silence.
+        sign: How hrefs are signed (:func:`sign_items`).
+
+    Raises:
+        ImageryError: The API cannot be searched, or the search matches too much.
+    """
     from pystac_client import Client
+    from pystac_client.exceptions import APIError
 
     query = {"eo:cloud_cover": {"lt": max_cloud}} if max_cloud is not None else None
-    search = Client.open(url).search(collections=[collection], bbox=list(bbox),
-                                     datetime=datetime, query=query, max_items=limit)
-    return list(search.items())
+    try:
+        search = Client.open(url).search(collections=[collection], bbox=list(bbox),
+                                         datetime=datetime, query=query,
+                                         max_items=max_items + 1)
+        items = list(search.items())
+    except (APIError, OSError, ValueError) as err:
+        raise ImageryError(f"cannot search the STAC API at {url}: {err}") from err
+    if len(items) > max_items:
+        raise ImageryError(f"the search of {collection} matched more than {max_items} "
+                           f"items: narrow --bbox or --period, or raise --max_items")
+    return sign_items(items, sign)
 
 
 def in_period(items: Iterable[Any], period: str) -> list[Any]:
@@ -168,7 +219,7 @@ def asset_key(item: Any, band: str) -> str:
     """The key of the asset holding ``band``: by key, by eo:bands name or common name."""
     if band in item.assets:
         return band
-    wanted = {band, band.lower(), COMMON_NAMES.get(band, band)}
+    wanted = {band, band.lower(), COMMON_NAMES.get(band, band), EARTH_SEARCH_KEYS.get(band)}
     for key, asset in item.assets.items():
         if key in wanted:
             return str(key)
@@ -270,20 +321,29 @@ def load_items(
 
     Raises:
         ImageryError: No items, a band missing from an item, no SCL with ``mask=scl``,
-            fewer than ``min_items`` readable items.
+            fewer than ``min_items`` readable items. An item without an asset for
+            one of the bands is skipped and listed (an error only if all are).
     """
     import odc.stac
 
     if not items:
         raise ImageryError("no acquisitions to load")
-    items = sorted(items, key=lambda i: (i.datetime, i.id))
-    keys = [asset_key(items[0], b) for b in bands]
-    for item in items[1:]:
-        for band, key in zip(bands, keys, strict=True):
-            if asset_key(item, band) != key:
-                raise ImageryError(f"item {item.id} names band {band} "
-                                   f"{asset_key(item, band)!r}, not {key!r} as "
-                                   f"{items[0].id} does")
+    skipped: dict[str, str] = {}
+    complete = []
+    for item in sorted(items, key=lambda i: (i.datetime, i.id)):
+        try:
+            complete.append((item, [asset_key(item, b) for b in bands]))
+        except ImageryError as err:  # an item of a search without one of the bands
+            skipped[item.id] = str(err)
+    if not complete:
+        raise ImageryError(next(iter(skipped.values())))
+    items = [item for item, _ in complete]
+    keys = complete[0][1]
+    for item, item_keys in complete[1:]:
+        for band, key, own in zip(bands, keys, item_keys, strict=True):
+            if own != key:
+                raise ImageryError(f"item {item.id} names band {band} {own!r}, not "
+                                   f"{key!r} as {items[0].id} does")
     scl = None
     if mask == "scl":
         missing = [i.id for i in items if scl_key(i) is None]
@@ -291,7 +351,6 @@ def load_items(
             raise ImageryError(f"item {missing[0]} has no SCL asset: choose --mask csmask "
                                f"(the cloud model) or --mask none")
         scl = scl_key(items[0])
-    skipped: dict[str, str] = {}
     usable = []
     for item in items:
         why = readable(item, keys + ([scl] if scl else []))
