@@ -17,7 +17,10 @@ A second signal, or the deadline, ends the worker at once (requests still runnin
 cut; the log says how many). ``CACAOMAP_DRAIN_S=0`` keeps uvicorn's behaviour.
 
 :func:`install` hooks uvicorn's ``Server.handle_exit`` and ``Server.on_tick`` (uvicorn
-0.54: see :data:`UPSTREAM`); :class:`DrainGuard` is the ASGI half, one of the guards.
+0.54) in the workers, and circus's ``SysHandler.handle_term``/``handle_int`` in
+``bentoml serve``'s own process (circus forwards the first signal to the workers and
+ignores the next ones; here a second signal is passed on to them, so it ends them): see
+:data:`UPSTREAM`. :class:`DrainGuard` is the ASGI half, one of the guards.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ log = logging.getLogger(__name__)
 UPSTREAM = (
     ("uvicorn.server", "Server.handle_exit", "553276efa26e09ea"),
     ("uvicorn.server", "Server.on_tick", "60ea49b06ccf68c1"),
+    ("circus.sighandler", "SysHandler.handle_term", "1d30aee1fcb2c345"),
+    ("circus.sighandler", "SysHandler.handle_int", "e07ab813958b1450"),
 )
 #: Seconds a refused client is asked to wait (another instance will answer by then).
 RETRY_AFTER_S = 1
@@ -185,3 +190,44 @@ def install(state: DrainState | None = None) -> None:
     handle_exit_by_draining.cacaomap_drain = True  # type: ignore[attr-defined]
     Server.handle_exit = handle_exit_by_draining  # type: ignore[method-assign]
     Server.on_tick = tick_and_drain  # type: ignore[method-assign]
+    forward_second_signals()
+
+
+def forward_second_signals() -> None:
+    """Make ``bentoml serve`` pass a second SIGTERM/SIGINT on to its workers.
+
+    circus (the process manager of ``bentoml serve``) answers the first signal by
+    stopping its watchers, which sends SIGTERM to each worker once, and ignores any
+    later signal while they stop; a worker draining for ``CACAOMAP_DRAIN_S`` could then
+    not be told to stop now. The first signal is handled as before; each later one is
+    sent on to every child process (a worker then stops at once).
+    """
+    import os
+
+    from circus.sighandler import SysHandler
+
+    if getattr(SysHandler.handle_term, "cacaomap_drain", False):
+        return
+    originals = {"TERM": SysHandler.handle_term, "INT": SysHandler.handle_int}
+
+    def forwarding(name: str) -> Any:
+        number = getattr(signal, f"SIG{name}")
+
+        def handle(self: Any) -> None:
+            if not getattr(self, "cacaomap_signalled", False):
+                self.cacaomap_signalled = True
+                return originals[name](self)
+            import psutil
+
+            for child in psutil.Process(os.getpid()).children(recursive=True):
+                try:
+                    child.send_signal(number)
+                except psutil.Error:
+                    continue
+            return None
+
+        handle.cacaomap_drain = True  # type: ignore[attr-defined]
+        return handle
+
+    SysHandler.handle_term = forwarding("TERM")  # type: ignore[method-assign]
+    SysHandler.handle_int = forwarding("INT")  # type: ignore[method-assign]

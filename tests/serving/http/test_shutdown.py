@@ -226,3 +226,23 @@ def test_drain_deadline_ends_a_scene_that_runs_too_long(tmp_path: Path) -> None:
     assert took < 1 + 5, log[-3000:]
     assert "drain deadline of 1 s passed" in log
     assert out.by_client["scene"] != Counter({"200": 1})  # cut: it needed longer
+
+
+def test_a_second_sigterm_stops_at_once(tmp_path: Path) -> None:
+    model = write_local_model(tmp_path / "v1", tile_size=64, overlap=16)
+    scene = write_scene(tmp_path / "scene.tif", 4096)
+    proc, port = serve(model, tmp_path / "serve.log")  # a 30-s drain
+    out = Outcomes()
+    stop, threads = busy_service(f"http://127.0.0.1:{port}", scene, out)
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(1)
+    seconds_to_stop(proc, limit_s=5)
+    took = time.monotonic() - start
+    stop.set()
+    for thread in threads:
+        thread.join(60)
+    log = (tmp_path / "serve.log").read_text()
+    assert took < 1 + 5, log[-3000:]
+    assert "second signal while draining" in log
+    assert out.by_client["scene"] != Counter({"200": 1})  # cut: it needed longer
