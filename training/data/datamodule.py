@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from rich.progress import track
 from torch import Tensor
 from torchgeo.datamodules import GeoDataModule
 from torchgeo.datasets import GeoDataset, IntersectionDataset
-from torchgeo.samplers import GridGeoSampler, RandomGeoSampler
+from torchgeo.samplers import GeoSampler, GridGeoSampler, RandomGeoSampler
 
 from serving.areas import ground_pixel_size
 from serving.classes import ClassSchema, load_classes
@@ -30,6 +31,7 @@ from training.data.datasets import (
     LandCoverVectors,
     MultispectralImagery,
 )
+from training.data.samplers import WholeChipSampler
 from training.data.splits import (
     BlockAssignment,
     assign_blocks,
@@ -85,8 +87,9 @@ class LandCoverDataModule(GeoDataModule):
         split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
         split_seed: int = 0,
         batch_size: int = 8,
-        patch_size: int = 64,
-        length: int | None = None,
+        patch_size: int | Literal["auto"] = 64,
+        length: int | Literal["auto"] | None = None,
+        eval_on: Literal["patches", "chips"] = "patches",
         num_workers: int = 0,
         stats_max_patches: int | None = None,
         augment: bool = True,
@@ -123,8 +126,15 @@ class LandCoverDataModule(GeoDataModule):
             split_fractions: Train, val and test fractions of the units.
             split_seed: Seed of the block assignment.
             batch_size: Patches per batch.
-            patch_size: Patch side in pixels.
-            length: Training patches per epoch (default: the sampler's estimate).
+            patch_size: Patch side in pixels; ``auto``: the training chips' side (the
+                median chip), at most 256 px, a multiple of 32: a 128-px chip is seen
+                whole, a 512-px chip through a quarter of it.
+            length: Training patches per epoch (default: the sampler's estimate);
+                ``auto``: as many as cover the training chips once (chips x
+                (side / patch)^2), and at least 16 batches.
+            eval_on: Validation and test on ``patches`` of ``patch_size``, or on whole
+                ``chips`` (the same pixels every epoch; with the task's ``eval_tile``,
+                through the service's windows).
             num_workers: Data-loader worker processes.
             stats_max_patches: Patches read for the statistics (None: all of train).
             augment: Random flips and 90° rotations in training.
@@ -140,7 +150,8 @@ class LandCoverDataModule(GeoDataModule):
         """
         super().__init__(
             GeoDataset,  # type: ignore[type-abstract]  # datasets are built in setup()
-            batch_size=batch_size, patch_size=patch_size, length=length,
+            batch_size=batch_size, patch_size=64 if patch_size == "auto" else patch_size,
+            length=None if length == "auto" else length,
             num_workers=num_workers,
         )
         self.save_hyperparameters()
@@ -222,15 +233,47 @@ class LandCoverDataModule(GeoDataModule):
             entries = "/".join(str(len(d.index)) for d in (train, val, test))
             said(f"{units} units, {entries} entries (train/val/test)")
         self.train_dataset, self.val_dataset, self.test_dataset = train, val, test
+        self._size_patches(train)
         size = self.patch_size
         if stage == "fit":
             # Patches drawn one by one from any block (RandomBatchGeoSampler would take
             # a whole batch from one block: correlated batches, unstable BatchNorm).
             self.train_sampler = RandomGeoSampler(train, size, self.length)
         if stage in ("fit", "validate"):
-            self.val_sampler = GridGeoSampler(val, size, size)
+            self.val_sampler = self._eval_sampler(val)
         if stage == "test":
-            self.test_sampler = GridGeoSampler(test, size, size)
+            self.test_sampler = self._eval_sampler(test)
+
+    def _size_patches(self, train: GeoDataset) -> None:
+        """Resolve ``patch_size``/``length`` of ``auto`` from the training chips; print."""
+        hp = self.hparams
+        if hp["patch_size"] != "auto" and hp["length"] != "auto":
+            return
+        sides = chip_sides(train)
+        side = sorted(sides)[len(sides) // 2]  # the median chip
+        patch = int(max(32, min(side, MAX_AUTO_PATCH) // 32 * 32))
+        if hp["patch_size"] == "auto":
+            self.patch_size = patch
+        else:
+            patch = int(hp["patch_size"])
+        if hp["length"] == "auto":
+            per_chip = max(1, round((side / patch) ** 2))
+            self.length = max(len(sides) * per_chip, MIN_AUTO_BATCHES * self.batch_size)
+        CONSOLE.print(f"[bold]patches[/]: {self.patch_size} px from {len(sides)} training "
+                      f"chips of {side} px (median), {self.length} per epoch")
+
+    def _eval_sampler(self, dataset: GeoDataset) -> GeoSampler:
+        """Validation/test windows: patches, or whole chips (``eval_on``).
+
+        Whole chips of one size are one window each; chips of several sizes are cut
+        into windows of the smallest's side.
+        """
+        if self.hparams["eval_on"] == "chips":
+            sides = chip_sides(dataset)
+            if len(set(sides)) == 1:
+                return WholeChipSampler(dataset, sides[0])
+            return GridGeoSampler(dataset, min(sides), min(sides))
+        return GridGeoSampler(dataset, self.patch_size, self.patch_size)
 
     def assign(self, dataset: GeoDataset) -> BlockAssignment:
         """Units of the split (blocks, files or the split file) and their splits."""
@@ -412,3 +455,22 @@ class LandCoverDataModule(GeoDataModule):
         """All files the dataset reads (for the fingerprint)."""
         images, labels = self.files()
         return images + labels
+
+
+#: Largest patch side ``patch_size: auto`` takes (context enough; a 2-core CPU).
+MAX_AUTO_PATCH = 256
+#: Fewest batches an epoch of ``length: auto`` has.
+MIN_AUTO_BATCHES = 16
+
+
+def chip_sides(dataset: GeoDataset) -> list[int]:
+    """The side in dataset pixels of each file of ``dataset`` (the shorter one, whole)."""
+    res = dataset.res
+    sides = []
+    for bounds in dataset.index.geometry.bounds.itertuples(index=False):
+        width = (bounds.maxx - bounds.minx) / res[0]
+        height = (bounds.maxy - bounds.miny) / res[1]
+        sides.append(math.floor(min(width, height) + 1e-6))  # 511.99999 px is 512
+    if not sides:
+        raise ValueError("a split without chips")
+    return sides

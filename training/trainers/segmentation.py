@@ -27,6 +27,7 @@ from torchmetrics.classification import (
 from serving.classes import ClassSchema, load_classes
 from training.trainers.figures import confusion_matrix_figure, overlay_figure
 from training.trainers.losses import CrossEntropyDiceLoss
+from training.trainers.windowed import windowed_probabilities
 
 #: Metrics computed per class; each is also logged as a macro average over the
 #: observed classes (nodata excluded), never micro-averaged alone.
@@ -61,6 +62,8 @@ class LandCoverSegmentationTask(SemanticSegmentationTask):
         freeze_backbone: bool = False,
         freeze_decoder: bool = False,
         overlay_samples: int = 4,
+        eval_tile: int | None = None,
+        eval_overlap: int = 32,
     ) -> None:
         """Build the model, loss and metrics.
 
@@ -88,6 +91,12 @@ class LandCoverSegmentationTask(SemanticSegmentationTask):
             freeze_backbone: Train the decoder only.
             freeze_decoder: Train the encoder only.
             overlay_samples: Patches drawn in each overlay figure.
+            eval_tile: Validation and test batches larger than this (whole chips, the
+                data's ``eval_on: chips``) are classified as the service does: in
+                windows of ``eval_tile`` px overlapping by ``eval_overlap``, their
+                probabilities blended (:mod:`training.trainers.windowed`). None: the
+                model sees each batch whole.
+            eval_overlap: Overlap of those windows (the exported contract's).
         """
         if weights is not None and not os.path.isfile(weights):
             raise ValueError(
@@ -102,6 +111,9 @@ class LandCoverSegmentationTask(SemanticSegmentationTask):
         self.schema = schema
         if warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+        if eval_tile is not None and not 0 <= eval_overlap < eval_tile:
+            raise ValueError(f"eval_overlap must be in [0, eval_tile); got {eval_overlap} "
+                             f"for eval_tile {eval_tile}")
         super().__init__(
             model=model, backbone=backbone, weights=None, in_channels=in_channels,
             num_classes=num_classes, ignore_index=schema.nodata, lr=lr,
@@ -229,7 +241,12 @@ class LandCoverSegmentationTask(SemanticSegmentationTask):
     # ---------------------------------------------------------------- steps
     def _step(self, batch: dict[str, Tensor], split: str) -> Tensor:
         x, y = batch["image"], batch["mask"]
-        logits = self(x)
+        tile = self.hparams.get("eval_tile")
+        if split != "train" and tile is not None and max(x.shape[-2:]) > tile:
+            probs = windowed_probabilities(self, x, tile, self.hparams["eval_overlap"])
+            logits = probs.clamp_min(1e-12).log()  # softmax(log p) = p: same argmax, loss
+        else:
+            logits = self(x)
         loss: Tensor = self.criterion(logits, y)
         if torch.isnan(loss):  # a batch made only of nodata
             loss = logits.sum() * 0

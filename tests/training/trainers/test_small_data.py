@@ -1,0 +1,140 @@
+"""The small-data recipe's parts.
+
+Served windows, whole-chip validation, a schedule that finishes, patches sized from
+the chips.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import rasterio
+import torch
+import yaml
+from lightning.pytorch.callbacks import EarlyStopping
+from rasterio.transform import from_origin
+
+from training.data.datamodule import LandCoverDataModule
+from training.trainers.segmentation import LandCoverSegmentationTask
+from training.trainers.windowed import windowed_probabilities
+
+CHIP = 96
+CHIPS = 8
+
+
+class _Local(torch.nn.Module):
+    """Two 3x3 convolutions: a receptive-field radius of 2 pixels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                       torch.nn.Conv2d(8, 4, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def test_windows_blend_to_the_whole_chip_for_a_local_model() -> None:
+    model = _Local().eval()
+    x = torch.randn(2, 3, 80, 72)
+    with torch.no_grad():
+        whole = torch.softmax(model(x), 1)
+        blended = windowed_probabilities(model, x, tile=32, overlap=16)  # margin 4 >= 2
+        one_window = windowed_probabilities(model, x[..., :32, :32], tile=32, overlap=16)
+    torch.testing.assert_close(blended, whole, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(blended.sum(1), torch.ones(2, 80, 72))
+    torch.testing.assert_close(one_window, torch.softmax(model(x[..., :32, :32]), 1))
+    with pytest.raises(ValueError, match="overlap must be in"):
+        windowed_probabilities(model, x, tile=32, overlap=32)
+
+
+@pytest.fixture(scope="module")
+def chips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight 96-px RGB chips (uint8) with forest / non-forest labels (1 / 4)."""
+    root = tmp_path_factory.mktemp("chips")
+    (root / "images").mkdir()
+    (root / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(CHIPS):
+        forest = np.zeros((CHIP, CHIP), bool)
+        forest[:, : 20 + 7 * k] = True
+        rgb = np.where(forest, [[[40]], [[90]], [[30]]], [[[150]], [[120]], [[100]]])
+        rgb = np.clip(rgb + rng.normal(0, 8, rgb.shape), 0, 255).astype(np.uint8)
+        profile = {"driver": "GTiff", "width": CHIP, "height": CHIP, "crs": "EPSG:4326",
+                   "transform": from_origin(-60 + k, -5, 1e-4, 1e-4)}
+        with rasterio.open(root / "images" / f"c{k}.tif", "w", count=3, dtype="uint8",
+                           **profile) as dst:
+            dst.write(rgb)
+        with rasterio.open(root / "labels" / f"c{k}.tif", "w", count=1, dtype="uint8",
+                           **profile) as dst:
+            dst.write(np.where(forest, 1, 4).astype(np.uint8)[None])
+    (root / "classes.yaml").write_text(yaml.safe_dump({"nodata": 0, "classes": [
+        {"code": 0, "name": "nodata", "colour": "#000000"},
+        {"code": 1, "name": "forest", "colour": "#1b7837"},
+        {"code": 2, "name": "non_forest", "colour": "#d9b365"}]}))
+    return root
+
+
+def _data(chips: Path, **overrides: object) -> LandCoverDataModule:
+    kwargs: dict[str, object] = dict(
+        images=str(chips / "images"), labels=str(chips / "labels"),
+        classes=str(chips / "classes.yaml"), label_map={1: 1, 4: 2},
+        all_bands=["R", "G", "B"], rgb_bands=["R", "G", "B"], image_nodata=None,
+        image_glob="*.tif", label_glob="*.tif", filename_regex=r"^(?P<chip>.+)\.tif$",
+        reflectance_scale=255, split_by="file", split_fractions=(0.5, 0.25, 0.25),
+        batch_size=2, patch_size=32, length=8, eval_on="chips")
+    kwargs.update(overrides)
+    return LandCoverDataModule(**kwargs)  # type: ignore[arg-type]
+
+
+def _task(data: LandCoverDataModule, **overrides: object) -> LandCoverSegmentationTask:
+    kwargs: dict[str, object] = dict(
+        in_channels=3, num_classes=3, class_schema=data.schema.to_dict(),
+        band_names=["R", "G", "B"], eval_tile=64, eval_overlap=16, overlay_samples=1)
+    kwargs.update(overrides)
+    return LandCoverSegmentationTask(**kwargs)  # type: ignore[arg-type]
+
+
+def _trainer(tmp_path: Path, **kwargs: object) -> pl.Trainer:
+    return pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                      enable_checkpointing=False, default_root_dir=tmp_path,
+                      enable_model_summary=False, **kwargs)  # type: ignore[arg-type]
+
+
+def test_whole_chip_validation_gives_the_same_figure_twice(chips: Path, tmp_path: Path
+                                                           ) -> None:
+    data = _data(chips)
+    task = _task(data)
+    first = _trainer(tmp_path).validate(task, datamodule=data, verbose=False)[0]
+    second = _trainer(tmp_path).validate(task, datamodule=data, verbose=False)[0]
+    assert first["val_IoU_macro"] == second["val_IoU_macro"]
+    assert first == second
+    batch = next(iter(data.val_dataloader()))
+    assert batch["image"].shape[-2:] == (CHIP, CHIP)  # whole chips, not patches
+
+
+def test_early_stopping_cannot_stop_before_the_minimum(chips: Path, tmp_path: Path) -> None:
+    data = _data(chips)
+    # A rule that wants to stop after the first epoch: any figure passes the threshold.
+    eager = EarlyStopping(monitor="val_IoU_macro", mode="max", patience=0,
+                          stopping_threshold=-1.0)
+    trainer = _trainer(tmp_path, min_epochs=3, max_epochs=6, callbacks=[eager],
+                       limit_train_batches=1)
+    trainer.fit(_task(data, lr_schedule="cosine"), datamodule=data)
+    assert trainer.current_epoch == 3  # three epochs ran, then the rule could stop it
+
+
+def test_patches_and_their_number_are_sized_from_the_chips(
+        chips: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _data(chips, patch_size="auto", length="auto")
+    data.setup("fit")
+    assert data.patch_size == 96  # the chip, whole (at most 256 px)
+    assert data.length == 16 * 2  # 4 chips cover once; at least 16 batches of 2
+    assert "patches: 96 px from 4 training chips of 96 px" in capsys.readouterr().err
+    big = _data(chips, patch_size=32, length="auto")
+    big.setup("fit")
+    assert big.length == 4 * 9  # (96 / 32)^2 = 9 patches cover each chip
