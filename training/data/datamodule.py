@@ -265,14 +265,12 @@ class LandCoverDataModule(GeoDataModule):
     def _eval_sampler(self, dataset: GeoDataset) -> GeoSampler:
         """Validation/test windows: patches, or whole chips (``eval_on``).
 
-        Whole chips of one size are one window each; chips of several sizes are cut
-        into windows of the smallest's side.
+        Each chip is one window of the largest chip's side (512-px chips in EPSG:4326
+        at different latitudes are 500-520 dataset pixels); pixels beyond a smaller
+        chip are nodata, not scored.
         """
         if self.hparams["eval_on"] == "chips":
-            sides = chip_sides(dataset)
-            if len(set(sides)) == 1:
-                return WholeChipSampler(dataset, sides[0])
-            return GridGeoSampler(dataset, min(sides), min(sides))
+            return WholeChipSampler(dataset, max(chip_sides(dataset, whole=False)))
         return GridGeoSampler(dataset, self.patch_size, self.patch_size)
 
     def assign(self, dataset: GeoDataset) -> BlockAssignment:
@@ -463,14 +461,23 @@ MAX_AUTO_PATCH = 256
 MIN_AUTO_BATCHES = 16
 
 
-def chip_sides(dataset: GeoDataset) -> list[int]:
-    """The side in dataset pixels of each file of ``dataset`` (the shorter one, whole)."""
+def chip_sides(dataset: GeoDataset, whole: bool = True) -> list[int]:
+    """The side in dataset pixels of each file of ``dataset``.
+
+    Args:
+        dataset: A split's dataset.
+        whole: The shorter side, in whole pixels (a patch that fits); else the longer
+            side, rounded up (a window that holds the chip).
+    """
     res = dataset.res
     sides = []
     for bounds in dataset.index.geometry.bounds.itertuples(index=False):
         width = (bounds.maxx - bounds.minx) / res[0]
         height = (bounds.maxy - bounds.miny) / res[1]
-        sides.append(math.floor(min(width, height) + 1e-6))  # 511.99999 px is 512
+        if whole:
+            sides.append(math.floor(min(width, height) + 1e-6))  # 511.99999 px is 512
+        else:
+            sides.append(math.ceil(max(width, height) - 1e-6))
     if not sides:
         raise ValueError("a split without chips")
     return sides
