@@ -82,7 +82,7 @@ def score_checkpoint_split(checkpoint: Path, split: Literal["train", "val", "tes
     with torch.no_grad():
         for batch in loader:
             batch = dm.aug(dm.on_after_batch_transfer(batch, 0))
-            predicted = task(batch["image"]).argmax(1)
+            predicted = task.eval_logits(batch["image"]).argmax(1)  # as the trainer tests
             confusion += confusion_of(batch["mask"].numpy(), predicted.numpy(), n,
                                       ignore=[schema.nodata])
     if confusion.sum() == 0:

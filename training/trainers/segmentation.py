@@ -241,12 +241,7 @@ class LandCoverSegmentationTask(SemanticSegmentationTask):
     # ---------------------------------------------------------------- steps
     def _step(self, batch: dict[str, Tensor], split: str) -> Tensor:
         x, y = batch["image"], batch["mask"]
-        tile = self.hparams.get("eval_tile")
-        if split != "train" and tile is not None and max(x.shape[-2:]) > tile:
-            probs = windowed_probabilities(self, x, tile, self.hparams["eval_overlap"])
-            logits = probs.clamp_min(1e-12).log()  # softmax(log p) = p: same argmax, loss
-        else:
-            logits = self(x)
+        logits = self(x) if split == "train" else self.eval_logits(x)
         loss: Tensor = self.criterion(logits, y)
         if torch.isnan(loss):  # a batch made only of nodata
             loss = logits.sum() * 0
@@ -255,6 +250,20 @@ class LandCoverSegmentationTask(SemanticSegmentationTask):
         getattr(self, f"{split}_metrics").update(preds, y)
         getattr(self, f"{split}_confusion").update(preds, y)
         return loss
+
+    def eval_logits(self, x: Tensor) -> Tensor:
+        """Logits of a validation or test batch, as the service would classify it.
+
+        Batches larger than ``eval_tile`` (whole chips) go through the service's
+        blended windows; the log of the blended probabilities is returned (its softmax
+        is those probabilities: same argmax, a loss on them). Otherwise the model's
+        logits.
+        """
+        tile = self.hparams.get("eval_tile")
+        if tile is not None and max(x.shape[-2:]) > tile:
+            probs = windowed_probabilities(self, x, tile, self.hparams["eval_overlap"])
+            return probs.clamp_min(1e-12).log()
+        return self(x)  # type: ignore[no-any-return]
 
     def training_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Loss and per-class metrics on a training batch."""

@@ -138,3 +138,23 @@ def test_patches_and_their_number_are_sized_from_the_chips(
     big = _data(chips, patch_size=32, length="auto")
     big.setup("fit")
     assert big.length == 4 * 9  # (96 / 32)^2 = 9 patches cover each chip
+
+
+def test_the_test_after_fitting_uses_the_averaged_weights(chips: Path, tmp_path: Path
+                                                          ) -> None:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from training.trainers.averaging import EMAWeights
+
+    data = _data(chips)
+    task = _task(data, lr=0.05)
+    best = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_IoU_macro", mode="max")
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, max_epochs=2, limit_train_batches=2,
+                         callbacks=[best, EMAWeights(decay=0.5)], default_root_dir=tmp_path)
+    trainer.fit(task, datamodule=data)
+    trainer.test(task, datamodule=data, ckpt_path="best", verbose=False)
+    saved = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+    key = next(k for k in saved["state_dict"] if k.endswith("weight"))
+    assert not torch.equal(saved["state_dict"][key], saved["current_model_state"][key])
+    assert torch.equal(task.state_dict()[key], saved["state_dict"][key])  # averaged
