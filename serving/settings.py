@@ -33,6 +33,7 @@ with a message naming the variable, never a silent default.
 | ``CACAOMAP_MAX_EVIDENCE`` | ``max_evidence`` | 20 |
 | ``CACAOMAP_PLOT_WORKERS`` | ``plot_workers`` | 2 |
 | ``CACAOMAP_DRAIN_S`` | ``drain_s`` | 30 (0: stop at once) |
+| ``CACAOMAP_TTA`` | ``tta`` | none (``flips``: 4 runs a tile, ``d4``: 8) |
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ DEFAULT_MAX_PIXELS = 11_000 * 11_000
 #: Host names a loopback service answers to by default.
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 PREFIX = "CACAOMAP_"
+#: Test-time augmentation modes (:data:`serving.inference.tta.TTA`).
+TTA_MODES = ("none", "flips", "d4")
 
 
 class SettingsError(ValueError):
@@ -100,6 +103,8 @@ class Settings:
         plot_workers: Chunks of plots measured at once per request.
         drain_s: On ``SIGTERM``, longest wait for requests in flight to finish while
             new ones are refused (503); 0 stops at once.
+        tta: Test-time augmentation of every classification (tiles, scenes, plots'
+            class maps): ``none``, ``flips`` or ``d4`` (:mod:`serving.inference.tta`).
     """
 
     model: str = ""
@@ -128,6 +133,7 @@ class Settings:
     max_evidence: int = 20
     plot_workers: int = 2
     drain_s: float = 30.0
+    tta: str = "none"
 
     @property
     def max_upload_bytes(self) -> int:
@@ -181,6 +187,9 @@ class Settings:
                                 f"service through the proxy, so set {PREFIX}API_TOKEN")
         if not self.drain_s >= 0:
             raise SettingsError(f"{PREFIX}DRAIN_S must be >= 0; got {self.drain_s}")
+        if self.tta not in TTA_MODES:
+            raise SettingsError(f"{PREFIX}TTA must be one of {', '.join(TTA_MODES)}; "
+                                f"got {self.tta!r}")
         if self.gpus < 0:
             raise SettingsError(f"{PREFIX}GPUS must be >= 0; got {self.gpus}")
         for name, threads in (("ORT_THREADS", self.ort_threads),

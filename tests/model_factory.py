@@ -29,13 +29,37 @@ class LocalConvNet(torch.nn.Module):
         return self.net(x)
 
 
+class SymmetricConvNet(LocalConvNet):
+    """:class:`LocalConvNet` with 3x3 kernels symmetric under flips and 90° turns.
+
+    Each kernel is the mean of its eight turned and mirrored copies, so the model is
+    equivariant to the symmetries of the square: its logits of a flipped tile are the
+    flipped logits of the tile (up to float error), away from padded edges too.
+    """
+
+    def __init__(self, bands: int, classes: int) -> None:
+        super().__init__(bands, classes)
+        with torch.no_grad():
+            for conv in self.net:
+                if isinstance(conv, torch.nn.Conv2d):
+                    w = conv.weight
+                    views = [torch.rot90(v, k, (2, 3)) for v in (w, torch.flip(w, (3,)))
+                             for k in range(4)]
+                    w.copy_(torch.stack(views).mean(0))
+
+
 def write_local_model(folder: Path, tile_size: int = 64, overlap: int = 16,
                       mean: float = 1500.0, std: float = 1000.0,
-                      pixel_size_m: float | None = None) -> Path:
-    """A model folder (model.onnx + contract.json) for the default bands and classes."""
+                      pixel_size_m: float | None = None,
+                      net: torch.nn.Module | None = None) -> Path:
+    """A model folder (model.onnx + contract.json) for the default bands and classes.
+
+    ``net``: the network to export (default: :class:`LocalConvNet`), with the default
+    bands in and the default classes out.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     schema = load_classes()
-    net = LocalConvNet(len(S2_BANDS), schema.num_classes).eval()
+    net = (net or LocalConvNet(len(S2_BANDS), schema.num_classes)).eval()
     torch.onnx.export(
         net, (torch.zeros(1, len(S2_BANDS), tile_size, tile_size),),
         str(folder / "model.onnx"), input_names=["image"], output_names=["logits"],

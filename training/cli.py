@@ -14,6 +14,7 @@ from typing import Literal
 
 from jsonargparse import auto_cli
 
+from training.crossval import crossval
 from training.evaluate import evaluate
 from training.plots_cli import plots_check, store_build
 
@@ -342,15 +343,14 @@ def classify(
     if url:
         import httpx
 
-        sha = httpx.post(f"{url.rstrip('/')}/model", json={}, timeout=60).json()[
-            "onnx_sha256"]
-        batch = classify_many(files, out, sha, url=url, workers=workers,
-                              scheduler=scheduler)
+        served = httpx.post(f"{url.rstrip('/')}/model", json={}, timeout=60).json()
+        batch = classify_many(files, out, served["onnx_sha256"], url=url, workers=workers,
+                              scheduler=scheduler, tta=served.get("tta", "none"))
     else:
         model_dir = resolve_model_dir(model)
-        sha = TileClassifier.from_model_dir(model_dir).contract.onnx_sha256
-        batch = classify_many(files, out, sha, model_dir=model_dir, workers=workers,
-                              scheduler=scheduler)
+        local = TileClassifier.from_model_dir(model_dir)
+        batch = classify_many(files, out, local.contract.onnx_sha256, model_dir=model_dir,
+                              workers=workers, scheduler=scheduler, tta=local.tta)
     print(f"{len(batch.done)} classified, {len(batch.skipped)} already done, "
           f"{len(batch.failed)} failed -> {out}")
     for scene, error in batch.failed.items():
@@ -604,7 +604,7 @@ def _dispatch(args: list[str]) -> None:
     auto_cli(
         {"synth": synth, "array-chips": array_chips, "composite": composite,
          "export": export,
-         "classify": classify, "evaluate": evaluate, "serve": serve,
+         "classify": classify, "evaluate": evaluate, "crossval": crossval, "serve": serve,
          "bento": bento, "baseline": baseline,
          "sample-points": sample_points, "demo-serve": demo_serve, "mlflow-ui": ui_hint,
          "bench": bench, "store": {"build": store_build}, "plots": {"check": plots_check}},

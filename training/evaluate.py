@@ -42,12 +42,14 @@ CONSOLE = Console()
 EXPERIMENT = "cacaomap-evaluation"
 
 
-def score_checkpoint_split(checkpoint: Path, split: Literal["train", "val", "test"]
+def score_checkpoint_split(checkpoint: Path, split: Literal["train", "val", "test"],
+                           tta: str = "none"
                            ) -> tuple[Evaluation, ClassSchema, dict[str, Any]]:
     """Score a checkpoint on a split of the data it was trained on, as the trainer does.
 
     Patches come from the data module rebuilt from the checkpoint's hyperparameters and
-    normalised with its statistics; nodata handling is the data module's own.
+    normalised with its statistics; nodata handling is the data module's own. ``tta``:
+    the test-time augmentation of each window (:mod:`serving.inference.tta`).
     """
     import torch
 
@@ -82,13 +84,13 @@ def score_checkpoint_split(checkpoint: Path, split: Literal["train", "val", "tes
     with torch.no_grad():
         for batch in loader:
             batch = dm.aug(dm.on_after_batch_transfer(batch, 0))
-            predicted = task.eval_logits(batch["image"]).argmax(1)  # as the trainer tests
+            predicted = task.eval_logits(batch["image"], tta).argmax(1)  # as the trainer tests
             confusion += confusion_of(batch["mask"].numpy(), predicted.numpy(), n,
                                       ignore=[schema.nodata])
     if confusion.sum() == 0:
         raise EvaluationError(f"the {split} split of {checkpoint} holds no labelled pixel")
     about = {"checkpoint": str(checkpoint), "split": split,
-             "mlflow_run_id": checkpoint_run_id(checkpoint),
+             "mlflow_run_id": checkpoint_run_id(checkpoint), "tta": tta,
              "images": loaded.data_hparams.get("images"),
              "labels": loaded.data_hparams.get("labels")}
     return Evaluation(pooled=ScoreTable.from_confusion(confusion, schema)), schema, about
@@ -219,6 +221,7 @@ def evaluate(
     label_map: dict[int, int] | None = None,
     overlap: int | None = None,
     batch_size: int = 8,
+    tta: Literal["none", "flips", "d4"] = "none",
     out: Path = Path("experiments/evaluations"),
     name: str | None = None,
     experiment: str = EXPERIMENT,
@@ -239,6 +242,8 @@ def evaluate(
         label_map: Recode label values to the model's class codes (others: nodata).
         overlap: Overlap between scene windows (default: the contract's).
         batch_size: Windows per ONNX Runtime call.
+        tta: Test-time augmentation: each window's logits averaged over ``flips``
+            (4 runs) or the eight ``d4`` symmetries (as ``CACAOMAP_TTA`` serves).
         out: Folder of evaluation outputs; each evaluation writes ``<out>/<name>/``.
         name: Name of this evaluation (default: model and time).
         experiment: MLflow experiment of evaluation runs.
@@ -259,7 +264,7 @@ def evaluate(
             if checkpoint is None:
                 raise SystemExit("give --images and --labels, or --checkpoint (scored on "
                                  "its own data's split)")
-            result, schema, about = score_checkpoint_split(checkpoint, split)
+            result, schema, about = score_checkpoint_split(checkpoint, split, tta)
             about["model"] = f"checkpoint {checkpoint.name}"
             title = f"{split} split of the checkpoint's data"
         else:
@@ -267,7 +272,7 @@ def evaluate(
                 raise SystemExit("--images needs --labels")
             result, schema, about = _score_images(images, labels, model, checkpoint,
                                                   image_glob, label_field, label_map,
-                                                  overlap, batch_size)
+                                                  overlap, batch_size, tta)
             title = f"{about['model']} on {images}"
         about["model_version"] = registered_version(about.get("mlflow_run_id"))
         print_evaluation(result, title)
@@ -284,8 +289,9 @@ def evaluate(
 
 def _score_images(images: Path, labels: Path, model: Path | None, checkpoint: Path | None,
                   image_glob: str, label_field: str, label_map: dict[int, int] | None,
-                  overlap: int | None, batch_size: int
+                  overlap: int | None, batch_size: int, tta: str = "none"
                   ) -> tuple[Evaluation, ClassSchema, dict[str, Any]]:
+    from serving.inference.contract import load_model_dir
     from serving.inference.evaluation import evaluate_images, pair_labels
     from serving.inference.model_store import resolve_model_dir
     from serving.inference.tiles import TileClassifier
@@ -300,7 +306,8 @@ def _score_images(images: Path, labels: Path, model: Path | None, checkpoint: Pa
 
             model = export_model(checkpoint, models_dir=tmp, register=False,
                                  parity_images=files[0].parent)
-        classifier = TileClassifier.from_model_dir(resolve_model_dir(model))
+        classifier = TileClassifier(*load_model_dir(resolve_model_dir(model)),
+                                    tta=tta)  # type: ignore[arg-type]
         contract = classifier.contract
         result = evaluate_images(pairs, classifier, label_field=label_field,
                                  label_map=label_map, overlap=overlap,
@@ -309,5 +316,6 @@ def _score_images(images: Path, labels: Path, model: Path | None, checkpoint: Pa
              "onnx_sha256": contract.onnx_sha256, "mlflow_run_id": contract.mlflow_run_id,
              "checkpoint": str(checkpoint) if checkpoint else None,
              "images": str(images), "labels": str(labels), "image_count": len(pairs),
+             "tta": tta,
              "label_map": label_map}
     return result, contract.schema, about

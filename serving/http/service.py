@@ -412,10 +412,11 @@ class CacaoMap:
     def model(self) -> dict[str, Any]:
         """The model contract in force (classes, bands, normalisation, lineage).
 
-        ``provider``: the ONNX Runtime execution provider the tiles run on.
+        ``provider``: the ONNX Runtime execution provider the tiles run on; ``tta``: the
+        test-time augmentation of every classification (``CACAOMAP_TTA``).
         """
         return dict(json.loads(self.contract.to_json())) | {
-            "provider": self.classifier.provider}
+            "provider": self.classifier.provider, "tta": self.classifier.tta}
 
 
 bentoml_fixes.apply()

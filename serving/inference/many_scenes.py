@@ -56,9 +56,11 @@ def scene_list(inputs: Sequence[str | Path]) -> list[Path]:
     return sorted(scenes)
 
 
-def output_path(scene: Path, out_dir: Path, model_sha: str) -> Path:
-    """The content-addressed output name of a scene for a model."""
-    return out_dir / f"{scene.stem}.{sha256_file(scene)[:12]}.{model_sha[:12]}.classes.tif"
+def output_path(scene: Path, out_dir: Path, model_sha: str, tta: str = "none") -> Path:
+    """The content-addressed output name of a scene for a model (and its TTA mode)."""
+    mode = "" if tta == "none" else f".tta-{tta}"
+    return out_dir / (f"{scene.stem}.{sha256_file(scene)[:12]}.{model_sha[:12]}{mode}"
+                      ".classes.tif")
 
 
 def _post_scene(url: str, scene: Path, target: Path) -> None:
@@ -101,7 +103,7 @@ def classify_one(scene: Path, target: Path, model_dir: str | None, url: str | No
 def classify_many(
     scenes: Sequence[Path], out_dir: Path, model_sha: str, *,
     model_dir: Path | None = None, url: str | None = None, workers: int = 1,
-    scheduler: str | None = None, progress: bool = True,
+    scheduler: str | None = None, progress: bool = True, tta: str = "none",
 ) -> BatchResult:
     """Classify scenes as dask tasks, in-process (``model_dir``) or through ``url``.
 
@@ -115,6 +117,8 @@ def classify_many(
         scheduler: A ``dask.distributed`` scheduler address; its workers are the
             concurrency (the scenes and the model must be on paths they can read).
         progress: Show a progress bar.
+        tta: The test-time augmentation the maps are made with (``CACAOMAP_TTA`` of
+            this process or of the service), in the output names.
     """
     import dask
 
@@ -124,7 +128,7 @@ def classify_many(
     result = BatchResult([], [], {})
     tasks = []
     for scene in scenes:
-        target = output_path(scene, out_dir, model_sha)
+        target = output_path(scene, out_dir, model_sha, tta)
         if target.exists():
             result.skipped.append(scene)
         else:

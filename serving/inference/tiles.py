@@ -15,6 +15,8 @@ from numpy.typing import NDArray
 from serving.inference.bound_runs import FIXED_SHAPE_PROVIDERS, FixedShapeRunner
 from serving.inference.contract import ModelContract, load_model_dir
 from serving.inference.session import create_session
+from serving.inference.tta import TTA, transforms
+from serving.inference.tta import averaged_logits as tta_logits
 from serving.inference.validity import is_floating, observed
 from serving.settings import current
 
@@ -62,6 +64,7 @@ class TileClassifier:
     def __init__(
         self, onnx_path: str | Path, contract: ModelContract,
         session: ort.InferenceSession | None = None, fixed_shapes: bool | None = None,
+        tta: TTA | None = None,
     ) -> None:
         """Wrap a model file and its (already validated) contract.
 
@@ -72,8 +75,14 @@ class TileClassifier:
             fixed_shapes: Run tiles of the contract's size through bound buffers of a
                 few fixed shapes (:mod:`serving.inference.bound_runs`); default: on
                 CUDA and TensorRT, where a new shape is planned again.
+            tta: Test-time augmentation (:mod:`serving.inference.tta`): logits
+                averaged over ``flips`` (4 runs) or the eight ``d4`` symmetries;
+                default: the ``CACAOMAP_TTA`` setting (``none``).
         """
         self.contract = contract
+        mode = current().tta if tta is None else tta
+        transforms(mode)  # an unknown mode is refused here, not at the first tile
+        self.tta: TTA = mode  # type: ignore[assignment]  # checked just above
         self.session = session or create_session(onnx_path)
         inputs = self.session.get_inputs()
         if inputs[0].name != contract.input_name:
@@ -137,12 +146,15 @@ class TileClassifier:
         """
         h, w = tiles.shape[2:]
         x = self.model_input(tiles, valid)
-        if self.runner is not None and self.runner.accepts(x):
-            out = self.runner.run(x)
-        else:
-            (out,) = self.session.run(None, {self.contract.input_name: x})
-        out = out[:, :, :h, :w]
+        out = tta_logits(self._run, x, self.tta)[:, :, :h, :w]
         out[:, self.nodata_class] = -np.inf
+        return np.asarray(out, np.float32)
+
+    def _run(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
+        """The graph's logits for a model input (bound fixed shapes where they fit)."""
+        if self.runner is not None and self.runner.accepts(x):
+            return self.runner.run(x)
+        (out,) = self.session.run(None, {self.contract.input_name: x})
         return np.asarray(out, np.float32)
 
     def probabilities(self, tiles: NDArray[np.generic]) -> NDArray[np.float32]:

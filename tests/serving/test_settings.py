@@ -23,6 +23,7 @@ def test_every_variable_is_read_as_its_type() -> None:
         "CACAOMAP_PROVIDERS": "cuda, CPUExecutionProvider",  # a short name or ORT's
         "CACAOMAP_GPUS": "1",
         "CACAOMAP_DRAIN_S": "12.5",
+        "CACAOMAP_TTA": "flips",
         "CACAOMAP_ORT_THREADS": "2",
         "CACAOMAP_MAX_PIXELS": "1_000_000",
         "CACAOMAP_MAX_UPLOAD_MB": "0.5",
@@ -56,7 +57,7 @@ def test_every_variable_is_read_as_its_type() -> None:
         ui_keep=5, ui_keep_mb=512.0, max_zone_vertices=5000, scene_ort_threads=1,
         scene_threads=2, scene_nice=19, body_timeout_s=7.5,
         store=Path("/srv/stores/tocache"), max_plots=500, max_evidence=3, plot_workers=4,
-        gpus=1, drain_s=12.5)
+        gpus=1, drain_s=12.5, tta="flips")
     unset = [f.name for f in fields(Settings)
              if getattr(settings, f.name) == getattr(Settings(), f.name)]
     assert unset == [], f"settings this test does not set: {unset}"
@@ -72,6 +73,7 @@ def test_every_variable_is_read_as_its_type() -> None:
     ("CACAOMAP_ORT_THREADS", "-1", "CACAOMAP_ORT_THREADS must be >= 0"),
     ("CACAOMAP_DRAIN_S", "-1", "CACAOMAP_DRAIN_S must be >= 0"),
     ("CACAOMAP_GPUS", "-1", "CACAOMAP_GPUS must be >= 0"),
+    ("CACAOMAP_TTA", "rot", "CACAOMAP_TTA must be one of none, flips, d4"),
     ("CACAOMAP_PROVIDERS", "rocm", "unknown execution provider 'rocm'"),
     ("CACAOMAP_UI_KEEP", "-3", "CACAOMAP_UI_KEEP must be positive"),
     ("CACAOMAP_UI_KEEP_MB", "0", "CACAOMAP_UI_KEEP_MB must be positive"),

@@ -151,6 +151,33 @@ def model_throughput(
     return rows
 
 
+def tta_cost(model_dir: Path, tile: int | None = None, batch: int = 8,
+             min_seconds: float = MIN_SECONDS) -> list[dict[str, Any]]:
+    """tiles/s of the serving path under each test-time augmentation mode.
+
+    The same tiles through :class:`TileClassifier` with ``tta`` ``none``, ``flips`` and
+    ``d4``; ``ratio`` is each mode's rate over ``none``'s (the cost of ``CACAOMAP_TTA``).
+    """
+    from serving.inference.contract import load_model_dir
+    from serving.inference.tta import RUNS
+
+    onnx_path, contract = load_model_dir(model_dir)
+    side = tile or contract.tile_size
+    rng = np.random.default_rng(0)
+    tiles = rng.normal(contract.mean, contract.std, (batch, side, side, contract.num_bands))
+    tiles = np.moveaxis(tiles, -1, 1).clip(1, 20000).astype(contract.input_dtype)
+    session = TileClassifier(onnx_path, contract, tta="none").session
+    rates = {}
+    for mode in RUNS:
+        classifier = TileClassifier(onnx_path, contract, session=session,
+                                    tta=mode)  # type: ignore[arg-type]
+        rates[mode] = rate(functools.partial(classifier.classify, tiles), batch,
+                           min_seconds)
+    return [{"tta": mode, "runs": RUNS[mode], "tile": side, "batch": batch,
+             "tiles_per_s": value, "ratio": value / rates["none"]}
+            for mode, value in rates.items()]
+
+
 def session_options(onnx_path: Path, contract: ModelContract, tile: int = 256,
                     batch: int = 8, min_seconds: float = MIN_SECONDS) -> list[dict[str, Any]]:
     """tiles/s of the serving path under each ORT option tried (before/after pairs).

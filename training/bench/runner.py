@@ -36,6 +36,7 @@ from training.bench.model import (
     model_throughput,
     session_options,
     theoretical_peak,
+    tta_cost,
 )
 from training.bench.plots import plots_bench
 from training.bench.service import (
@@ -97,7 +98,7 @@ def run_bench(
 
     Sections already measured today with the same model are reused unless named in
     ``redo`` (``ceiling``, ``gflop_per_tile``, ``model_throughput``,
-    ``session_options``, ``scene``, ``service``, ``client``, ``tiles_during_scene``,
+    ``session_options``, ``tta``, ``scene``, ``service``, ``client``, ``tiles_during_scene``,
     ``composite``, ``plots``).
     """
     console = Console()
@@ -154,6 +155,7 @@ def run_bench(
         model, engines, contract, list(tile_sizes), list(batch_sizes),
         progress=console.print))
     section("session_options", lambda: session_options(fp32_dir / "model.onnx", contract))
+    section("tta", lambda: tta_cost(fp32_dir))
 
     work.mkdir(exist_ok=True)
 
@@ -355,6 +357,13 @@ def update_readme(r: dict[str, Any], s: dict[str, Any], readme: Path = README) -
             f"{four['seconds']:.1f} s, {four['peak_rss_mb']:.0f} MB; {before['seconds']:.1f}"
             f" s, {before['peak_rss_mb']:.0f} MB; {service['seconds']:.1f} s (HTTP "
             f"{service['status']}) |")
+    tta = r.get("tta")
+    if tta:
+        lines.append(
+            f"| test-time augmentation (`CACAOMAP_TTA`), ORT fp32 {tta[0]['tile']} px batch "
+            f"{tta[0]['batch']}: tiles/s " + " / ".join(row["tta"] for row in tta)
+            + " (÷ none) | " + " / ".join(
+                f"{row['tiles_per_s']:.1f} ({row['ratio']:.2f}x)" for row in tta) + " |")
     for row in r.get("session_options", []):
         lines.append(f"| ORT fp32 256 px batch 8, {row['option']} | "
                      f"{row['tiles_per_s']:.2f} tiles/s |")

@@ -131,7 +131,8 @@ class LandCoverDataModule(GeoDataModule):
                 whole, a 512-px chip through a quarter of it.
             length: Training patches per epoch (default: the sampler's estimate);
                 ``auto``: as many as cover the training chips once (chips x
-                (side / patch)^2), and at least 16 batches.
+                (side / patch)^2), at least 16 batches and at least 2**22 pixels
+                (:func:`auto_length`).
             eval_on: Validation and test on ``patches`` of ``patch_size``, or on whole
                 ``chips`` (the same pixels every epoch; with the task's ``eval_tile``,
                 through the service's windows).
@@ -258,7 +259,7 @@ class LandCoverDataModule(GeoDataModule):
             patch = int(hp["patch_size"])
         if hp["length"] == "auto":
             per_chip = max(1, round((side / patch) ** 2))
-            self.length = max(len(sides) * per_chip, MIN_AUTO_BATCHES * self.batch_size)
+            self.length = auto_length(len(sides), per_chip, patch, self.batch_size)
         CONSOLE.print(f"[bold]patches[/]: {self.patch_size} px from {len(sides)} training "
                       f"chips of {side} px (median), {self.length} per epoch")
 
@@ -459,6 +460,19 @@ class LandCoverDataModule(GeoDataModule):
 MAX_AUTO_PATCH = 256
 #: Fewest batches an epoch of ``length: auto`` has.
 MIN_AUTO_BATCHES = 16
+#: Fewest training pixels an epoch of ``length: auto`` holds (2**22: 64 patches of
+#: 256 px, 256 of 128 px): small patches must not mean an epoch of little training.
+MIN_AUTO_PIXELS = 2**22
+
+
+def auto_length(chips: int, per_chip: int, patch: int, batch_size: int) -> int:
+    """Patches an epoch of ``length: auto`` draws.
+
+    Enough to cover the training chips once, and at least :data:`MIN_AUTO_BATCHES`
+    batches and :data:`MIN_AUTO_PIXELS` pixels.
+    """
+    return max(chips * per_chip, MIN_AUTO_BATCHES * batch_size,
+               math.ceil(MIN_AUTO_PIXELS / patch**2))
 
 
 def chip_sides(dataset: GeoDataset, whole: bool = True) -> list[int]:
@@ -466,8 +480,9 @@ def chip_sides(dataset: GeoDataset, whole: bool = True) -> list[int]:
 
     Args:
         dataset: A split's dataset.
-        whole: The shorter side, in whole pixels (a patch that fits); else the longer
-            side, rounded up (a window that holds the chip).
+        whole: The shorter side, in whole pixels (a patch that fits: torchgeo's
+            samplers compare strictly, so a chip of 511.99999 px takes no 512-px
+            patch); else the longer side, rounded up (a window that holds the chip).
     """
     res = dataset.res
     sides = []
@@ -475,7 +490,7 @@ def chip_sides(dataset: GeoDataset, whole: bool = True) -> list[int]:
         width = (bounds.maxx - bounds.minx) / res[0]
         height = (bounds.maxy - bounds.miny) / res[1]
         if whole:
-            sides.append(math.floor(min(width, height) + 1e-6))  # 511.99999 px is 512
+            sides.append(math.floor(min(width, height)))
         else:
             sides.append(math.ceil(max(width, height) - 1e-6))
     if not sides:

@@ -27,7 +27,7 @@ from torchmetrics.classification import (
 from serving.classes import ClassSchema, load_classes
 from training.trainers.figures import confusion_matrix_figure, overlay_figure
 from training.trainers.losses import CrossEntropyDiceLoss
-from training.trainers.windowed import windowed_probabilities
+from training.trainers.windowed import tta_logits, windowed_probabilities
 
 #: Metrics computed per class; each is also logged as a macro average over the
 #: observed classes (nodata excluded), never micro-averaged alone.
@@ -251,19 +251,23 @@ class LandCoverSegmentationTask(SemanticSegmentationTask):
         getattr(self, f"{split}_confusion").update(preds, y)
         return loss
 
-    def eval_logits(self, x: Tensor) -> Tensor:
+    def eval_logits(self, x: Tensor, tta: str = "none") -> Tensor:
         """Logits of a validation or test batch, as the service would classify it.
 
         Batches larger than ``eval_tile`` (whole chips) go through the service's
         blended windows; the log of the blended probabilities is returned (its softmax
         is those probabilities: same argmax, a loss on them). Otherwise the model's
-        logits.
+        logits. ``tta``: each window's logits averaged over flips or the eight
+        symmetries of the square, as the service's ``CACAOMAP_TTA`` does.
         """
+        def logits_of(window: Tensor) -> Tensor:
+            return tta_logits(self, window, tta)
+
         tile = self.hparams.get("eval_tile")
         if tile is not None and max(x.shape[-2:]) > tile:
-            probs = windowed_probabilities(self, x, tile, self.hparams["eval_overlap"])
+            probs = windowed_probabilities(logits_of, x, tile, self.hparams["eval_overlap"])
             return probs.clamp_min(1e-12).log()
-        return self(x)  # type: ignore[no-any-return]
+        return logits_of(x)
 
     def training_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Loss and per-class metrics on a training batch."""

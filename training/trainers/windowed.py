@@ -16,6 +16,30 @@ import torch
 from torch import Tensor
 
 from serving.inference.blending import edge_weights, window_starts
+from serving.inference.tta import apply, transforms, undo
+
+
+def _rot90(x: Tensor, k: int) -> Tensor:
+    return torch.rot90(x, k, dims=(-2, -1))
+
+
+def _flip(x: Tensor) -> Tensor:
+    return torch.flip(x, dims=(-1,))
+
+
+def tta_logits(logits_of: Callable[[Tensor], Tensor], x: Tensor, mode: str) -> Tensor:
+    """Mean logits over the test-time augmentation's transforms of ``x``.
+
+    The same transforms as the service's (:mod:`serving.inference.tta`), on tensors.
+    """
+    chosen = transforms(mode)
+    if len(chosen) == 1:
+        return logits_of(x)
+    total = torch.zeros(())
+    for transform in chosen:
+        total = total + undo(logits_of(apply(x, transform, _rot90, _flip)), transform,
+                             _rot90, _flip)
+    return total / len(chosen)
 
 
 def windowed_probabilities(logits_of: Callable[[Tensor], Tensor], x: Tensor, tile: int,

@@ -53,6 +53,7 @@ def test_health_metrics_and_contract(server: str, model_dir: Path) -> None:
     contract = httpx.post(f"{server}/model", json={}).json()
     assert contract["bands"][0] == "B02" and contract["tile_size"] == 64
     assert contract["provider"] == "CPUExecutionProvider"
+    assert contract["tta"] == "none"  # CACAOMAP_TTA unset
     assert contract["onnx_sha256"] == TileClassifier.from_model_dir(model_dir
                                                                     ).contract.onnx_sha256
 

@@ -84,6 +84,15 @@ def test_client_bench_measures_each_client_form_with_the_same_codes(
     assert rows[0]["vs_httpx_binary"] == 1.0
 
 
+def test_tta_cost_is_measured_for_each_mode_against_none(model_dir: Path) -> None:
+    from training.bench.model import tta_cost
+
+    rows = tta_cost(model_dir, batch=2, min_seconds=0.2)
+    assert [(r["tta"], r["runs"]) for r in rows] == [("none", 1), ("flips", 4), ("d4", 8)]
+    assert rows[0]["ratio"] == 1.0 and all(r["tiles_per_s"] > 0 for r in rows)
+    assert rows[2]["ratio"] < rows[0]["ratio"]  # eight runs a tile cost more than one
+
+
 def test_tile_latency_is_measured_idle_and_while_a_scene_runs(
     model_dir: Path, landscape: Path, tmp_path: Path
 ) -> None:
@@ -124,6 +133,12 @@ def test_readme_section_is_generated_from_the_newest_json(tmp_path: Path) -> Non
     # The committed README carries the newest figures.
     committed = (REPO / "README.md").read_text().split(START)[1].split(END)[0]
     assert committed == section
+    # A run with the TTA section (make bench from 2026-12-02) adds its line.
+    result["tta"] = [{"tta": m, "runs": n, "tile": 256, "batch": 8, "tiles_per_s": 32 / n,
+                      "ratio": 1 / n} for m, n in (("none", 1), ("flips", 4), ("d4", 8))]
+    update_readme(result, summary, readme)
+    assert "tiles/s none / flips / d4 (÷ none) | 32.0 (1.00x) / 8.0 (0.25x) / 4.0 (0.12x)" \
+        in readme.read_text()
 
 
 def test_plots_bench_checks_every_plot_on_both_stores_and_the_service(

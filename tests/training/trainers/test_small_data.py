@@ -6,23 +6,18 @@ the chips.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lightning.pytorch as pl
-import numpy as np
 import pytest
-import rasterio
 import torch
-import yaml
 from lightning.pytorch.callbacks import EarlyStopping
-from rasterio.transform import from_origin
 
+from tests.training.conftest import CHIP
 from training.data.datamodule import LandCoverDataModule
 from training.trainers.segmentation import LandCoverSegmentationTask
 from training.trainers.windowed import windowed_probabilities
-
-CHIP = 96
-CHIPS = 8
 
 
 class _Local(torch.nn.Module):
@@ -50,33 +45,6 @@ def test_windows_blend_to_the_whole_chip_for_a_local_model() -> None:
     torch.testing.assert_close(one_window, torch.softmax(model(x[..., :32, :32]), 1))
     with pytest.raises(ValueError, match="overlap must be in"):
         windowed_probabilities(model, x, tile=32, overlap=32)
-
-
-@pytest.fixture(scope="module")
-def chips(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Eight 96-px RGB chips (uint8) with forest / non-forest labels (1 / 4)."""
-    root = tmp_path_factory.mktemp("chips")
-    (root / "images").mkdir()
-    (root / "labels").mkdir()
-    rng = np.random.default_rng(0)
-    for k in range(CHIPS):
-        forest = np.zeros((CHIP, CHIP), bool)
-        forest[:, : 20 + 7 * k] = True
-        rgb = np.where(forest, [[[40]], [[90]], [[30]]], [[[150]], [[120]], [[100]]])
-        rgb = np.clip(rgb + rng.normal(0, 8, rgb.shape), 0, 255).astype(np.uint8)
-        profile = {"driver": "GTiff", "width": CHIP, "height": CHIP, "crs": "EPSG:4326",
-                   "transform": from_origin(-60 + k, -5, 1e-4, 1e-4)}
-        with rasterio.open(root / "images" / f"c{k}.tif", "w", count=3, dtype="uint8",
-                           **profile) as dst:
-            dst.write(rgb)
-        with rasterio.open(root / "labels" / f"c{k}.tif", "w", count=1, dtype="uint8",
-                           **profile) as dst:
-            dst.write(np.where(forest, 1, 4).astype(np.uint8)[None])
-    (root / "classes.yaml").write_text(yaml.safe_dump({"nodata": 0, "classes": [
-        {"code": 0, "name": "nodata", "colour": "#000000"},
-        {"code": 1, "name": "forest", "colour": "#1b7837"},
-        {"code": 2, "name": "non_forest", "colour": "#d9b365"}]}))
-    return root
 
 
 def _data(chips: Path, **overrides: object) -> LandCoverDataModule:
@@ -132,12 +100,18 @@ def test_patches_and_their_number_are_sized_from_the_chips(
         chips: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = _data(chips, patch_size="auto", length="auto")
     data.setup("fit")
-    assert data.patch_size == 96  # the chip, whole (at most 256 px)
-    assert data.length == 16 * 2  # 4 chips cover once; at least 16 batches of 2
-    assert "patches: 96 px from 4 training chips of 96 px" in capsys.readouterr().err
-    big = _data(chips, patch_size=32, length="auto")
-    big.setup("fit")
-    assert big.length == 4 * 9  # (96 / 32)^2 = 9 patches cover each chip
+    # The chips' side, a multiple of 32 that fits: 96-px chips in EPSG:4326 measure
+    # 95.99999 px, and torchgeo's samplers would not draw a 96-px patch from them.
+    assert data.patch_size == 64
+    # 4 chips cover once, 16 batches of 2 are 32 patches: the 2**22-pixel floor rules.
+    assert data.length == math.ceil(2**22 / 64**2) == 1024
+    assert "patches: 64 px from 4 training chips of 95 px" in capsys.readouterr().err
+    data.compute_statistics()  # the patch fits: there are patches to compute them on
+    from training.data.datamodule import auto_length
+
+    assert auto_length(24, 4, 256, 8) == 128  # 512-px chips: 16 batches of 8 rule
+    assert auto_length(30, 1, 128, 8) == 256  # 128-px chips: the pixel floor
+    assert auto_length(100, 4, 256, 8) == 400  # many chips: each covered once
 
 
 def test_the_test_after_fitting_uses_the_averaged_weights(chips: Path, tmp_path: Path
