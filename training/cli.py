@@ -16,6 +16,7 @@ from jsonargparse import auto_cli
 
 from training.crossval import crossval
 from training.evaluate import evaluate
+from training.labels_cli import suggest_labels
 from training.plots_cli import plots_check, store_build
 
 
@@ -606,7 +607,8 @@ def _dispatch(args: list[str]) -> None:
          "export": export,
          "classify": classify, "evaluate": evaluate, "crossval": crossval, "serve": serve,
          "bento": bento, "baseline": baseline,
-         "sample-points": sample_points, "demo-serve": demo_serve, "mlflow-ui": ui_hint,
+         "sample-points": sample_points, "suggest-labels": suggest_labels,
+         "demo-serve": demo_serve, "mlflow-ui": ui_hint,
          "bench": bench, "store": {"build": store_build}, "plots": {"check": plots_check}},
         args=args,
     )

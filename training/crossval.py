@@ -196,8 +196,39 @@ def crossval(
         writer.writeheader()
         writer.writerows(table)
     _print_table(table)
-    print(f"wrote {folder / 'crossval.json'} and {folder / 'crossval.csv'}")
+    plot_folds(table, folder / "crossval.png")
+    print(f"wrote {folder / 'crossval.json'}, crossval.csv and crossval.png")
     return folder
+
+
+def plot_folds(table: list[dict[str, Any]], path: Path) -> Path:
+    """Bars of pooled accuracy and each class's F1 and IoU per fold, and their mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in table[0] if k == "accuracy" or (
+        k.startswith(("F1_", "IoU_")) and not k.endswith(("_macro", "_std")))]
+    width = 0.8 / len(table)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(keys), 3.6))
+    for i, row in enumerate(table):
+        positions = np.arange(len(keys)) + (i - (len(table) - 1) / 2) * width
+        errors = [row.get(f"{k}_std", 0.0) for k in keys]
+        ax.bar(positions, [row[k] for k in keys], width, yerr=errors,
+               label=f"fold {row['fold']}" if row["fold"] != "mean" else "mean ± sd",
+               color=None if row["fold"] != "mean" else "black", alpha=0.85)
+    ax.set_xticks(np.arange(len(keys)), [k.replace("_", " ") for k in keys])
+    low = min(row[k] for row in table for k in keys)
+    ax.set_ylim(max(0.0, low - 0.1), 1.0)
+    ax.set_ylabel("held-out chips, pooled")
+    ax.legend(fontsize=8, ncol=len(table), loc="lower center", bbox_to_anchor=(0.5, 1.0),
+              frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _best_checkpoint(root: Path) -> Path:

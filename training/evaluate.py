@@ -132,6 +132,11 @@ def print_evaluation(result: Evaluation, title: str) -> None:
                       style="bold" if name == "macro" else None)
     CONSOLE.print(table)
     CONSOLE.print(f"pooled accuracy {pooled.accuracy:.4f} over {pooled.pixels} pixels")
+    if result.uncertainty:
+        u = result.uncertainty
+        CONSOLE.print(f"mean uncertainty (1 - confidence): {_fmt(u['right'])} where the "
+                      f"model is right ({u['right_pixels']} px), {_fmt(u['wrong'])} where "
+                      f"it is wrong ({u['wrong_pixels']} px)")
     if result.per_image:
         chips = Table(title="Per image")
         for column in ("image", "pixels", "accuracy", "IoU macro", "F1 macro", "unobserved"):
@@ -175,7 +180,7 @@ def write_outputs(folder: Path, result: Evaluation, schema: ClassSchema,
                  for name, s in result.per_image.items()]
     document = {**about, "pooled": pooled.to_dict(),
                 "per_image": {k: v.to_dict() for k, v in result.per_image.items()},
-                "unobserved": result.unobserved}
+                "unobserved": result.unobserved, "uncertainty": result.uncertainty}
     with staged(folder, directory=True) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(document, indent=2, default=str))
         (tmp / "per_class.csv").write_text(_csv(per_class))

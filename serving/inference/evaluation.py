@@ -30,6 +30,7 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
 from serving.classes import ClassSchema
+from serving.inference.confidence import decode_confidence
 from serving.inference.scene import classify_file
 from serving.inference.tiles import TileClassifier
 
@@ -136,11 +137,15 @@ class Evaluation:
         pooled: All scored pixels of all images together.
         per_image: Each image's own scores, by file name.
         unobserved: Labelled pixels the image did not observe, by file name.
+        uncertainty: Mean uncertainty (one minus the confidence COG's probability,
+            :mod:`serving.inference.confidence`) of the scored pixels the model got
+            ``right`` and ``wrong``, and their counts (exported models only).
     """
 
     pooled: ScoreTable
     per_image: dict[str, ScoreTable] = field(default_factory=dict)
     unobserved: dict[str, int] = field(default_factory=dict)
+    uncertainty: dict[str, float] = field(default_factory=dict)
 
 
 def labels_on_grid(path: Path, profile: Mapping[str, Any], label_field: str = "class",
@@ -236,16 +241,26 @@ def evaluate_images(pairs: Sequence[tuple[Path, Path]], classifier: TileClassifi
     n = schema.num_classes
     pooled = np.zeros((n, n), np.int64)
     result = Evaluation(pooled=ScoreTable.from_confusion(pooled, schema))
+    sums = np.zeros(2)  # uncertainty summed over right, wrong scored pixels
+    counts = np.zeros(2, np.int64)
     with tempfile.TemporaryDirectory(prefix="cacaomap-evaluate-") as tmp:
         for k, (image, labels) in enumerate(pairs):
             out = classify_file(image, Path(tmp) / "classes.tif", classifier,
-                                overlap=overlap, batch_size=batch_size)
+                                overlap=overlap, batch_size=batch_size,
+                                confidence=Path(tmp) / "confidence.tif")
             with rasterio.open(out.path) as src:
                 predicted = src.read(1).astype(np.int64)
                 truth = labels_on_grid(labels, src.profile, label_field, label_map,
                                        schema.nodata)
+            with rasterio.open(Path(tmp) / "confidence.tif") as src:
+                uncertainty = 1 - decode_confidence(src.read(1))
             unobserved = (predicted == schema.nodata) & (truth != schema.nodata)
             truth[unobserved] = schema.nodata
+            scored = (truth != schema.nodata) & np.isfinite(uncertainty)
+            for i, part in enumerate((scored & (truth == predicted),
+                                      scored & (truth != predicted))):
+                sums[i] += uncertainty[part].sum()
+                counts[i] += int(part.sum())
             confusion = confusion_of(truth, predicted, n, ignore=[schema.nodata])
             pooled += confusion
             result.per_image[image.name] = ScoreTable.from_confusion(confusion, schema)
@@ -257,6 +272,10 @@ def evaluate_images(pairs: Sequence[tuple[Path, Path]], classifier: TileClassifi
         raise EvaluationError("no labelled, observed pixel to score: do the labels "
                               "overlap the images, and does label_map cover their codes?")
     result.pooled = ScoreTable.from_confusion(pooled, schema)
+    result.uncertainty = {
+        "right": float(sums[0] / counts[0]) if counts[0] else math.nan,
+        "wrong": float(sums[1] / counts[1]) if counts[1] else math.nan,
+        "right_pixels": int(counts[0]), "wrong_pixels": int(counts[1])}
     return result
 
 

@@ -70,6 +70,7 @@ def test_crossval_trains_each_fold_and_writes_the_table(
                             .read_text())
         assert scored["pooled"]["accuracy"] == row["accuracy"]
         assert scored["pooled"]["pixels"] == 4 * 96 * 96  # the fold's test chips, whole
+    assert (folder / "crossval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert table[2]["accuracy"] == pytest.approx(
         (table[0]["accuracy"] + table[1]["accuracy"]) / 2)
     import mlflow

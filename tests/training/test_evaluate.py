@@ -105,6 +105,13 @@ def test_a_folder_of_chips_through_the_served_path(
         scored += int(keep.sum())
     assert document["pooled"]["pixels"] == scored
     assert document["pooled"]["accuracy"] == pytest.approx(correct / scored, abs=1e-12)
+    # Mean uncertainty (1 - the confidence COG) over the pixels it got right and wrong
+    # (this one-epoch model is wrong on most pixels: which is higher is not asserted).
+    u = document["uncertainty"]
+    assert u["right_pixels"] == correct and u["right_pixels"] + u["wrong_pixels"] == scored
+    assert 0 <= u["right"] <= 1 and 0 <= u["wrong"] <= 1
+    assert f"mean uncertainty (1 - confidence): {u['right']:.4f} where the model is right" \
+        in printed
     assert (folder / "confusion.png").read_bytes()[:4] == b"\x89PNG"
 
     # a checkpoint with images is exported on the fly and scored the same way

@@ -1,0 +1,1 @@
+"""Labels where there are none: points worth labelling (:mod:`serving.labels.suggest`)."""
