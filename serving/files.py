@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 #: Bytes read at a time when hashing.
 HASH_BLOCK = 1 << 22
@@ -89,3 +90,26 @@ def write_bytes_atomic(dst: str | Path, data: bytes) -> Path:
     with staged(dst) as tmp:
         tmp.write_bytes(data)
     return Path(dst)
+
+
+def read_vector_file(path: str | Path, what: str, error: type[Exception] = ValueError
+                     ) -> Any:
+    """A vector file GeoPandas reads, with a CRS, as a GeoDataFrame.
+
+    Args:
+        path: The file (GeoJSON, GeoPackage, shapefile, ...).
+        what: What its features are, for the message (``labels``, ``zones``).
+        error: The exception raised (a ``ValueError`` subclass of the caller's).
+
+    Raises:
+        error: If the file cannot be read or has no CRS, naming it.
+    """
+    import geopandas as gpd
+
+    try:
+        frame = gpd.read_file(path)
+    except Exception as err:  # pyogrio raises many kinds
+        raise error(f"{path}: not a readable vector file ({err})") from err
+    if frame.crs is None:
+        raise error(f"{path}: the {what} have no CRS")
+    return frame

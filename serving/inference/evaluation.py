@@ -167,14 +167,9 @@ def labels_on_grid(path: Path, profile: Mapping[str, Any], label_field: str = "c
     if profile.get("crs") is None:
         raise EvaluationError("the class map has no CRS: labels cannot be placed on it")
     if path.suffix.lower() in VECTOR_SUFFIXES:
-        import geopandas as gpd
+        from serving.files import read_vector_file
 
-        try:
-            frame = gpd.read_file(path)
-        except Exception as error:  # pyogrio raises many kinds
-            raise EvaluationError(f"{path}: not a readable vector file ({error})") from error
-        if frame.crs is None:
-            raise EvaluationError(f"{path}: the labels have no CRS")
+        frame = read_vector_file(path, "labels", EvaluationError)
         if label_field not in frame.columns:
             raise EvaluationError(f"{path}: no field {label_field!r} "
                                   f"(fields: {[c for c in frame.columns if c != 'geometry']})")

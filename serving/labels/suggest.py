@@ -41,6 +41,7 @@ from rasterio.features import geometry_mask
 from rasterio.windows import Window
 
 from serving.classes import ClassSchema
+from serving.files import read_vector_file
 from serving.inference.confidence import CONFIDENCE_NODATA, CONFIDENCE_SCALE, confidence_path
 
 Strategy = Literal["uncertainty", "random", "mix", "olofsson"]
@@ -119,14 +120,7 @@ class _Pool:
 def _zone_geometries(zones: Path | None, crs: Any) -> list[Any] | None:
     if zones is None:
         return None
-    import geopandas as gpd
-
-    try:
-        frame = gpd.read_file(zones)
-    except Exception as err:  # pyogrio raises many kinds
-        raise SuggestError(f"{zones}: not a readable vector file ({err})") from err
-    if frame.crs is None:
-        raise SuggestError(f"{zones}: the zones have no CRS")
+    frame = read_vector_file(zones, "zones", SuggestError)
     geoms = [g for g in frame.to_crs(crs).geometry if g is not None and not g.is_empty]
     if not geoms:
         raise SuggestError(f"{zones}: no zone polygons")
@@ -305,12 +299,7 @@ def suggest_labels(
     where = {id(c): xy[i] for i, c in enumerate(pool)}
     spread = _Spread(min_distance_m)
     if away_from is not None:
-        try:
-            known = gpd.read_file(away_from)
-        except Exception as err:  # pyogrio raises many kinds
-            raise SuggestError(f"{away_from}: not a readable vector file ({err})") from err
-        if known.crs is None:
-            raise SuggestError(f"{away_from}: the labels have no CRS")
+        known = read_vector_file(away_from, "labels", SuggestError)
         pts = known.to_crs(crs).geometry.representative_point()
         for p in pts:
             spread.add(p.x, p.y, force=True)
