@@ -31,6 +31,7 @@ from rasterio.io import DatasetReader, MemoryFile
 
 from serving.areas import class_hectares, pixel_areas
 from serving.classes import ClassSchema
+from serving.files import write_bytes_atomic
 from serving.http.browser_maps import class_map_image, rgb_image
 from serving.inference.scene import class_map_of, is_class_map
 from serving.inference.tiles import InputError, TileClassifier
@@ -41,8 +42,10 @@ STATIC_DIR = Path(__file__).parent / "static"
 RESULT_FILES = frozenset({
     "classes_reference.tif", "classes_current.tif", "rgb_reference.png", "rgb_current.png",
     "classes_reference.png", "classes_current.png", "report.json", "zones.geojson",
-    "zones.csv", "map.png",
+    "zones.csv", "map.png", "labels.geojson",
 })
+#: Largest labels upload (``POST /ui/results/<id>/labels``), in bytes.
+MAX_LABELS_BYTES = 16 * 2**20
 _RESULT_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -197,6 +200,42 @@ def analyze(uploads: dict[str, Path], classifier: TileClassifier, max_pixels: in
         raise
 
 
+def checked_labels(body: bytes) -> dict[str, int]:
+    """Check labelled points from the page: a FeatureCollection of points.
+
+    Each point has finite coordinates and a ``label`` that is a class code (an integer
+    from 0 to 255) or null (not labelled, or "can't tell").
+
+    Returns:
+        The number of points and of labelled points.
+
+    Raises:
+        ValueError: Naming the first point that is wrong.
+    """
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"labels are not JSON ({err})") from err
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection" or \
+            not isinstance(doc.get("features"), list):
+        raise ValueError("labels must be a GeoJSON FeatureCollection")
+    labelled = 0
+    for i, feature in enumerate(doc["features"]):
+        geometry = (feature or {}).get("geometry") or {}
+        coords = geometry.get("coordinates")
+        if geometry.get("type") != "Point" or not isinstance(coords, list) or len(
+                coords) < 2 or not all(isinstance(c, (int, float)) and np.isfinite(c)
+                                       for c in coords[:2]):
+            raise ValueError(f"feature {i} is not a point with finite coordinates")
+        label = (feature.get("properties") or {}).get("label")
+        if label is not None and (not isinstance(label, int) or isinstance(label, bool)
+                                  or not 0 <= label <= 255):
+            raise ValueError(f"feature {i}: label must be a class code or null, not "
+                             f"{label!r}")
+        labelled += label is not None
+    return {"points": len(doc["features"]), "labelled": labelled}
+
+
 def ui_app() -> Any:
     """The Starlette app mounted at ``/ui``: page, static files, result files."""
     from starlette.applications import Starlette
@@ -218,9 +257,41 @@ def ui_app() -> Any:
     async def to_page(request: Request) -> Response:
         return RedirectResponse(url="/ui/")
 
+    async def save_labels(request: Request) -> Response:
+        rid = request.path_params["rid"]
+        folder = results_root() / rid
+        if not _RESULT_ID.match(rid) or not folder.is_dir():
+            return JSONResponse({"error": f"no result {rid}"}, status_code=404)
+        host = (request.headers.get("host") or "").lower()
+        origin = request.headers.get("origin")
+        if (origin is not None and origin.lower() not in (f"http://{host}",
+                                                          f"https://{host}")) or (
+                request.headers.get("sec-fetch-site", "").lower() in ("cross-site",
+                                                                      "same-site")):
+            return JSONResponse({"error": "labels are saved from this service's own "
+                                 "page only"}, status_code=403)
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind not in ("application/json", "application/geo+json"):
+            return JSONResponse({"error": "send the labels as application/geo+json"},
+                                status_code=415)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_LABELS_BYTES:
+                return JSONResponse({"error": f"labels over {MAX_LABELS_BYTES} bytes"},
+                                    status_code=413)
+        try:
+            labelled = checked_labels(body)
+        except ValueError as err:
+            return JSONResponse({"error": str(err)}, status_code=400)
+        write_bytes_atomic(folder / "labels.geojson", body)
+        return JSONResponse({"url": f"/ui/results/{rid}/labels.geojson",
+                             "points": labelled["points"], "labelled": labelled["labelled"]})
+
     return Starlette(routes=[
         Route("/", page),
         Route("/index.html", to_page),
+        Route("/results/{rid}/labels", save_labels, methods=["POST"]),
         Route("/results/{rid}/{name}", result_file),
         Mount("/static", StaticFiles(directory=STATIC_DIR)),
     ])

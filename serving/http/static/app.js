@@ -179,6 +179,7 @@ function draw(res) {
       return li;
     }));
   $("results").hidden = false;
+  $("label-box").hidden = false;
   $("plot-results").hidden = true;
 }
 

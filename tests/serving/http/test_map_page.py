@@ -162,6 +162,107 @@ def test_map_page_in_chromium(server: ServerURL, landscape: Path) -> None:
             browser.close()
 
 
+def _points_to_label(landscape: Path, path: Path, n: int = 10) -> Path:
+    """``n`` points inside the scene, as ``cacaomap suggest-labels`` writes them."""
+    with rasterio.open(landscape / "images" / "s2l2a_20240820.tif") as src:
+        west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+    features = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [
+        west + (east - west) * (0.2 + 0.06 * k), south + (north - south) * (0.7 - 0.04 * k)]},
+        "properties": {"id": k, "label": None, "map_class": 1, "uncertainty": 0.4,
+                       "strategy": "uncertainty"}} for k in range(n)]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return path
+
+
+def _label_in_page(browser: Any, server: str, name: str, scene: Path, points: Path,
+                   codes: list[int]) -> None:
+    page = browser.new_page(viewport=VIEWPORTS[name])
+    page.goto(f"{server}/ui/")
+    page.set_input_files("#current", str(scene))
+    page.click("#analyze")
+    page.wait_for_selector("#label-box:not([hidden])", timeout=240_000)
+    page.fill("#labeller", f"tester-{name}")
+    page.set_input_files("#label-points", str(points))
+    page.wait_for_selector("#labelling:not([hidden])")
+    assert "0 labelled, 0 can't tell, 10 to go, of 10" in page.inner_text("#label-progress")
+    page.evaluate("document.activeElement.blur()")
+    keys = [str(k % len(codes) + 1) for k in range(10)]
+    for key in keys[:5]:
+        page.keyboard.press(key)
+    page.keyboard.press("b")  # back to the fifth point: change its label
+    assert page.inner_text("#label-point").startswith("Point 5 of 10")
+    page.keyboard.press("1")
+    keys[4] = "1"
+    for key in keys[5:]:
+        page.keyboard.press(key)
+    assert "10 labelled, 0 can't tell, 0 to go, of 10" in page.inner_text("#label-progress")
+    drawn = page.evaluate("[...document.querySelectorAll('#label-views canvas')]"
+                          ".map(c => c.dataset.drawn)")
+    assert drawn == ["1"]  # the RGB composite around the point (one date here)
+    page.click("#label-save")
+    page.wait_for_selector("#label-download:not([hidden])", timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / f"label_mode_{name}.png"), full_page=True)
+    saved = httpx.get(f"{server}{page.get_attribute('#label-download', 'href')}").json()
+    page.close()
+    got = saved["features"]
+    assert [f["properties"]["id"] for f in got] == list(range(10))
+    assert [f["properties"]["label"] for f in got] == [codes[int(k) - 1] for k in keys]
+    assert got[4]["properties"]["label"] == codes[0]  # the label changed on going back
+    for f in got:
+        props = f["properties"]
+        assert props["labeller"] == f"tester-{name}" and props["labelled_at"]
+        assert props["label_name"] and "rgb_current.png" in props["judged_on"]
+        assert props["uncertainty"] == 0.4 and not props["cant_tell"]
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_labelling_suggested_points_with_the_keyboard(server: ServerURL, landscape: Path,
+                                                      tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    points = _points_to_label(landscape, tmp_path / "to_label.geojson")
+    contract = httpx.post(f"{server}/model", json={}).json()
+    codes = [c["code"] for c in contract["classes"]["classes"] if c["code"] != 0]
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            for name in VIEWPORTS:  # desktop, then 390 px wide
+                _label_in_page(browser, server, name, landscape / "images" /
+                               "s2l2a_20240820.tif", points, codes)
+        finally:
+            browser.close()
+
+
+@pytest.mark.server
+def test_saving_labels_refuses_what_is_not_labelled_points(server: ServerURL,
+                                                           landscape: Path) -> None:
+    one = httpx.post(f"{server}/analyze_scene", timeout=300, files={
+        "scene": ("s.tif", (landscape / "images" / "s2l2a_20240820.tif").read_bytes(),
+                  "image/tiff")}).json()
+    url = f"{server}/ui/results/{one['id']}/labels"
+    geo = {"Content-Type": "application/geo+json"}
+    point = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [-76.5, -8.2]},
+             "properties": {"label": 2}}
+    ok = httpx.post(url, headers=geo, content=json.dumps(
+        {"type": "FeatureCollection", "features": [point]}))
+    assert ok.status_code == 200 and ok.json()["labelled"] == 1
+    assert httpx.get(f"{server}{ok.json()['url']}").json()["features"][0] == point
+    for body, says in ((b"nope", "not JSON"), (b"{}", "FeatureCollection"),
+                       (json.dumps({"type": "FeatureCollection", "features": [
+                           {**point, "properties": {"label": "forest"}}]}).encode(),
+                        "label must be a class code or null")):
+        bad = httpx.post(url, headers=geo, content=body)
+        assert bad.status_code == 400 and says in bad.json()["error"], bad.text
+    assert httpx.post(url, content=b"{}", headers={"Content-Type": "text/plain"}
+                      ).status_code == 415
+    assert httpx.post(url, headers={**geo, "Origin": "http://evil.example"},
+                      content=b"{}").status_code == 403
+    assert httpx.post(f"{server}/ui/results/{'0' * 32}/labels", headers=geo,
+                      content=b"{}").status_code == 404
+
+
 ATTACK_PAGE = """<!doctype html><title>elsewhere</title><script>
 const api = %(api)s, routes = %(routes)s;
 const classMap = Uint8Array.from(atob(%(class_map)s), c => c.charCodeAt(0));
