@@ -167,7 +167,7 @@ def _points_to_label(landscape: Path, path: Path, n: int = 10) -> Path:
     with rasterio.open(landscape / "images" / "s2l2a_20240820.tif") as src:
         west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
     features = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [
-        west + (east - west) * (0.2 + 0.06 * k), south + (north - south) * (0.7 - 0.04 * k)]},
+        west + (east - west) * (0.05 + 0.1 * k), south + (north - south) * (0.95 - 0.1 * k)]},
         "properties": {"id": k, "label": None, "map_class": 1, "uncertainty": 0.4,
                        "strategy": "uncertainty"}} for k in range(n)]
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
@@ -175,7 +175,7 @@ def _points_to_label(landscape: Path, path: Path, n: int = 10) -> Path:
 
 
 def _label_in_page(browser: Any, server: str, name: str, scene: Path, points: Path,
-                   codes: list[int]) -> None:
+                   codes: list[int]) -> dict[str, Any]:
     page = browser.new_page(viewport=VIEWPORTS[name])
     page.goto(f"{server}/ui/")
     page.set_input_files("#current", str(scene))
@@ -196,13 +196,15 @@ def _label_in_page(browser: Any, server: str, name: str, scene: Path, points: Pa
     for key in keys[5:]:
         page.keyboard.press(key)
     assert "10 labelled, 0 can't tell, 0 to go, of 10" in page.inner_text("#label-progress")
-    drawn = page.evaluate("[...document.querySelectorAll('#label-views canvas')]"
-                          ".map(c => c.dataset.drawn)")
-    assert drawn == ["1"]  # the RGB composite around the point (one date here)
+    # The RGB composite around the point (one date here), drawn once its image loads.
+    page.wait_for_function("(() => { const c = [...document.querySelectorAll("
+                           "'#label-views canvas')]; return c.length === 1 && "
+                           "c[0].dataset.drawn === '1'; })()", timeout=10_000)
     page.click("#label-save")
     page.wait_for_selector("#label-download:not([hidden])", timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / f"label_mode_{name}.png"), full_page=True)
-    saved = httpx.get(f"{server}{page.get_attribute('#label-download', 'href')}").json()
+    saved: dict[str, Any] = httpx.get(
+        f"{server}{page.get_attribute('#label-download', 'href')}").json()
     page.close()
     got = saved["features"]
     assert [f["properties"]["id"] for f in got] == list(range(10))
@@ -213,6 +215,7 @@ def _label_in_page(browser: Any, server: str, name: str, scene: Path, points: Pa
         assert props["labeller"] == f"tester-{name}" and props["labelled_at"]
         assert props["label_name"] and "rgb_current.png" in props["judged_on"]
         assert props["uncertainty"] == 0.4 and not props["cant_tell"]
+    return saved
 
 
 @pytest.mark.server
@@ -233,6 +236,47 @@ def test_labelling_suggested_points_with_the_keyboard(server: ServerURL, landsca
                                "s2l2a_20240820.tif", points, codes)
         finally:
             browser.close()
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_points_labelled_in_the_page_train_a_model_that_is_scored_on_them(
+        server: ServerURL, landscape: Path, tmp_path: Path,
+        mlflow_store: dict[str, str]) -> None:
+    """The loop: page → labels.geojson → cacaomap train fit → cacaomap evaluate."""
+    from playwright.sync_api import sync_playwright
+
+    from training.cli import main
+
+    points = _points_to_label(landscape, tmp_path / "to_label.geojson")
+    contract = httpx.post(f"{server}/model", json={}).json()
+    codes = [c["code"] for c in contract["classes"]["classes"] if c["code"] != 0]
+    scene = landscape / "images" / "s2l2a_20240820.tif"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            saved = _label_in_page(browser, server, "desktop", scene, points, codes)
+        finally:
+            browser.close()
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / "labels_20240820.geojson").write_text(json.dumps(saved))
+    root = tmp_path / "runs"
+    main(["train", "fit", "--config", str(REPO / "tests/conf/tiny.yaml"),
+          "--data.init_args.images", str(landscape / "images"),
+          "--data.init_args.labels", str(labels), "--data.init_args.label_kind", "vector",
+          "--data.init_args.label_glob", "labels_*.geojson",
+          "--data.init_args.label_field", "label", "--data.init_args.block_size", "40",
+          "--trainer.default_root_dir", str(root),
+          "--trainer.logger.init_args.artifact_location", mlflow_store["artifacts"]])
+    checkpoint = sorted(root.rglob("*.ckpt"))[0]
+    main(["evaluate", "--images", str(scene), "--labels", str(labels /
+          "labels_20240820.geojson"), "--label_field", "label", "--checkpoint",
+          str(checkpoint), "--out", str(tmp_path / "eval"), "--name", "page",
+          "--mlflow_log", "false"])
+    scored = json.loads((tmp_path / "eval" / "page" / "metrics.json").read_text())
+    assert scored["pooled"]["pixels"] == 10  # each labelled point scores its pixel
+    assert sum(map(sum, scored["pooled"]["confusion"])) == 10
 
 
 @pytest.mark.server
