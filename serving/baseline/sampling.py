@@ -25,16 +25,24 @@ def estimate_from_sample(maps: ClassMaps, schema: ClassSchema, sample: str | Pat
                          ) -> dict[str, Any]:
     """Olofsson estimates from labelled points.
 
-    Field ``reference``: the class at the current date; the map class at each point is
-    its stratum. With a ``reference_before`` field too (the class at the reference
-    date), the strata are the map's transitions and the estimates are transition areas
-    (``forest->oil_palm`` ...). Points on nodata are left out.
+    Field ``reference`` (or ``label``, as points labelled in the map page or by
+    ``cacaomap suggest-labels --strategy olofsson`` carry it): the class at the current
+    date; the map class at each point is its stratum. With a ``reference_before``
+    field too (the class at the reference date), the strata are the map's transitions
+    and the estimates are transition areas (``forest->oil_palm`` ...). Points on
+    nodata, and points left unlabelled (null: skipped, or "can't tell"), are left out.
     """
     import geopandas as gpd
 
     points = gpd.read_file(sample).to_crs(maps.profile["crs"])
-    if "reference" not in points.columns:
-        raise ValueError(f"{sample}: the sample needs a 'reference' field (class code)")
+    field = next((f for f in ("reference", "label") if f in points.columns), None)
+    if field is None:
+        raise ValueError(f"{sample}: the sample needs a 'reference' (or 'label') field "
+                         "(class code)")
+    labelled = points[field].notna()
+    if "reference_before" in points.columns:
+        labelled &= points["reference_before"].notna()
+    points = points[labelled]
     rows, cols = rasterio.transform.rowcol(maps.profile["transform"], points.geometry.x,
                                            points.geometry.y)
     rows, cols = np.asarray(rows), np.asarray(cols)
@@ -43,7 +51,7 @@ def estimate_from_sample(maps: ClassMaps, schema: ClassSchema, sample: str | Pat
     n = schema.num_classes
     names = schema.names
     mapped = maps.current[rows[inside], cols[inside]].astype(np.int64)
-    truth = points["reference"].to_numpy()[inside].astype(np.int64)
+    truth = points[field].to_numpy()[inside].astype(np.int64)
     keep = (mapped != schema.nodata) & (truth != schema.nodata)
     codes = schema.valid_codes
     labels = [names[c] for c in codes]

@@ -125,6 +125,14 @@ def test_report_files_and_lineage(landscape: Path, tmp_path: Path) -> None:
     mapped_forest = float(np.sum(maps.areas_m2[maps.current == 1]) / 1e4)
     assert forest["area"] == pytest.approx(mapped_forest)
     assert (tmp_path / "report" / "map.png").read_bytes()[:4] == b"\x89PNG"
+    # The same sample labelled as the map page saves it (`label`; two left unlabelled).
+    paged = points.drop(columns=["reference"]).assign(label=points["map_class"])
+    paged["label"] = paged["label"].astype(object)
+    paged.loc[paged.index[:2], "label"] = None
+    paged.to_file(tmp_path / "paged.geojson", driver="GeoJSON")
+    again, _, _ = build_report(ref, cur, SCHEMA, reference_sample=tmp_path / "paged.geojson")
+    assert again["estimates"]["sample_points"] == est["sample_points"] - 2
+    assert again["estimates"]["overall_accuracy"] == pytest.approx(1.0)
 
 
 def test_transition_areas_from_a_transition_sample(landscape: Path, tmp_path: Path) -> None:
