@@ -87,13 +87,44 @@ def test_whole_chip_validation_gives_the_same_figure_twice(chips: Path, tmp_path
 
 def test_early_stopping_cannot_stop_before_the_minimum(chips: Path, tmp_path: Path) -> None:
     data = _data(chips)
-    # A rule that wants to stop after the first epoch: any figure passes the threshold.
-    eager = EarlyStopping(monitor="val_IoU_macro", mode="max", patience=0,
-                          stopping_threshold=-1.0)
+    from training.trainers.stopping import EarlyStoppingAfterMinimum
+
+    # The recipe's rule, wanting to stop after the first epoch: any figure passes the
+    # threshold; it stops as soon as the minimum has run.
+    eager = EarlyStoppingAfterMinimum(monitor="val_IoU_macro", mode="max", patience=0,
+                                      stopping_threshold=-1.0)
     trainer = _trainer(tmp_path, min_epochs=3, max_epochs=6, callbacks=[eager],
                        limit_train_batches=1)
     trainer.fit(_task(data, lr_schedule="cosine"), datamodule=data)
     assert trainer.current_epoch == 3  # three epochs ran, then the rule could stop it
+
+
+class _Figures(pl.Callback):
+    """Sets the monitored figure of each epoch (before early stopping reads it)."""
+
+    def __init__(self, figures: list[float]) -> None:
+        self.figures = figures
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.callback_metrics["figure"] = torch.tensor(self.figures[trainer.current_epoch])
+
+
+@pytest.mark.parametrize(("rule", "epochs"), [(EarlyStopping, 4), ("after_minimum", 6)])
+def test_a_patience_spent_during_the_minimum_does_not_stop_a_rising_figure(
+        chips: Path, tmp_path: Path, rule: object, epochs: int) -> None:
+    from training.trainers.stopping import EarlyStoppingAfterMinimum
+
+    data = _data(chips)
+    kind = EarlyStoppingAfterMinimum if rule == "after_minimum" else EarlyStopping
+    stopper = kind(monitor="figure", mode="max", patience=1)  # type: ignore[operator]
+    # A dip in epochs 1-2 spends the patience; from epoch 3 the figure rises again.
+    figures = _Figures([0.5, 0.4, 0.3, 0.6, 0.7, 0.8])
+    trainer = _trainer(tmp_path, min_epochs=4, max_epochs=6, limit_train_batches=1,
+                       callbacks=[figures, stopper])
+    trainer.fit(_task(data, lr_schedule="cosine"), datamodule=data)
+    # Lightning's rule ends the fit at the minimum (4) although the figure rises; ours
+    # runs the schedule out.
+    assert trainer.current_epoch == epochs
 
 
 def test_patches_and_their_number_are_sized_from_the_chips(
