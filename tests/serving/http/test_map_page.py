@@ -7,6 +7,7 @@ against a real `bentoml serve` on loopback; screenshots go to tests/artifacts/.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import shutil
@@ -162,6 +163,24 @@ def test_map_page_in_chromium(server: ServerURL, landscape: Path) -> None:
             browser.close()
 
 
+@contextlib.contextmanager
+def _chromium() -> Iterator[Any]:
+    """Debian's chromium under Playwright, closed after use."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _class_codes(server: str) -> list[int]:
+    contract = httpx.post(f"{server}/model", json={}).json()
+    return [c["code"] for c in contract["classes"]["classes"] if c["code"] != 0]
+
+
 def _points_to_label(landscape: Path, path: Path, n: int = 10) -> Path:
     """``n`` points inside the scene, as ``cacaomap suggest-labels`` writes them."""
     with rasterio.open(landscape / "images" / "s2l2a_20240820.tif") as src:
@@ -222,20 +241,13 @@ def _label_in_page(browser: Any, server: str, name: str, scene: Path, points: Pa
 @pytest.mark.slow
 def test_labelling_suggested_points_with_the_keyboard(server: ServerURL, landscape: Path,
                                                       tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     points = _points_to_label(landscape, tmp_path / "to_label.geojson")
-    contract = httpx.post(f"{server}/model", json={}).json()
-    codes = [c["code"] for c in contract["classes"]["classes"] if c["code"] != 0]
+    codes = _class_codes(server)
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            for name in VIEWPORTS:  # desktop, then 390 px wide
-                _label_in_page(browser, server, name, landscape / "images" /
-                               "s2l2a_20240820.tif", points, codes)
-        finally:
-            browser.close()
+    with _chromium() as browser:
+        for name in VIEWPORTS:  # desktop, then 390 px wide
+            _label_in_page(browser, server, name, landscape / "images" /
+                           "s2l2a_20240820.tif", points, codes)
 
 
 @pytest.mark.server
@@ -244,20 +256,14 @@ def test_points_labelled_in_the_page_train_a_model_that_is_scored_on_them(
         server: ServerURL, landscape: Path, tmp_path: Path,
         mlflow_store: dict[str, str]) -> None:
     """The loop: page → labels.geojson → cacaomap train fit → cacaomap evaluate."""
-    from playwright.sync_api import sync_playwright
-
     from training.cli import main
 
     points = _points_to_label(landscape, tmp_path / "to_label.geojson")
-    contract = httpx.post(f"{server}/model", json={}).json()
-    codes = [c["code"] for c in contract["classes"]["classes"] if c["code"] != 0]
     scene = landscape / "images" / "s2l2a_20240820.tif"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            saved = _label_in_page(browser, server, "desktop", scene, points, codes)
-        finally:
-            browser.close()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with _chromium() as browser:
+        saved = _label_in_page(browser, server, "desktop", scene, points,
+                               _class_codes(server))
     labels = tmp_path / "labels"
     labels.mkdir()
     (labels / "labels_20240820.geojson").write_text(json.dumps(saved))
