@@ -27,9 +27,6 @@ from typing import Any
 
 import numpy as np
 
-#: The splits of a split file, in its order.
-SPLIT_NAMES = ("train", "val", "test")
-
 
 def fold_assignments(files: list[str], folds: int, seed: int, val_share: float
                      ) -> list[dict[str, str]]:
@@ -78,6 +75,8 @@ def write_split_csv(path: Path, assignment: dict[str, str]) -> Path:
 def fold_row(fold: int, assignment: dict[str, str], metrics: dict[str, Any],
              seconds: float, checkpoint: Path) -> dict[str, Any]:
     """One fold's line of the table: chip counts, pooled accuracy, per-class F1/IoU."""
+    from training.data.splits import SPLIT_NAMES
+
     pooled = metrics["pooled"]
     row: dict[str, Any] = {"fold": fold}
     for split in SPLIT_NAMES:
@@ -139,6 +138,7 @@ def crossval(
     Raises:
         ValueError: If the folder has too few chips, or a fold's training fails.
     """
+    from training.data.splits import SPLIT_NAMES
     from training.evaluate import evaluate
 
     if images is None or labels is None:
