@@ -167,6 +167,8 @@ def labels_on_grid(path: Path, profile: Mapping[str, Any], label_field: str = "c
     if profile.get("crs") is None:
         raise EvaluationError("the class map has no CRS: labels cannot be placed on it")
     if path.suffix.lower() in VECTOR_SUFFIXES:
+        import pandas as pd
+
         from serving.files import read_vector_file
 
         frame = read_vector_file(path, "labels", EvaluationError)
@@ -175,7 +177,7 @@ def labels_on_grid(path: Path, profile: Mapping[str, Any], label_field: str = "c
                                   f"(fields: {[c for c in frame.columns if c != 'geometry']})")
         frame = frame.to_crs(profile["crs"])
         shapes = [(g, int(v)) for g, v in zip(frame.geometry, frame[label_field], strict=True)
-                  if g is not None and not g.is_empty]
+                  if g is not None and not g.is_empty and pd.notna(v)]  # null: unlabelled
         raw = (features.rasterize(shapes, out_shape=shape, transform=profile["transform"],
                                   fill=nodata, dtype="int32")
                if shapes else np.full(shape, nodata, np.int32))

@@ -8,9 +8,11 @@ matter of configuration, not code.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import pandas as pd
 import torch
 from pyproj import CRS
 from torchgeo.datasets import RasterDataset, VectorDataset
@@ -134,7 +136,9 @@ class LandCoverVectors(VectorDataset):
     """Labels as polygons or points with a class field, rasterised on the fly.
 
     Points (a reference sample of photo-interpreted locations) burn the pixel they fall
-    in and leave the rest nodata, so a sparse sample trains the same model.
+    in and leave the rest nodata, so a sparse sample trains the same model. A feature
+    whose class is empty (a point marked "can't tell" or skipped in the map page's label
+    mode, ``label: null``) burns nothing.
     """
 
     filename_glob = "labels_*.gpkg"
@@ -157,3 +161,10 @@ class LandCoverVectors(VectorDataset):
         super().__init__(
             paths, crs=crs, res=res, transforms=transforms, label_name=label_field
         )
+
+    def get_label(self, feature: pd.Series) -> int:
+        """The class code of a feature; an empty one (null, NaN) is nodata (0)."""
+        value = feature[self.label_name] if self.label_name else 1
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return 0
+        return int(value)
