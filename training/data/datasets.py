@@ -8,7 +8,6 @@ matter of configuration, not code.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -165,6 +164,4 @@ class LandCoverVectors(VectorDataset):
     def get_label(self, feature: pd.Series) -> int:
         """The class code of a feature; an empty one (null, NaN) is nodata (0)."""
         value = feature[self.label_name] if self.label_name else 1
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return 0
-        return int(value)
+        return 0 if pd.isna(value) else int(value)
