@@ -14,6 +14,7 @@ from typing import Literal
 
 from jsonargparse import auto_cli
 
+from training.active_learning import active_learning
 from training.crossval import crossval
 from training.evaluate import evaluate
 from training.labels_cli import suggest_labels
@@ -605,7 +606,8 @@ def _dispatch(args: list[str]) -> None:
     auto_cli(
         {"synth": synth, "array-chips": array_chips, "composite": composite,
          "export": export,
-         "classify": classify, "evaluate": evaluate, "crossval": crossval, "serve": serve,
+         "classify": classify, "evaluate": evaluate, "crossval": crossval,
+         "active-learning": active_learning, "serve": serve,
          "bento": bento, "baseline": baseline,
          "sample-points": sample_points, "suggest-labels": suggest_labels,
          "demo-serve": demo_serve, "mlflow-ui": ui_hint,

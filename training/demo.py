@@ -81,6 +81,32 @@ def against_truth(model: list[dict[str, Any]], truth: list[dict[str, Any]],
     ]
 
 
+def uncertainty_on_test_blocks(checkpoint: Path, model_dir: Path, data: Path,
+                               console: Console) -> dict[str, float]:
+    """Mean uncertainty where the exported model is right and wrong, on the test blocks.
+
+    The reference composite (the one trained on) is classified through the serving
+    path and scored on its labels, only on the blocks of the checkpoint's test split.
+    """
+    from serving.inference.contract import load_model_dir
+    from serving.inference.evaluation import evaluate_images
+    from serving.inference.tiles import TileClassifier
+    from training.evaluate import split_area
+    from training.export.exporter import load_checkpoint
+
+    image = sorted((data / "composites").glob("s2l2a_2020*.tif"))[-1]
+    labels = sorted((data / "labels").glob("labels_2020*.tif"))[-1]
+    within = split_area(load_checkpoint(checkpoint).data_hparams, "test")
+    result = evaluate_images([(image, labels)], TileClassifier(*load_model_dir(model_dir)),
+                             within=within)
+    u = result.uncertainty
+    console.print(f"Uncertainty (1 - confidence) on the test blocks of {image.name}: "
+                  f"mean {u['right']:.3f} where the model is right ({u['right_pixels']:,} "
+                  f"px), {u['wrong']:.3f} where it is wrong ({u['wrong_pixels']:,} px); "
+                  f"macro IoU {result.pooled.table['IoU']['macro']:.3f}")
+    return u
+
+
 def run_demo_serving(
     experiment: str = "cacaomap-demo",
     data: Path = Path("datasets/synthetic/data/demo"),
@@ -101,6 +127,7 @@ def run_demo_serving(
             checkpoint, models_dir=models_dir, mlflow_run_id=run_id,
             test_metrics=test_metrics_of_run(run_id),
         )
+        uncertainty_on_test_blocks(checkpoint, model_dir, data, console)
     store_dir = out_dir / "store"
     region = region_of({"region": json.loads((data / "region.geojson").read_text())[
         "features"][0]["geometry"]})

@@ -96,6 +96,23 @@ def score_checkpoint_split(checkpoint: Path, split: Literal["train", "val", "tes
     return Evaluation(pooled=ScoreTable.from_confusion(confusion, schema)), schema, about
 
 
+def split_area(data_hparams: Mapping[str, Any], split: Literal["train", "val", "test"]
+               ) -> tuple[Any, Any]:
+    """The ground of one split of a checkpoint's data, as ``(geometry, crs)``.
+
+    The data module is rebuilt from the checkpoint's hyperparameters and its units
+    (blocks, files or the split file) assigned again: the same seed gives the same
+    split the model was trained and tested with.
+    """
+    from training.data.datamodule import LandCoverDataModule
+    from training.data.splits import SPLIT_NAMES
+
+    dm = LandCoverDataModule.from_hparams(dict(data_hparams))
+    dataset = dm.build_dataset()
+    assignment = dm.assign(dataset)
+    return assignment.geometry(SPLIT_NAMES.index(split)), dataset.index.crs
+
+
 def registered_version(run_id: str | None) -> str | None:
     """``models:/<name>/<version>`` of the registered version made from ``run_id``."""
     if not run_id:
@@ -221,6 +238,7 @@ def evaluate(
     model: Path | None = None,
     checkpoint: Path | None = None,
     split: Literal["train", "val", "test"] = "test",
+    within_split: Literal["train", "val", "test"] | None = None,
     image_glob: str = "*.tif",
     label_field: str = "class",
     label_map: dict[int, int] | None = None,
@@ -242,6 +260,9 @@ def evaluate(
         checkpoint: A Lightning checkpoint: alone, scored on its data module's
             ``split``; with ``images``, exported to a temporary folder and scored on them.
         split: The checkpoint's split to score when no images are given.
+        within_split: With ``images`` and ``checkpoint``: score only the pixels on the
+            ground of this split of the checkpoint's data (e.g. ``test``: the blocks
+            the model never saw), through the path that serves.
         image_glob: Glob of the images in an ``images`` folder.
         label_field: Attribute holding the class code (vector labels).
         label_map: Recode label values to the model's class codes (others: nodata).
@@ -275,9 +296,12 @@ def evaluate(
         else:
             if labels is None:
                 raise SystemExit("--images needs --labels")
+            if within_split is not None and checkpoint is None:
+                raise SystemExit("--within_split needs --checkpoint (the split is rebuilt "
+                                 "from the checkpoint's data)")
             result, schema, about = _score_images(images, labels, model, checkpoint,
                                                   image_glob, label_field, label_map,
-                                                  overlap, batch_size, tta)
+                                                  overlap, batch_size, tta, within_split)
             title = f"{about['model']} on {images}"
         about["model_version"] = registered_version(about.get("mlflow_run_id"))
         print_evaluation(result, title)
@@ -294,7 +318,8 @@ def evaluate(
 
 def _score_images(images: Path, labels: Path, model: Path | None, checkpoint: Path | None,
                   image_glob: str, label_field: str, label_map: dict[int, int] | None,
-                  overlap: int | None, batch_size: int, tta: str = "none"
+                  overlap: int | None, batch_size: int, tta: str = "none",
+                  within_split: Literal["train", "val", "test"] | None = None
                   ) -> tuple[Evaluation, ClassSchema, dict[str, Any]]:
     from serving.inference.contract import load_model_dir
     from serving.inference.evaluation import evaluate_images, pair_labels
@@ -305,6 +330,11 @@ def _score_images(images: Path, labels: Path, model: Path | None, checkpoint: Pa
     if not files:
         raise SystemExit(f"no images matching {image_glob!r} under {images}")
     pairs = pair_labels(files, labels)
+    within = None
+    if within_split is not None and checkpoint is not None:
+        from training.export.exporter import load_checkpoint
+
+        within = split_area(load_checkpoint(checkpoint).data_hparams, within_split)
     with tempfile.TemporaryDirectory(prefix="cacaomap-evaluate-model-") as tmp:
         if checkpoint is not None:
             from training.export.exporter import export_model
@@ -316,11 +346,12 @@ def _score_images(images: Path, labels: Path, model: Path | None, checkpoint: Pa
         contract = classifier.contract
         result = evaluate_images(pairs, classifier, label_field=label_field,
                                  label_map=label_map, overlap=overlap,
-                                 batch_size=batch_size, progress=CONSOLE.print)
+                                 batch_size=batch_size, within=within,
+                                 progress=CONSOLE.print)
     about = {"model": f"{contract.name} {contract.version} {contract.variant}",
              "onnx_sha256": contract.onnx_sha256, "mlflow_run_id": contract.mlflow_run_id,
              "checkpoint": str(checkpoint) if checkpoint else None,
              "images": str(images), "labels": str(labels), "image_count": len(pairs),
-             "tta": tta,
+             "tta": tta, "within_split": within_split,
              "label_map": label_map}
     return result, contract.schema, about

@@ -202,6 +202,24 @@ def labels_on_grid(path: Path, profile: Mapping[str, Any], label_field: str = "c
     return out
 
 
+def pixels_within(area: tuple[Any, Any], profile: Mapping[str, Any]) -> NDArray[np.bool_]:
+    """Boolean grid of a raster profile: True where a pixel's centre lies in ``area``.
+
+    Args:
+        area: ``(geometry, crs)``; the geometry is reprojected to the grid's CRS.
+        profile: The grid (``crs``, ``transform``, ``width``, ``height``).
+    """
+    import geopandas as gpd
+
+    geometry, crs = area
+    shapes = gpd.GeoSeries([geometry], crs=crs).to_crs(profile["crs"])
+    shape = (profile["height"], profile["width"])
+    if shapes.iloc[0].is_empty:
+        return np.zeros(shape, bool)
+    return features.geometry_mask(list(shapes), out_shape=shape,
+                                  transform=profile["transform"], invert=True)
+
+
 def pair_labels(images: Sequence[Path], labels: Path) -> list[tuple[Path, Path]]:
     """Each image with its labels: one labels file for all, or the same file name.
 
@@ -228,8 +246,21 @@ def pair_labels(images: Sequence[Path], labels: Path) -> list[tuple[Path, Path]]
 def evaluate_images(pairs: Sequence[tuple[Path, Path]], classifier: TileClassifier, *,
                     label_field: str = "class", label_map: Mapping[int, int] | None = None,
                     overlap: int | None = None, batch_size: int = 8,
+                    within: tuple[Any, Any] | None = None,
                     progress: Callable[[str], None] | None = None) -> Evaluation:
     """Classify each image through the served scene path and score it on its labels.
+
+    Args:
+        pairs: Images and their labels (:func:`pair_labels`).
+        classifier: The exported model.
+        label_field: Attribute holding the class code (vector labels).
+        label_map: Recode label values to the model's codes (others: nodata).
+        overlap: Overlap between scene windows (default: the contract's).
+        batch_size: Windows per ONNX Runtime call.
+        within: ``(geometry, crs)``: score only the pixels whose centre lies in it (a
+            held-out split's ground, :func:`training.evaluate.split_area`); images
+            outside it are not classified.
+        progress: Called with a line per image.
 
     Raises:
         EvaluationError: If no labelled, observed pixel is left to score.
@@ -242,6 +273,12 @@ def evaluate_images(pairs: Sequence[tuple[Path, Path]], classifier: TileClassifi
     counts = np.zeros(2, np.int64)
     with tempfile.TemporaryDirectory(prefix="cacaomap-evaluate-") as tmp:
         for k, (image, labels) in enumerate(pairs):
+            inside = None
+            if within is not None:
+                with rasterio.open(image) as src:
+                    inside = pixels_within(within, src.profile)
+                if not inside.any():
+                    continue
             out = classify_file(image, Path(tmp) / "classes.tif", classifier,
                                 overlap=overlap, batch_size=batch_size,
                                 confidence=Path(tmp) / "confidence.tif")
@@ -251,6 +288,8 @@ def evaluate_images(pairs: Sequence[tuple[Path, Path]], classifier: TileClassifi
                                        schema.nodata)
             with rasterio.open(Path(tmp) / "confidence.tif") as src:
                 uncertainty = 1 - decode_confidence(src.read(1))
+            if inside is not None:
+                truth[~inside] = schema.nodata
             unobserved = (predicted == schema.nodata) & (truth != schema.nodata)
             truth[unobserved] = schema.nodata
             scored = (truth != schema.nodata) & np.isfinite(uncertainty)
@@ -284,4 +323,5 @@ __all__ = [
     "evaluate_images",
     "labels_on_grid",
     "pair_labels",
+    "pixels_within",
 ]

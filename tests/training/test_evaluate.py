@@ -160,3 +160,32 @@ def test_points_on_a_scene_and_bad_labels(
               "--label_map", "{11: 99}", "--model", str(exported),
               "--out", str(tmp_path / "out"), "--mlflow_log", "false"])
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["points"]
+
+
+def test_within_split_scores_only_the_checkpoints_test_blocks(
+        trained: dict[str, str], landscape: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving.inference.evaluation import pixels_within
+    from training.evaluate import split_area
+    from training.export.exporter import load_checkpoint
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
+    main(["evaluate", "--images", str(landscape / "images" / SCENE),
+          "--labels", str(landscape / "labels" / LABELS), "--checkpoint", trained["ckpt"],
+          "--within_split", "test", "--out", str(tmp_path), "--name", "test-blocks",
+          "--mlflow_log", "false"])
+    document = json.loads((tmp_path / "test-blocks" / "metrics.json").read_text())
+    with rasterio.open(landscape / "labels" / LABELS) as src:
+        truth, profile = src.read(1), src.profile
+    area = split_area(load_checkpoint(trained["ckpt"]).data_hparams, "test")
+    inside = pixels_within(area, profile)
+    assert 0 < inside.sum() < 0.5 * inside.size  # the test blocks, not the scene
+    scored = document["pooled"]["pixels"] + document["unobserved"][SCENE]
+    assert scored == int(((truth != 0) & inside).sum())
+    u = document["uncertainty"]
+    assert u["right_pixels"] + u["wrong_pixels"] == document["pooled"]["pixels"]
+    assert document["within_split"] == "test"
+    with pytest.raises(SystemExit, match="--within_split needs --checkpoint"):
+        main(["evaluate", "--images", str(landscape / "images" / SCENE),
+              "--labels", str(landscape / "labels" / LABELS), "--within_split", "test",
+              "--out", str(tmp_path), "--mlflow_log", "false"])

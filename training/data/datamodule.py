@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import track
 from torch import Tensor
 from torchgeo.datamodules import GeoDataModule
-from torchgeo.datasets import GeoDataset, IntersectionDataset
+from torchgeo.datasets import GeoDataset, IntersectionDataset, UnionDataset
 from torchgeo.samplers import GeoSampler, GridGeoSampler, RandomGeoSampler
 
 from serving.areas import ground_pixel_size
@@ -31,7 +31,8 @@ from training.data.datasets import (
     LandCoverVectors,
     MultispectralImagery,
 )
-from training.data.samplers import WholeChipSampler
+from training.data.point_labels import labelled_points, overlay_masks
+from training.data.samplers import LabelledPatchSampler, WholeChipSampler
 from training.data.splits import (
     BlockAssignment,
     assign_blocks,
@@ -77,6 +78,9 @@ class LandCoverDataModule(GeoDataModule):
         filename_regex: str = DATED_FILENAME_REGEX,
         label_field: str = "class",
         label_map: dict[int, int] | None = None,
+        extra_labels: str | None = None,
+        extra_label_field: str = "label",
+        extra_label_glob: str = "*.geojson",
         classes: str | None = None,
         image_nodata: float | None = 0,
         reflectance_scale: float = 10000.0,
@@ -90,6 +94,7 @@ class LandCoverDataModule(GeoDataModule):
         patch_size: int | Literal["auto"] = 64,
         length: int | Literal["auto"] | None = None,
         eval_on: Literal["patches", "chips"] = "patches",
+        patches_at: Literal["anywhere", "labels"] = "anywhere",
         num_workers: int = 0,
         stats_max_patches: int | None = None,
         augment: bool = True,
@@ -112,6 +117,14 @@ class LandCoverDataModule(GeoDataModule):
                 labels of the same date.
             label_field: Attribute holding the class code (vector labels).
             label_map: Recode source label values to schema codes (others → nodata).
+            extra_labels: Folder (or file) of more labels, points or polygons in the
+                schema's codes (the map page's labelled points), trained together with
+                ``labels``: where an extra feature gives a class it wins, elsewhere
+                ``labels`` speak (:func:`~training.data.point_labels.overlay_masks`).
+                Undated: every date.
+            extra_label_field: Attribute of ``extra_labels`` holding the class code
+                (the map page writes ``label``; empty ones are nodata).
+            extra_label_glob: Glob of the ``extra_labels`` files.
             classes: Class schema YAML (default: ``datasets/classes.yaml``).
             image_nodata: Image value marking no observation (``None``: none).
             reflectance_scale: Digital numbers per unit reflectance (for the contract).
@@ -136,6 +149,12 @@ class LandCoverDataModule(GeoDataModule):
             eval_on: Validation and test on ``patches`` of ``patch_size``, or on whole
                 ``chips`` (the same pixels every epoch; with the task's ``eval_tile``,
                 through the service's windows).
+            patches_at: Where training patches are drawn: ``anywhere`` in the training
+                area, or around the ``labels`` (vector labels: each patch holds at least
+                one labelled point, :class:`~training.data.samplers.LabelledPatchSampler`;
+                for a sparse sample of points, where a patch drawn anywhere rarely holds
+                one). With ``length`` unset, an epoch has one patch per labelled point
+                (at least one batch).
             num_workers: Data-loader worker processes.
             stats_max_patches: Patches read for the statistics (None: all of train).
             augment: Random flips and 90° rotations in training.
@@ -220,6 +239,13 @@ class LandCoverDataModule(GeoDataModule):
                 filename_glob=hp["label_glob"], filename_regex=hp["filename_regex"],
                 label_map=hp["label_map"], res=image.res[0],
             )
+        if hp["extra_labels"]:
+            extra = LandCoverVectors(
+                hp["extra_labels"], label_field=hp["extra_label_field"],
+                filename_glob=hp["extra_label_glob"], filename_regex=".*",
+                res=image.res[0],
+            )
+            mask = UnionDataset(mask, extra, collate_fn=overlay_masks)
         return image & mask
 
     def setup(self, stage: str) -> None:
@@ -239,11 +265,47 @@ class LandCoverDataModule(GeoDataModule):
         if stage == "fit":
             # Patches drawn one by one from any block (RandomBatchGeoSampler would take
             # a whole batch from one block: correlated batches, unstable BatchNorm).
-            self.train_sampler = RandomGeoSampler(train, size, self.length)
+            self.train_sampler = self._train_sampler(train, size)
         if stage in ("fit", "validate"):
             self.val_sampler = self._eval_sampler(val)
         if stage == "test":
             self.test_sampler = self._eval_sampler(test)
+
+    def _train_sampler(self, train: GeoDataset, size: int | tuple[int, int]) -> GeoSampler:
+        """Random patches anywhere, or around the labelled points (``patches_at``)."""
+        if self.hparams["patches_at"] == "anywhere":
+            return RandomGeoSampler(train, size, self.length)
+        if self.hparams["label_kind"] != "vector" and not self.hparams["extra_labels"]:
+            raise ValueError("patches_at: labels needs label_kind: vector or extra_labels "
+                             "(points or polygons); label rasters are dense, use anywhere")
+        xs, ys = self.label_points(train.index.crs)
+        length = self.length or max(len(xs), self.batch_size)
+        side = size if isinstance(size, int) else size[0]
+        sampler = LabelledPatchSampler(train, side, length, xs, ys)
+        CONSOLE.print(f"[bold]patches[/]: {length} per epoch around the "
+                      f"{sampler.points} labelled points of the training split")
+        return sampler
+
+    def label_points(self, crs: Any) -> tuple[list[float], list[float]]:
+        """The x and y (in ``crs``) of the labelled features of the vector label files.
+
+        Both ``labels`` (when vector) and ``extra_labels`` count
+        (:func:`~training.data.point_labels.labelled_points`).
+        """
+        hp = self.hparams
+        sources: list[tuple[Path, str, dict[int, int] | None]] = []
+        if hp["label_kind"] == "vector":
+            primary = self.build_dataset().datasets[1]
+            if isinstance(primary, UnionDataset):
+                primary = primary.datasets[0]
+            sources += [(Path(f), hp["label_field"], hp["label_map"])
+                        for f in primary.index["filepath"]]
+        if hp["extra_labels"]:
+            extra = LandCoverVectors(hp["extra_labels"], filename_glob=hp["extra_label_glob"],
+                                     filename_regex=".*")
+            sources += [(Path(f), hp["extra_label_field"], None)
+                        for f in extra.index["filepath"]]
+        return labelled_points(sources, crs, self.schema.nodata)
 
     def _size_patches(self, train: GeoDataset) -> None:
         """Resolve ``patch_size``/``length`` of ``auto`` from the training chips; print."""
@@ -445,10 +507,10 @@ class LandCoverDataModule(GeoDataModule):
         return torch.where(valid[:, None], jittered, image)
 
     def files(self) -> tuple[list[Path], list[Path]]:
-        """The imagery files and the label files the dataset reads."""
+        """The imagery files and the label files the dataset reads (extra ones too)."""
         image, mask = self.build_dataset().datasets
         return (sorted(Path(f) for f in image.index["filepath"]),
-                sorted(Path(f) for f in mask.index["filepath"]))
+                sorted({Path(f) for f in mask.index["filepath"]}))
 
     def dataset_files(self) -> list[Path]:
         """All files the dataset reads (for the fingerprint)."""
