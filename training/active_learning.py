@@ -48,6 +48,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from training.active_learning_pool import (
+    Candidates,
     Ground,
     add_corners,
     draw_pixels,
@@ -191,7 +192,6 @@ def active_learning(
     import yaml
 
     from serving.classes import load_classes
-    from serving.inference.confidence import decode_confidence
     from serving.inference.evaluation import pair_labels
 
     if images is None or truth is None:
@@ -275,20 +275,27 @@ def active_learning(
                   f"{row['IoU_macro']:.3f}", flush=True)
             if r == rounds:
                 break
-            taken = set(picked)
-            if strategy == "uncertainty":
-                u = np.full(len(pool), np.nan)
-                for k, image in enumerate(files):
-                    at = pool.image == k
-                    if at.any() and image.name in confidence:
-                        stored = confidence[image.name][pool.row[at], pool.col[at]]
-                        u[at] = 1 - decode_confidence(stored)
-                picked += most_uncertain(u, pool, taken, batch, spacing)
-            else:
-                free = np.array([i for i in range(len(pool)) if i not in taken])
-                picked += [int(i) for i in pick_rng.choice(
-                    free, size=min(batch, len(free)), replace=False)]
+            picked += _next_labels(strategy, confidence, pool, files, set(picked), batch,
+                                   spacing, pick_rng)
     return _write_summary(folder, rows, chosen_strategies, name)
+
+
+def _next_labels(strategy: Strategy, confidence: dict[str, NDArray[np.uint8]],
+                 pool: Candidates, files: list[Path], taken: set[int], batch: int,
+                 spacing: float, rng: np.random.Generator) -> list[int]:
+    """The candidates a strategy labels next: most uncertain (spread), or at random."""
+    from serving.inference.confidence import decode_confidence
+
+    if strategy == "uncertainty":
+        u = np.full(len(pool), np.nan)
+        for k, image in enumerate(files):
+            at = pool.image == k
+            if at.any() and image.name in confidence:
+                u[at] = 1 - decode_confidence(confidence[image.name][pool.row[at],
+                                                                     pool.col[at]])
+        return most_uncertain(u, pool, taken, batch, spacing)
+    free = np.array([i for i in range(len(pool)) if i not in taken])
+    return [int(i) for i in rng.choice(free, size=min(batch, len(free)), replace=False)]
 
 def _train(recipe: Path, data: Path | None, images: Path, image_glob: str, labels: Path,
            ground: Ground, root: Path, run_name: str, tags: dict[str, str],
