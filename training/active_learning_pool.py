@@ -10,13 +10,14 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from training.crossval import write_split_csv
 
 
 @dataclass
@@ -94,11 +95,8 @@ def split_ground(images: list[Path], holdout: float, seed: int, folder: Path) ->
     split = {int(i): "train" for i in order[n_out:]}
     split.update({int(i): "val" for i in order[: n_out // 2]})
     split.update({int(i): "test" for i in order[n_out // 2 : n_out]})
-    path = folder / "split.csv"
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "split"])
-        writer.writerows(sorted((images[i].name, s) for i, s in split.items()))
+    path = write_split_csv(folder / "split.csv",
+                           {images[i].name: s for i, s in split.items()})
     ground = {s: shapely.union_all([boxes[i] for i, t in split.items() if t == s])
               for s in ("train", "val", "test")}
     return Ground(path, ground["train"], ground["val"], ground["test"], crs)
