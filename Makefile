@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1s
 DEMO_DATA := datasets/synthetic/data/demo
 DEMO_SIZE ?= 768
 
-.PHONY: install demo test lint bench clean vendor browser stacapi
+.PHONY: install demo test lint docs bench clean vendor browser stacapi
 
 install: $(STAMP)
 
@@ -23,25 +23,30 @@ $(STAMP): pyproject.toml requirements.lock
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: install
-	$(BIN)/cacaomap synth --out $(DEMO_DATA) --size $(DEMO_SIZE)
-	$(BIN)/cacaomap composite --stac $(DEMO_DATA)/stac/catalog.json --period 2020-01-01/2020-12-31 \
+	$(BIN)/cacaomap imagery synth --out $(DEMO_DATA) --size $(DEMO_SIZE)
+	$(BIN)/cacaomap imagery composite --stac $(DEMO_DATA)/stac/catalog.json --period 2020-01-01/2020-12-31 \
 	    --date 20201215 --out $(DEMO_DATA)/composites/s2l2a_20201215.tif
-	$(BIN)/cacaomap composite --stac $(DEMO_DATA)/stac/catalog.json --period 2024-01-01/2024-12-31 \
+	$(BIN)/cacaomap imagery composite --stac $(DEMO_DATA)/stac/catalog.json --period 2024-01-01/2024-12-31 \
 	    --date 20240820 --out $(DEMO_DATA)/composites/s2l2a_20240820.tif
 	$(BIN)/cacaomap train fit --config experiments/demo.yaml
-	$(BIN)/cacaomap demo-serve
-	$(BIN)/cacaomap mlflow-ui
+	$(BIN)/cacaomap dev demo
+	$(BIN)/cacaomap dev mlflow-ui
 
 # Performance figures (not run by CI): needs the demo's model; makes it if absent.
 bench: install
 	test -d models/cacaomap || $(MAKE) demo
-	$(BIN)/cacaomap bench
+	$(BIN)/cacaomap dev bench
 
 lint: install
-	$(BIN)/ruff check training serving tests
+	$(BIN)/ruff check cacaomap training serving tests docs/hooks
 	$(BIN)/mypy
 
-test: install lint browser stacapi
+# The reference site (docs/, MkDocs Material). --strict: a broken link or anchor, a page
+# left out of the nav, or a CLI reference that cannot be generated fails the build.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+test: install lint docs browser stacapi
 	$(BIN)/pytest
 
 # Front-end libraries of the map page come from the npm registry and are committed under

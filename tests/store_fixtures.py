@@ -9,7 +9,7 @@ import pytest
 from shapely.geometry import shape
 
 from serving.imagery.sources import items_from_file
-from serving.plots.build import BuildOptions, build_store
+from serving.store.build import BuildOptions, build_store
 from tests.model_factory import write_local_model
 from training.synthetic import LandscapeConfig
 from training.synthetic.time_series import generate_time_series

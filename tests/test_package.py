@@ -1,8 +1,8 @@
 """The package without the repository: a non-editable install into an empty venv.
 
 ``pip install .[serve]`` (not editable, no torch) into a fresh virtual environment, run
-from a folder outside the checkout: ``cacaomap classify`` classifies a scene like the
-in-process classifier, ``cacaomap bento`` builds the Bento from the installed package,
+from a folder outside the checkout: ``cacaomap maps classify`` classifies a scene like the
+in-process classifier, ``cacaomap service bento`` builds the Bento from the installed package,
 and ``bentoml serve`` of that Bento answers ``/readyz`` and classifies a tile.
 """
 
@@ -57,14 +57,14 @@ def test_installed_package_classifies_and_builds_a_serving_bento(
     scene = landscape / "images" / "s2l2a_20240820.tif"
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path),
            "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
-    _run([str(bin_dir / "cacaomap"), "classify", str(scene), "--model", str(model),
+    _run([str(bin_dir / "cacaomap"), "maps", "classify", str(scene), "--model", str(model),
           "--out", str(work / "classes.tif")], work, env)
     classifier = TileClassifier.from_model_dir(model)
     expected = classify_file(scene, tmp_path / "in_process.tif", classifier)
     with rasterio.open(work / "classes.tif") as got, rasterio.open(expected.path) as ref:
         assert np.array_equal(got.read(1), ref.read(1))
 
-    built = _run([str(bin_dir / "cacaomap"), "bento", "--model", str(model)], work, env)
+    built = _run([str(bin_dir / "cacaomap"), "service", "bento", "--model", str(model)], work, env)
     assert "built Bento cacaomap:" in built.stdout
     tiles = np.random.default_rng(2).integers(1, 4000, (2, 10, 64, 64)).astype(np.uint16)
     with served_model(None, tmp_path / "bento.log", env, cwd=work,

@@ -1,4 +1,4 @@
-"""``cacaomap active-learning``: do labels chosen by uncertainty beat labels at random?
+"""``cacaomap model active-learning``: do labels chosen by uncertainty beat labels at random?
 
 The labelling loop of the README (classify → suggest → label → train → evaluate),
 simulated where the truth is known, so that the labels a model needs are measured:
@@ -37,6 +37,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -150,10 +151,10 @@ def active_learning(
     seed: int = 0,
     name: str = "active-learning",
     out: Path = Path("experiments/active_learning"),
-    train_args: list[str] | None = None,
+    train_args: str | None = None,
     keep_checkpoints: bool = False,
 ) -> Path:
-    """Measure uncertainty sampling against random sampling (see module docstring).
+    """Measure uncertainty sampling against random sampling, round by round.
 
     Args:
         images: An image GeoTIFF (a scene) or a folder of image chips.
@@ -178,7 +179,8 @@ def active_learning(
             seed is the recipe's).
         name: Name of this run (folder, MLflow tags, run names).
         out: Parent folder of the outputs.
-        train_args: More ``cacaomap train fit`` arguments, passed to every round.
+        train_args: More ``cacaomap train fit`` arguments, one quoted string passed to
+            every round (``--train-args '--trainer.max_epochs 5'``).
         keep_checkpoints: Keep each round's checkpoints (else removed once scored;
             the round's MLflow run keeps its metrics and lineage).
 
@@ -187,6 +189,15 @@ def active_learning(
 
     Raises:
         ValueError: On missing inputs, or when a round's training fails.
+
+    Writes:
+        OUT/NAME/: split.geojson, per strategy and round its labels.geojson,
+        score.json and round.json (a rerun resumes), active_learning.json,
+        active_learning.csv and curve.png; one MLflow run per round.
+
+    Examples:
+        cacaomap model active-learning --config experiments/active_learning/synthetic.yaml
+        cacaomap model active-learning --images scene.tif --truth labels.tif --rounds 4
     """
     import rasterio
     import yaml
@@ -299,8 +310,8 @@ def _next_labels(strategy: Strategy, confidence: dict[str, NDArray[np.uint8]],
 
 def _train(recipe: Path, data: Path | None, images: Path, image_glob: str, labels: Path,
            ground: Ground, root: Path, run_name: str, tags: dict[str, str],
-           classes: Path | None, train_args: list[str] | None) -> None:
-    args = [sys.executable, "-m", "training.cli", "train", "fit", "--config", str(recipe)]
+           classes: Path | None, train_args: str | None) -> None:
+    args = [sys.executable, "-m", "cacaomap", "train", "fit", "--config", str(recipe)]
     if data is not None:
         args += ["--data", str(data)]
     args += ["--data.init_args.images", str(images),
@@ -319,7 +330,7 @@ def _train(recipe: Path, data: Path | None, images: Path, image_glob: str, label
              "--trainer.logger.init_args.tags", json.dumps(tags)]
     if classes is not None:
         args += ["--data.init_args.classes", str(classes)]
-    args += list(train_args or [])
+    args += shlex.split(train_args or "")
     if subprocess.run(args, check=False).returncode != 0:
         raise ValueError(f"{run_name}: training failed (its output is above)")
 

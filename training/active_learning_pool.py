@@ -1,4 +1,4 @@
-"""The simulated labelling pool of ``cacaomap active-learning``: ground, candidates, picks.
+"""The simulated labelling pool of ``cacaomap model active-learning``: ground, candidates, picks.
 
 - :func:`split_ground`: the images split once into pool, validation and test ground,
   written as a split file;

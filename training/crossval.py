@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shlex
 import subprocess
 import sys
 import time
@@ -114,9 +115,9 @@ def crossval(
     image_glob: str = "*.tif",
     name: str = "crossval",
     out: Path = Path("experiments/crossval"),
-    train_args: list[str] | None = None,
+    train_args: str | None = None,
 ) -> Path:
-    """Cross-validate a training config over a folder of chips (see module docstring).
+    r"""Cross-validate a training config over a folder of chips (k folds, each chip tested once).
 
     Args:
         images: Folder of image chips (``--data.init_args.images``).
@@ -130,13 +131,23 @@ def crossval(
         image_glob: Glob of the image chips in ``images``.
         name: Name of this cross-validation (folder, MLflow tag, run names).
         out: Parent folder of cross-validation outputs.
-        train_args: More ``cacaomap train fit`` arguments, passed to every fold.
+        train_args: More ``cacaomap train fit`` arguments, one quoted string passed to
+            every fold (``--train-args '--trainer.max_epochs 5'``).
 
     Returns:
         The output folder, ``<out>/<name>``.
 
     Raises:
         ValueError: If the folder has too few chips, or a fold's training fails.
+
+    Writes:
+        OUT/NAME/: the fold assignment (split CSVs), fold-<k>.json per finished fold
+        (a rerun resumes), crossval.json, crossval.csv and crossval.png (per-fold table,
+        mean and sd); one MLflow run per fold, tagged ``cacaomap.crossval``.
+
+    Examples:
+        cacaomap model crossval --images chips/images --labels chips/labels \
+            --classes chips/classes.yaml --label-map 1=1 4=2 --folds 3 --name amazon-3fold
     """
     from training.data.splits import SPLIT_NAMES
     from training.evaluate import evaluate
@@ -164,7 +175,7 @@ def crossval(
         print(f"fold {k + 1}/{folds}: {counts} chips (train/val/test), split {split_csv}",
               flush=True)
         root = folder / f"fold-{k}"
-        args = [sys.executable, "-m", "training.cli", "train", "fit", "--config", str(recipe),
+        args = [sys.executable, "-m", "cacaomap", "train", "fit", "--config", str(recipe),
                 "--data.init_args.images", str(images), "--data.init_args.labels", str(labels),
                 "--data.init_args.split_file", str(split_csv),
                 "--trainer.default_root_dir", str(root),
@@ -175,7 +186,7 @@ def crossval(
             args += ["--data.init_args.classes", str(classes)]
         if label_map is not None:
             args += ["--data.init_args.label_map", json.dumps(label_map)]
-        args += list(train_args or [])
+        args += shlex.split(train_args or "")
         start = time.monotonic()
         if subprocess.run(args, check=False).returncode != 0:
             raise ValueError(f"fold {k}: training failed (its output is above)")

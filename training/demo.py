@@ -3,7 +3,7 @@
 1. Export the newest demo run (parity check, MLflow registry, BentoML store).
 2. Build the baseline store of the landscape's region from its STAC catalogue: per
    cell of the UTM grid and per period (2020, 2024) a composite, a class map and its
-   confidence (:mod:`serving.plots.build`; resumable, so a rerun with the same model
+   confidence (:mod:`serving.store.build`; resumable, so a rerun with the same model
    and imagery skips every cell).
 3. Start a real ``bentoml serve`` on 127.0.0.1 with ``CACAOMAP_STORE``, classify the
    monitoring-year composite over HTTP (hectares per class), and send the plots as an
@@ -25,10 +25,11 @@ from rich.console import Console
 from rich.table import Table
 
 from serving.http.local_server import served_model
-from serving.plots.build import BuildOptions, build_store
+from serving.inference.model_store import MODELS_DIR
 from serving.plots.check import CheckOptions, run_checks
-from serving.plots.landscape import store_landscape
-from serving.plots.store import open_store, pair_of_maps, region_of
+from serving.store.build import BuildOptions, build_store
+from serving.store.landscape import store_landscape
+from serving.store.reader import open_store, pair_of_maps, region_of
 from training.export.exporter import export_model
 from training.export.registry import checkpoint_from_run, test_metrics_of_run
 from training.tracking import resolve_tracking_uri
@@ -44,11 +45,11 @@ def latest_run(experiment: str) -> str:
     client = mlflow.MlflowClient(resolve_tracking_uri())
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        raise SystemExit(f"no MLflow experiment {experiment!r}: train first")
+        raise ValueError(f"no MLflow experiment {experiment!r}: train first")
     runs = client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
-        raise SystemExit(f"no finished run in {experiment!r}: train first")
+        raise ValueError(f"no finished run in {experiment!r}: train first")
     return str(runs[0].info.run_id)
 
 
@@ -111,13 +112,13 @@ def run_demo_serving(
     experiment: str = "cacaomap-demo",
     data: Path = Path("datasets/synthetic/data/demo"),
     out_dir: Path = Path("experiments/demo-output"),
-    models_dir: Path = Path("models"),
+    models_dir: Path = MODELS_DIR,
 ) -> None:
     """Export the newest demo run, build the store, serve it, check the plots."""
     from rich.progress import Progress
 
     from serving.imagery.sources import items_from_file
-    from serving.plots.output import write_outputs
+    from serving.plots.report_files import write_outputs
 
     console = Console()
     run_id = latest_run(experiment)
@@ -139,7 +140,7 @@ def run_demo_serving(
                             BuildOptions(cell_size_m=DEMO_CELL_SIZE_M),
                             on_task=lambda d, t: bar.update(task, completed=d, total=t))
     if built.failed:
-        raise SystemExit(f"store build failed for {built.failed}")
+        raise ValueError(f"store build failed for {built.failed}")
     store = open_store(store_dir)
     console.print(f"Store {store_dir}: {len(store.meta['cells'])} cells x 2 periods "
                   f"({len(built.done)} built now, {len(built.skipped)} already done) in "

@@ -1,4 +1,4 @@
-"""``cacaomap evaluate``: score a model against labels on disk, recorded in MLflow.
+"""``cacaomap model evaluate``: score a model against labels on disk, recorded in MLflow.
 
 Two ways in, one table out (:class:`serving.inference.evaluation.ScoreTable`):
 
@@ -250,7 +250,7 @@ def evaluate(
     experiment: str = EXPERIMENT,
     mlflow_log: bool = True,
 ) -> Path:
-    """Score a model against labelled rasters, polygons or points (see module docstring).
+    r"""Score a model against labelled rasters, polygons or points, through the served path.
 
     Args:
         images: An image GeoTIFF or a folder of them (chips); with ``labels``.
@@ -279,41 +279,48 @@ def evaluate(
         The output folder.
 
     Raises:
-        SystemExit: With a message naming the problem, for labels or images that
-            cannot be scored.
-    """
-    from serving.inference.evaluation import EvaluationError
+        ValueError: With a message naming the problem, for flags, labels or images
+            that cannot be scored (an ``EvaluationError`` for the latter).
 
-    try:
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-        if images is None:
-            if checkpoint is None:
-                raise SystemExit("give --images and --labels, or --checkpoint (scored on "
-                                 "its own data's split)")
-            result, schema, about = score_checkpoint_split(checkpoint, split, tta)
-            about["model"] = f"checkpoint {checkpoint.name}"
-            title = f"{split} split of the checkpoint's data"
-        else:
-            if labels is None:
-                raise SystemExit("--images needs --labels")
-            if within_split is not None and checkpoint is None:
-                raise SystemExit("--within_split needs --checkpoint (the split is rebuilt "
-                                 "from the checkpoint's data)")
-            result, schema, about = _score_images(images, labels, model, checkpoint,
-                                                  image_glob, label_field, label_map,
-                                                  overlap, batch_size, tta, within_split)
-            title = f"{about['model']} on {images}"
-        about["model_version"] = registered_version(about.get("mlflow_run_id"))
-        print_evaluation(result, title)
-        run_name = name or f"{str(about['model']).replace(' ', '-')}-{stamp}"
-        folder = write_outputs(out / run_name, result, schema, about)
-        CONSOLE.print(f"wrote {folder}")
-        if mlflow_log:
-            run_id = log_evaluation(folder, result, about, experiment, run_name)
-            CONSOLE.print(f"MLflow run {run_id} in experiment {experiment!r}")
-        return folder
-    except EvaluationError as error:
-        raise SystemExit(f"cacaomap evaluate: {error}") from error
+    Writes:
+        OUT/NAME/: metrics.json (per-class IoU, F1, precision, recall, macro averages,
+        mean uncertainty where right and wrong), metrics.csv, the confusion matrix
+        (PNG), and an MLflow run in EXPERIMENT unless --no-mlflow-log.
+
+    Examples:
+        cacaomap model evaluate --images chips/images --labels chips/labels \
+            --model models/cacaomap/v2
+        cacaomap model evaluate --images plots.tif --labels points.gpkg \
+            --label-field code --label-map 1=1 4=2
+        cacaomap model evaluate --checkpoint runs/best.ckpt --split test
+    """
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    if images is None:
+        if checkpoint is None:
+            raise ValueError("give --images and --labels, or --checkpoint (scored on "
+                             "its own data's split)")
+        result, schema, about = score_checkpoint_split(checkpoint, split, tta)
+        about["model"] = f"checkpoint {checkpoint.name}"
+        title = f"{split} split of the checkpoint's data"
+    else:
+        if labels is None:
+            raise ValueError("--images needs --labels")
+        if within_split is not None and checkpoint is None:
+            raise ValueError("--within-split needs --checkpoint (the split is rebuilt "
+                             "from the checkpoint's data)")
+        result, schema, about = _score_images(images, labels, model, checkpoint,
+                                              image_glob, label_field, label_map,
+                                              overlap, batch_size, tta, within_split)
+        title = f"{about['model']} on {images}"
+    about["model_version"] = registered_version(about.get("mlflow_run_id"))
+    print_evaluation(result, title)
+    run_name = name or f"{str(about['model']).replace(' ', '-')}-{stamp}"
+    folder = write_outputs(out / run_name, result, schema, about)
+    CONSOLE.print(f"wrote {folder}")
+    if mlflow_log:
+        run_id = log_evaluation(folder, result, about, experiment, run_name)
+        CONSOLE.print(f"MLflow run {run_id} in experiment {experiment!r}")
+    return folder
 
 
 def _score_images(images: Path, labels: Path, model: Path | None, checkpoint: Path | None,
@@ -328,7 +335,7 @@ def _score_images(images: Path, labels: Path, model: Path | None, checkpoint: Pa
 
     files = sorted(images.glob(image_glob)) if images.is_dir() else [images]
     if not files:
-        raise SystemExit(f"no images matching {image_glob!r} under {images}")
+        raise ValueError(f"no images matching {image_glob!r} under {images}")
     pairs = pair_labels(files, labels)
     within = None
     if within_split is not None and checkpoint is not None:

@@ -45,7 +45,8 @@ def as_class_map(path: str | Path, classifier: TileClassifier | None, work_dir: 
     Raises:
         InputError: A scene was given but there is no model to classify it.
     """
-    from serving.inference.scene import check_class_map, class_map_of, is_class_map
+    from serving.inference.scene import class_map_of, is_class_map
+    from serving.inference.scene_checks import check_class_map
 
     path = Path(path)
     with rasterio.open(path) as src:

@@ -26,7 +26,7 @@ def estimate_from_sample(maps: ClassMaps, schema: ClassSchema, sample: str | Pat
     """Olofsson estimates from labelled points.
 
     Field ``reference`` (or ``label``, as points labelled in the map page or by
-    ``cacaomap suggest-labels --strategy olofsson`` carry it): the class at the current
+    ``cacaomap labels suggest --strategy olofsson`` carry it): the class at the current
     date; the map class at each point is its stratum. With a ``reference_before``
     field too (the class at the reference date), the strata are the map's transitions
     and the estimates are transition areas (``forest->oil_palm`` ...). Points on

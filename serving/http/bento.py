@@ -7,7 +7,7 @@
 context, so an installed package (no repository checkout) builds the same Bento as
 ``bentoml build`` at the repository root: ``serving/`` only, no torch.
 
-``build_bento(gpu=True)`` (``cacaomap bento --gpu``) builds the GPU Bento from the same
+``build_bento(gpu=True)`` (``cacaomap service bento --gpu``) builds the GPU Bento from the same
 file: ``onnxruntime-gpu`` (CUDA 13 and cuDNN 9 as pip packages, its ``cuda`` and
 ``cudnn`` extras) in place of ``onnxruntime``, BentoML's CUDA base image
 (:data:`CUDA_VERSION`; the image's CUDA variables let the NVIDIA container toolkit

@@ -348,7 +348,8 @@ def quiet_client_errors() -> None:
 
 def metric_label(path: str) -> str:
     """The ``endpoint`` label of a request path: the route, or one label for the rest."""
-    from serving.http.guards import PUBLIC_PATHS, ROUTE_MEDIA_TYPES
+    from serving.http.asgi import PUBLIC_PATHS
+    from serving.http.body_guards import ROUTE_MEDIA_TYPES
 
     if path in ROUTE_MEDIA_TYPES or path in PUBLIC_PATHS:
         return path

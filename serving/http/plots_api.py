@@ -27,9 +27,9 @@ from serving.baseline.change import Thresholds
 from serving.plots.check import CheckOptions, run_checks
 from serving.plots.evidence import evidence_png
 from serving.plots.geolocation import PlotsError
-from serving.plots.output import feature_collection
-from serving.plots.store import MapSource
+from serving.plots.report_files import feature_collection
 from serving.settings import Settings
+from serving.store.reader import MapSource
 
 #: The JSON schema the OpenAPI page shows for the body.
 PLOTS_SCHEMA: dict[str, Any] = {

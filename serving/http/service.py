@@ -45,7 +45,7 @@ from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader, MemoryFile
 
 from serving.areas import AreaError
-from serving.http import bentoml_fixes, drain, guards, health
+from serving.http import bentoml_fixes, body_guards, drain, execution_provider, guards
 from serving.http.map_page import ui_app
 from serving.http.tile_payload import CLIENT_SCHEMA, TILES_SCHEMA, tiles_from_payload
 from serving.inference.contract import ContractError, ModelContract, load_model_dir
@@ -138,7 +138,7 @@ def _raw_json_body(ctx: bentoml.Context) -> bytes | None:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in ("application/json", "application/geo+json"):
         return None
-    return guards.spooled_body(request.scope)
+    return body_guards.spooled_body(request.scope)
 
 
 #: Clouds found by a model in the scene itself (``csmask``), or not (``none``).
@@ -187,9 +187,9 @@ class CacaoMap:
         Runs once in ``bentoml serve``'s own process, before any worker; the store of
         ``CACAOMAP_STORE``, if one is given, must open too.
         """
-        from serving.http.health import check_providers
+        from serving.http.execution_provider import check_providers
         from serving.inference.session import ProviderError
-        from serving.plots.store import StoreError, open_store
+        from serving.store.reader import StoreError, open_store
 
         try:
             onnx_path, _ = load_model_dir(resolve_model_dir())
@@ -209,13 +209,13 @@ class CacaoMap:
             onnx_path, intra_op_threads=SETTINGS.scene_ort_threads or scene_ort_threads()))
         self.contract = contract
         LoadedModel.contract = self.contract
-        from serving.plots.store import open_store
+        from serving.store.reader import open_store
 
         self.store = open_store(SETTINGS.store) if SETTINGS.store is not None else None
         self._scene_pool = ThreadPoolExecutor(SETTINGS.scene_threads,
                                               thread_name_prefix="scene",
                                               initializer=yield_cpu_to_tiles)
-        health.record_runtime(self.classifier.provider, contract.name, contract.version)
+        execution_provider.record_runtime(self.classifier.provider, contract.name, contract.version)
         log.info("model %s %s on %s", self.contract.name, self.contract.version,
                  self.classifier.provider)
 
@@ -423,5 +423,5 @@ bentoml_fixes.apply()
 drain.install()  # SIGTERM drains before the worker stops
 for _guard in guards.GUARDS:  # outermost first
     CacaoMap.add_asgi_middleware(_guard)  # type: ignore[attr-defined]
-CacaoMap.add_asgi_middleware(health.ReadyzBody)  # type: ignore[attr-defined]
+CacaoMap.add_asgi_middleware(execution_provider.ReadyzBody)  # type: ignore[attr-defined]
 CacaoMap.mount_asgi_app(ui_app(), path="/ui")  # type: ignore[attr-defined]

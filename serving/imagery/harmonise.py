@@ -26,12 +26,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from serving.bands import REFLECTANCE_SCALE
+
 #: The processing baseline from which L2A digital numbers carry the BOA offset.
 OFFSET_BASELINE = (4, 0)
 #: ESA's BOA_ADD_OFFSET of processing baselines 04.00 and later.
 ESA_BOA_OFFSET = -1000.0
 #: Digital numbers per unit of reflectance (BOA_QUANTIFICATION_VALUE).
-QUANTIFICATION = 10000.0
+QUANTIFICATION = REFLECTANCE_SCALE
 
 
 class HarmonisationError(ValueError):

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serving.bands import REFLECTANCE_SCALE
 from serving.classes import ClassSchema, ClassSchemaError
 from serving.files import sha256_file
 
@@ -77,7 +78,7 @@ class ModelContract:
     tile_size: int
     overlap: int
     opset: int
-    reflectance_scale: float = 10000.0
+    reflectance_scale: float = REFLECTANCE_SCALE
     reflectance_offset: float = 0.0
     image_nodata: float | None = 0
     pixel_size_m: float | None = None

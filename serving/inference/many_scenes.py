@@ -63,11 +63,12 @@ def output_path(scene: Path, out_dir: Path, model_sha: str, tta: str = "none") -
                       ".classes.tif")
 
 
-def _post_scene(url: str, scene: Path, target: Path) -> None:
+def _post_scene(url: str, scene: Path, target: Path, token: str | None = None) -> None:
     import httpx
 
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     with open(scene, "rb") as f:
-        r = httpx.post(f"{url.rstrip('/')}/classify_scene", timeout=3600,
+        r = httpx.post(f"{url.rstrip('/')}/classify_scene", timeout=3600, headers=headers,
                        files={"scene": (scene.name, f, "image/tiff")})
     if r.status_code != 200:
         raise RuntimeError(f"{url} answered {r.status_code}: {r.text[:300]}")
@@ -81,8 +82,8 @@ def cached_classifier(model_dir: str) -> TileClassifier:
     return TileClassifier.from_model_dir(Path(model_dir))
 
 
-def classify_one(scene: Path, target: Path, model_dir: str | None, url: str | None
-                 ) -> tuple[str, str | None]:
+def classify_one(scene: Path, target: Path, model_dir: str | None, url: str | None,
+                 token: str | None = None) -> tuple[str, str | None]:
     """One dask task: classify a scene in-process or through the service.
 
     Returns:
@@ -91,7 +92,7 @@ def classify_one(scene: Path, target: Path, model_dir: str | None, url: str | No
     """
     try:
         if url is not None:
-            _post_scene(url, scene, target)
+            _post_scene(url, scene, target, token)
         else:
             classify_file(scene, target, cached_classifier(str(model_dir)),
                           confidence=confidence_path(target))
@@ -104,6 +105,7 @@ def classify_many(
     scenes: Sequence[Path], out_dir: Path, model_sha: str, *,
     model_dir: Path | None = None, url: str | None = None, workers: int = 1,
     scheduler: str | None = None, progress: bool = True, tta: str = "none",
+    token: str | None = None,
 ) -> BatchResult:
     """Classify scenes as dask tasks, in-process (``model_dir``) or through ``url``.
 
@@ -119,6 +121,7 @@ def classify_many(
         progress: Show a progress bar.
         tta: The test-time augmentation the maps are made with (``CACAOMAP_TTA`` of
             this process or of the service), in the output names.
+        token: The service's bearer token (with ``url``).
     """
     import dask
 
@@ -133,7 +136,7 @@ def classify_many(
             result.skipped.append(scene)
         else:
             tasks.append(dask.delayed(classify_one, pure=False)(
-                scene, target, str(model_dir) if model_dir else None, url))
+                scene, target, str(model_dir) if model_dir else None, url, token))
 
     def record(outcome: tuple[str, str | None]) -> None:
         scene, error = outcome

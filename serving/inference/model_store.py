@@ -7,9 +7,22 @@ from pathlib import Path
 from serving.inference.contract import CONTRACT_FILE, ContractError
 from serving.settings import current
 
-#: Default root of exported model folders.
-MODELS_DIR = Path("models")
 DEFAULT_NAME = "cacaomap"
+
+
+def default_models_dir() -> Path:
+    """The default root of exported model folders (``models/README.md`` says more).
+
+    The repository's committed ``models/`` folder when the package runs from a checkout,
+    whatever the working directory; elsewhere (an installed package, a Bento) the
+    ``models/`` of the working directory, and a Bento serves from the BentoML store.
+    """
+    checkout = Path(__file__).resolve().parents[2] / "models"
+    return checkout if (checkout / "README.md").is_file() else Path("models")
+
+
+#: Default root of exported model folders: ``models/<name>/v<N>/``.
+MODELS_DIR = default_models_dir()
 
 
 def newest_version(root: Path) -> Path:
@@ -20,7 +33,7 @@ def newest_version(root: Path) -> Path:
     """
     versions = [p for p in root.glob("v*") if p.name[1:].isdigit() and p.is_dir()]
     if not versions:
-        raise ContractError(f"no exported model under {root} (run `cacaomap export`)")
+        raise ContractError(f"no exported model under {root} (run `cacaomap model export`)")
     return max(versions, key=lambda p: int(p.name[1:]))
 
 

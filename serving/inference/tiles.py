@@ -12,8 +12,8 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from serving.inference.bound_runs import FIXED_SHAPE_PROVIDERS, FixedShapeRunner
 from serving.inference.contract import ModelContract, load_model_dir
+from serving.inference.fixed_shape_runner import FIXED_SHAPE_PROVIDERS, FixedShapeRunner
 from serving.inference.session import create_session
 from serving.inference.tta import TTA, transforms
 from serving.inference.tta import averaged_logits as tta_logits
@@ -73,7 +73,7 @@ class TileClassifier:
             contract: Its contract.
             session: A session to use (default: :func:`create_session`).
             fixed_shapes: Run tiles of the contract's size through bound buffers of a
-                few fixed shapes (:mod:`serving.inference.bound_runs`); default: on
+                few fixed shapes (:mod:`serving.inference.fixed_shape_runner`); default: on
                 CUDA and TensorRT, where a new shape is planned again.
             tta: Test-time augmentation (:mod:`serving.inference.tta`): logits
                 averaged over ``flips`` (4 runs) or the eight ``d4`` symmetries;

@@ -14,7 +14,7 @@ answer owes to the orientation. Modes:
 
 The transforms act on the last two axes of any array with the numpy array API (numpy
 here; :mod:`training.trainers.windowed` gives torch tensors the same transforms), so
-the service, scenes, ``cacaomap evaluate`` and the trainer's validation average the
+the service, scenes, ``cacaomap model evaluate`` and the trainer's validation average the
 same eight views.
 """
 

@@ -1,6 +1,6 @@
 """Points worth labelling: where the model is unsure, per class at random, or a mix.
 
-``cacaomap suggest-labels`` reads class maps and their confidence COGs
+``cacaomap labels suggest`` reads class maps and their confidence COGs
 (:mod:`serving.inference.confidence`, written beside every class map) block by block
 and returns points to label as GeoJSON (EPSG:4326), each with an empty ``label``, the
 class the model gave (``map_class``, ``map_class_name``) and its ``uncertainty``.
@@ -15,7 +15,7 @@ Strategies:
 - ``random``: a stratified random sample, an equal share per class present (a class
   with too few pixels gives its remainder to the others).
 - ``mix`` (default): ``uncertain_share`` of the points by uncertainty, the rest random.
-- ``olofsson``: the stratified sample for area estimation of ``cacaomap sample-points``
+- ``olofsson``: the stratified sample for area estimation of ``cacaomap maps sample-points``
   (Olofsson et al. 2014), so reference samples are labelled the same way.
 
 Points are spread: no two closer than ``min_distance_m`` on the ground, nor closer to a
@@ -145,7 +145,7 @@ def collect_candidates(
         conf_path = confidence_path(path)
         if need_confidence and not conf_path.exists():
             raise SuggestError(f"{path} has no confidence COG beside it ({conf_path.name}): "
-                               "classify it with cacaomap classify, or use --strategy random")
+                               "classify it with cacaomap maps classify, or use --strategy random")
         with rasterio.open(path) as src:
             geoms = _zone_geometries(zones, src.crs)
             conf_src = rasterio.open(conf_path) if conf_path.exists() else None

@@ -1,16 +1,13 @@
-"""Plots in, verdicts out: the region's baseline store and EUDR plot checks.
+"""Plot checks: farm plots in, verdicts and evidence out, read from a region's store.
 
 - :mod:`serving.plots.geolocation`: EUDR-style GeoJSON (points with ``Area``,
   polygons) parsed plot by plot, with flags and per-plot errors.
-- :mod:`serving.plots.grid`: the fixed grid of cells in each UTM zone.
-- :mod:`serving.plots.store`: the store on disk (``store.json``, cells, COGs) and a
-  reader that assembles any window of a zone from its cells.
-- :mod:`serving.plots.patches`: the forest definition (patches of at least 0.5 ha).
 - :mod:`serving.plots.check`: per-plot records read window by window.
-- :mod:`serving.plots.landscape`: a store's landscape summary, block by block.
 - :mod:`serving.plots.evidence`: a picture per plot for reviewers.
-- :mod:`serving.plots.output`: GeoJSON (producer properties untouched), CSV, JSON.
+- :mod:`serving.plots.report_files`: the GeoJSON (producer properties untouched), CSV
+  and JSON a check writes.
 
-Building a store needs a model and imagery (:mod:`serving.plots.build`); checking
-plots needs neither: only the windows each plot touches are read.
+Checking plots needs no model and no imagery: only the windows each plot touches are
+read from the store (:mod:`serving.store`). The forest definition (patches of at least
+0.5 ha) is :mod:`serving.baseline.forest_patches`.
 """

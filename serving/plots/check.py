@@ -5,7 +5,7 @@ band it enters, the part of the plot in that band is projected onto the zone's
 lattice. Parts are grouped into chunks of ``chunk_px`` lattice pixels by where they
 lie; per chunk one window (the parts' bounding boxes plus the forest-patch margin) is
 read from both periods' class maps and confidence COGs, the forest definition is
-applied (:mod:`serving.plots.patches`), and exactextract gives each part's pixels with
+applied (:mod:`serving.baseline.forest_patches`), and exactextract gives each part's pixels with
 their exact coverage. A plot's parts (two cells, two UTM zones) add up to one record.
 Memory is bounded by the chunks in flight (``workers`` of them), never by the region.
 
@@ -40,11 +40,11 @@ from shapely.prepared import prep
 
 from serving.areas import M2_PER_HA, pixel_areas
 from serving.baseline.change import DRIVERS, FOREST, Thresholds, verdict
+from serving.baseline.forest_patches import DEFAULT_MIN_FOREST_HA, forest_in_patches, margin_px
 from serving.inference.confidence import decode_confidence
 from serving.plots.geolocation import Plot
-from serving.plots.grid import from_lonlat
-from serving.plots.patches import DEFAULT_MIN_FOREST_HA, forest_in_patches, margin_px
-from serving.plots.store import MapSource, ZoneMaps, ZoneReader
+from serving.store.grid import from_lonlat
+from serving.store.reader import MapSource, ZoneMaps, ZoneReader
 
 #: Lattice pixels per side of the chunks plots are grouped in.
 DEFAULT_CHUNK_PX = 1024

@@ -17,8 +17,8 @@ import rasterio
 from numpy.typing import NDArray
 
 from serving.plots.geolocation import Plot
-from serving.plots.grid import from_lonlat
-from serving.plots.store import MapSource, ZoneMaps
+from serving.store.grid import from_lonlat
+from serving.store.reader import MapSource, ZoneMaps
 
 #: Context around a plot, as a share of its size (and at least this many pixels).
 CONTEXT_SHARE = 0.75

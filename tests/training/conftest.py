@@ -11,7 +11,7 @@ import rasterio
 import yaml
 from rasterio.transform import from_origin
 
-from training.cli import main
+from cacaomap.main import main
 
 #: Side and number of the small RGB chips of :func:`chips`.
 CHIP = 96

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cacaomap.main import main
 from serving.inference.confidence import decode_confidence
 from training.active_learning import learning_curve_labels
 from training.active_learning_pool import Candidates, most_uncertain
-from training.cli import main
 
 
 def _candidates(xs: list[float]) -> Candidates:
@@ -45,11 +46,11 @@ def test_active_learning_adds_uncertain_or_random_labels_and_resumes(
         capsys: pytest.CaptureFixture[str]) -> None:
     image = sorted((landscape / "images").glob("s2l2a_*.tif"))[0]
     truth = sorted((landscape / "labels").glob("labels_*.tif"))[0]
-    argv = ["active-learning", "--images", str(image), "--truth", str(truth),
+    argv = ["model", "active-learning", "--images", str(image), "--truth", str(truth),
             "--recipe", "tests/conf/active_learning.yaml", "--initial", "6", "--batch", "4",
-            "--rounds", "1", "--candidates", "300", "--val_points", "30",
-            "--min_spacing", "0", "--name", "al", "--out", str(tmp_path),
-            "--train_args", json.dumps(["--trainer.logger.init_args.artifact_location",
+            "--rounds", "1", "--candidates", "300", "--val-points", "30",
+            "--min-spacing", "0", "--name", "al", "--out", str(tmp_path),
+            "--train-args", shlex.join(["--trainer.logger.init_args.artifact_location",
                                         (tmp_path / "art").as_uri()])]
     main(argv)
     folder = tmp_path / "al"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 from pathlib import Path
 
 import pytest
 
-from training.cli import main
+from cacaomap.main import main
 from training.crossval import fold_assignments, mean_row
 
 FILES = [f"chip{k:02d}.tif" for k in range(30)]
@@ -49,10 +50,10 @@ def test_the_mean_row_averages_the_folds() -> None:
 def test_crossval_trains_each_fold_and_writes_the_table(
         chips: Path, tmp_path: Path, mlflow_store: dict[str, str],
         capsys: pytest.CaptureFixture[str]) -> None:
-    main(["crossval", "--images", str(chips / "images"), "--labels", str(chips / "labels"),
-          "--classes", str(chips / "classes.yaml"), "--label_map", "{1: 1, 4: 2}",
-          "--folds", "2", "--val_share", "0.15", "--name", "cv", "--out", str(tmp_path),
-          "--train_args", json.dumps([
+    main(["model", "crossval", "--images", str(chips / "images"), "--labels", str(chips / "labels"),
+          "--classes", str(chips / "classes.yaml"), "--label-map", "1=1", "4=2",
+          "--folds", "2", "--val-share", "0.15", "--name", "cv", "--out", str(tmp_path),
+          "--train-args", shlex.join([
               "--trainer.max_epochs", "1", "--trainer.min_epochs", "1",
               "--data.init_args.length", "8", "--data.init_args.batch_size", "4",
               "--trainer.logger.init_args.experiment_name", "cacaomap-test",
@@ -81,8 +82,8 @@ def test_crossval_trains_each_fold_and_writes_the_table(
     assert {r.data.tags["cacaomap.crossval"] for r in runs} == {"cv"}
     assert "| mean |" in capsys.readouterr().out
     # Run again: the folds that finished are reused, not trained again.
-    main(["crossval", "--images", str(chips / "images"), "--labels", str(chips / "labels"),
-          "--folds", "2", "--val_share", "0.15", "--name", "cv", "--out", str(tmp_path),
-          "--classes", str(chips / "classes.yaml"), "--label_map", "{1: 1, 4: 2}"])
+    main(["model", "crossval", "--images", str(chips / "images"), "--labels", str(chips / "labels"),
+          "--folds", "2", "--val-share", "0.15", "--name", "cv", "--out", str(tmp_path),
+          "--classes", str(chips / "classes.yaml"), "--label-map", "1=1", "4=2"])
     assert capsys.readouterr().out.count("done before") == 2
     assert json.loads((folder / "crossval.json").read_text())["rows"] == table

@@ -1,4 +1,4 @@
-"""``cacaomap evaluate``: the trainer's table from a checkpoint, chips through the served path."""
+"""``cacaomap model evaluate``: the trainer's table from a checkpoint, chips served."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from training.cli import main
+from cacaomap.main import main
 from training.export.exporter import export_model
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,7 @@ LABELS = "labels_20240820.tif"
 def test_a_checkpoint_reproduces_the_trainers_test_table(
         trained: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
-    main(["evaluate", "--checkpoint", trained["ckpt"], "--out", str(tmp_path),
+    main(["model", "evaluate", "--checkpoint", trained["ckpt"], "--out", str(tmp_path),
           "--name", "ckpt"])
     document = json.loads((tmp_path / "ckpt" / "metrics.json").read_text())
     client = mlflow.MlflowClient(trained["uri"])
@@ -80,9 +80,9 @@ def test_a_folder_of_chips_through_the_served_path(
         exported: Path, trained: dict[str, str], landscape: Path, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     chips = _cut_chips(landscape, tmp_path / "chips")
-    main(["evaluate", "--images", str(tmp_path / "chips" / "images"),
+    main(["model", "evaluate", "--images", str(tmp_path / "chips" / "images"),
           "--labels", str(tmp_path / "chips" / "labels"), "--model", str(exported),
-          "--out", str(tmp_path / "out"), "--name", "chips", "--mlflow_log", "false"])
+          "--out", str(tmp_path / "out"), "--name", "chips", "--no-mlflow-log"])
     printed = capsys.readouterr().out
     assert "Per image" in printed and "chip_3.tif" in printed and "pooled accuracy" in printed
     folder = tmp_path / "out" / "chips"
@@ -92,11 +92,11 @@ def test_a_folder_of_chips_through_the_served_path(
     assert (pooled == sum(np.asarray(d["confusion"])
                           for d in document["per_image"].values())).all()
 
-    # the same figure by another road: `cacaomap classify` each chip, compare by hand
+    # the same figure by another road: `cacaomap maps classify` each chip, compare by hand
     correct = scored = 0
     for chip in chips:
         out = tmp_path / f"{chip.stem}_classes.tif"
-        main(["classify", str(chip), "--out", str(out), "--model", str(exported)])
+        main(["maps", "classify", str(chip), "--out", str(out), "--model", str(exported)])
         with rasterio.open(out) as a, rasterio.open(tmp_path / "chips" / "labels" /
                                                     chip.name) as b:
             predicted, truth = a.read(1), b.read(1)
@@ -115,10 +115,10 @@ def test_a_folder_of_chips_through_the_served_path(
     assert (folder / "confusion.png").read_bytes()[:4] == b"\x89PNG"
 
     # a checkpoint with images is exported on the fly and scored the same way
-    main(["evaluate", "--images", str(tmp_path / "chips" / "images"),
+    main(["model", "evaluate", "--images", str(tmp_path / "chips" / "images"),
           "--labels", str(tmp_path / "chips" / "labels"), "--checkpoint",
           str(trained["ckpt"]), "--out", str(tmp_path / "out"), "--name", "from-ckpt",
-          "--mlflow_log", "false"])
+          "--no-mlflow-log"])
     again = json.loads((tmp_path / "out" / "from-ckpt" / "metrics.json").read_text())
     assert again["pooled"]["pixels"] == scored
     assert again["pooled"]["accuracy"] == pytest.approx(correct / scored, abs=0.02)
@@ -141,24 +141,24 @@ def test_points_on_a_scene_and_bad_labels(
     points = gpd.GeoDataFrame({"code": truth[rows[pick], cols[pick]].astype(int) + 10},
                               geometry=gpd.points_from_xy(xs, ys), crs=crs)
     points.to_file(tmp_path / "points.gpkg")
-    label_map = json.dumps({int(c) + 10: int(c) for c in np.unique(truth) if c})
-    main(["evaluate", "--images", str(landscape / "images" / SCENE),
-          "--labels", str(tmp_path / "points.gpkg"), "--label_field", "code",
-          "--label_map", label_map, "--model", str(exported),
-          "--out", str(tmp_path / "out"), "--name", "points", "--mlflow_log", "false"])
+    label_map = [f"{int(c) + 10}={int(c)}" for c in np.unique(truth) if c]
+    main(["model", "evaluate", "--images", str(landscape / "images" / SCENE),
+          "--labels", str(tmp_path / "points.gpkg"), "--label-field", "code",
+          "--label-map", *label_map, "--model", str(exported),
+          "--out", str(tmp_path / "out"), "--name", "points", "--no-mlflow-log"])
     document = json.loads((tmp_path / "out" / "points" / "metrics.json").read_text())
     assert document["pooled"]["pixels"] + document["unobserved"][SCENE] == 150
 
     with pytest.raises(SystemExit, match="no labelled, observed pixel to score"):
-        main(["evaluate", "--images", str(landscape / "images" / SCENE),
-              "--labels", str(tmp_path / "points.gpkg"), "--label_field", "code",
-              "--label_map", "{99: 1}", "--model", str(exported), "--out", str(tmp_path / "out"),
-              "--mlflow_log", "false"])
+        main(["model", "evaluate", "--images", str(landscape / "images" / SCENE),
+              "--labels", str(tmp_path / "points.gpkg"), "--label-field", "code",
+              "--label-map", "99=1", "--model", str(exported), "--out", str(tmp_path / "out"),
+              "--no-mlflow-log"])
     with pytest.raises(SystemExit, match="labels hold codes outside"):
-        main(["evaluate", "--images", str(landscape / "images" / SCENE),
-              "--labels", str(tmp_path / "points.gpkg"), "--label_field", "code",
-              "--label_map", "{11: 99}", "--model", str(exported),
-              "--out", str(tmp_path / "out"), "--mlflow_log", "false"])
+        main(["model", "evaluate", "--images", str(landscape / "images" / SCENE),
+              "--labels", str(tmp_path / "points.gpkg"), "--label-field", "code",
+              "--label-map", "11=99", "--model", str(exported),
+              "--out", str(tmp_path / "out"), "--no-mlflow-log"])
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["points"]
 
 
@@ -170,10 +170,10 @@ def test_within_split_scores_only_the_checkpoints_test_blocks(
     from training.export.exporter import load_checkpoint
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
-    main(["evaluate", "--images", str(landscape / "images" / SCENE),
+    main(["model", "evaluate", "--images", str(landscape / "images" / SCENE),
           "--labels", str(landscape / "labels" / LABELS), "--checkpoint", trained["ckpt"],
-          "--within_split", "test", "--out", str(tmp_path), "--name", "test-blocks",
-          "--mlflow_log", "false"])
+          "--within-split", "test", "--out", str(tmp_path), "--name", "test-blocks",
+          "--no-mlflow-log"])
     document = json.loads((tmp_path / "test-blocks" / "metrics.json").read_text())
     with rasterio.open(landscape / "labels" / LABELS) as src:
         truth, profile = src.read(1), src.profile
@@ -186,6 +186,6 @@ def test_within_split_scores_only_the_checkpoints_test_blocks(
     assert u["right_pixels"] + u["wrong_pixels"] == document["pooled"]["pixels"]
     assert document["within_split"] == "test"
     with pytest.raises(SystemExit, match="--within_split needs --checkpoint"):
-        main(["evaluate", "--images", str(landscape / "images" / SCENE),
-              "--labels", str(landscape / "labels" / LABELS), "--within_split", "test",
-              "--out", str(tmp_path), "--mlflow_log", "false"])
+        main(["model", "evaluate", "--images", str(landscape / "images" / SCENE),
+              "--labels", str(landscape / "labels" / LABELS), "--within-split", "test",
+              "--out", str(tmp_path), "--no-mlflow-log"])

@@ -91,7 +91,7 @@ def test_killed_training_resumes_in_its_run_to_the_same_metrics(
     assert "was gone" in orphan.data.tags["cacaomap.ended_by"]
 
     # Resume from the last checkpoint: the same run continues and finishes.
-    subprocess.run(_train_cmd(landscape, root, "--ckpt_path", str(last)), env=_env(store),
+    subprocess.run(_train_cmd(landscape, root, "--ckpt-path", str(last)), env=_env(store),
                    cwd=REPO, check=True, capture_output=True, timeout=900)
     resumed = next(r for r in _runs(store) if r.info.run_id == killed.info.run_id)
     assert resumed.info.status == "FINISHED"
@@ -114,8 +114,8 @@ def test_killed_export_leaves_no_model(landscape: Path, tmp_path: Path) -> None:
                    env=_env(store), cwd=REPO, check=True, capture_output=True, timeout=900)
     ckpt = next((tmp_path / "runs").rglob("last.ckpt"))
     models = tmp_path / "models"
-    export = [CACAOMAP, "export", "--checkpoint", str(ckpt), "--models_dir", str(models),
-              "--tile_size", "64", "--overlap", "16"]
+    export = [CACAOMAP, "model", "export", "--checkpoint", str(ckpt), "--models-dir", str(models),
+              "--tile-size", "64", "--overlap", "16"]
     proc = subprocess.Popen(export, env=_env(store), cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for(".export-*/model.onnx", models, proc)

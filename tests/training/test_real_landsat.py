@@ -9,7 +9,7 @@ import pytest
 import torch
 from torchgeo.samplers import GridGeoSampler
 
-from training.cli import main
+from cacaomap.main import main
 from training.data.datamodule import LandCoverDataModule
 
 pytestmark = pytest.mark.slow

@@ -1,1 +1,1 @@
-"""``make bench``: model, scene and service benchmarks and the README's figures."""
+"""``make bench``: model, scene and service benchmarks and the performance page."""

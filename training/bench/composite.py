@@ -4,7 +4,7 @@ Each measurement runs ``write_composite`` in a child process (its peak RSS, ``Vm
 is its own). The acquisitions are STAC items of per-band GeoTIFFs written once per side
 (10 bands and an SCL layer with clouds that move from date to date), so that what is
 timed is reading, masking, harmonising, the median and writing the COG, as
-``cacaomap composite`` does.
+``cacaomap imagery composite`` does.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """``make bench``: measure the model, a full Sentinel-2 tile and the service, in one run.
 
 Writes ``experiments/benchmarks/<date>.json``, prints the tables, and regenerates the
-README's performance section from that JSON. Uses the newest demo run (``make demo``)
+performance page's measured section (``docs/performance.md``) from that JSON. Uses the
+newest demo run (``make demo``)
 and its exported model; builds the int8 variant (:mod:`training.export.quantize`) when absent.
 """
 
@@ -38,7 +39,7 @@ from training.bench.model import (
     theoretical_peak,
     tta_cost,
 )
-from training.bench.plots import plots_bench
+from training.bench.plot_checks import plots_bench
 from training.bench.service import (
     SENTINEL2_TILE,
     build_scene,
@@ -51,7 +52,8 @@ from training.export.exporter import load_checkpoint, real_tiles
 from training.export.quantize import quantize_int8
 from training.export.registry import checkpoint_from_run
 
-README = Path("README.md")
+#: The docs page whose measured section ``make bench`` rewrites.
+PERFORMANCE_PAGE = Path("docs/performance.md")
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
@@ -185,14 +187,14 @@ def run_bench(
     partial.unlink(missing_ok=True)
     summary = summarise(result)
     print_tables(result, summary, console)
-    update_readme(result, summary)
-    console.print(f"Wrote {path} and the README's performance section.")
+    update_performance_page(result, summary)
+    console.print(f"Wrote {path} and the measured section of docs/performance.md.")
     return path
 
 
 def add_session_options(out_dir: Path = Path("experiments/benchmarks"),
                         models_dir: Path = Path("models/cacaomap")) -> Path:
-    """Measure the ORT option table into the newest benchmark JSON (and the README)."""
+    """Measure the ORT option table into the newest benchmark JSON and the performance page."""
     path = sorted(out_dir.glob("*.json"))[-1]
     result = json.loads(path.read_text())
     fp32_dir = newest_version(models_dir)
@@ -202,7 +204,7 @@ def add_session_options(out_dir: Path = Path("experiments/benchmarks"),
     path.write_text(json.dumps(result, indent=2))
     summary = summarise(result)
     print_tables(result, summary, Console())
-    update_readme(result, summary)
+    update_performance_page(result, summary)
     return path
 
 
@@ -281,8 +283,9 @@ def print_tables(r: dict[str, Any], s: dict[str, Any], console: Console) -> None
     console.print(g)
 
 
-def update_readme(r: dict[str, Any], s: dict[str, Any], readme: Path = README) -> None:
-    """Replace the README's performance section with these figures."""
+def update_performance_page(r: dict[str, Any], s: dict[str, Any],
+                            page: Path = PERFORMANCE_PAGE) -> None:
+    """Replace the measured section of the performance page with these figures."""
     m = r["machine"]
     lines = [
         START,
@@ -352,7 +355,7 @@ def update_readme(r: dict[str, Any], s: dict[str, Any], readme: Path = README) -
         lines.append(
             f"| {plots['plots']:,} plots of 1-4 ha (half points with Area) on a "
             f"{plots['tile_px']}² store: seconds and peak RSS, one cell → 2 x 2 cells; "
-            f"before (`cacaomap baseline`, whole maps in memory); `POST /plots` end to "
+            f"before (`cacaomap maps baseline`, whole maps in memory); `POST /plots` end to "
             f"end | {one['seconds']:.1f} s, {one['peak_rss_mb']:.0f} MB → "
             f"{four['seconds']:.1f} s, {four['peak_rss_mb']:.0f} MB; {before['seconds']:.1f}"
             f" s, {before['peak_rss_mb']:.0f} MB; {service['seconds']:.1f} s (HTTP "
@@ -379,11 +382,11 @@ def update_readme(r: dict[str, Any], s: dict[str, Any], readme: Path = README) -
                      f"{'-' if batch is None else f'{batch:.1f}'} | "
                      f"{', '.join(f'{k}: {v}' for k, v in x['statuses'].items())} |")
     lines.append(END)
-    text = readme.read_text()
+    text = page.read_text()
     if START in text:
         head, rest = text.split(START, 1)
         text = head + "\n".join(lines) + rest.split(END, 1)[1]
     else:
         text = text.replace("## Limits known today",
                             "## Performance\n\n" + "\n".join(lines) + "\n\n## Limits known today")
-    readme.write_text(text)
+    page.write_text(text)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-import kornia.augmentation as K
 import rasterio
 import torch
 from pyproj import CRS
@@ -23,14 +21,16 @@ from torchgeo.datasets import GeoDataset, IntersectionDataset, UnionDataset
 from torchgeo.samplers import GeoSampler, GridGeoSampler, RandomGeoSampler
 
 from serving.areas import ground_pixel_size
+from serving.bands import DEFAULT_BANDS
 from serving.classes import ClassSchema, load_classes
-from serving.inference.validity import observed
+from training.data.batch_transforms import BatchTransforms
 from training.data.datasets import (
     DATED_FILENAME_REGEX,
     LandCoverRaster,
     LandCoverVectors,
     MultispectralImagery,
 )
+from training.data.patch_sizing import MAX_AUTO_PATCH, auto_length, chip_sides
 from training.data.point_labels import labelled_points, overlay_masks
 from training.data.samplers import LabelledPatchSampler, WholeChipSampler
 from training.data.splits import (
@@ -41,7 +41,6 @@ from training.data.splits import (
     read_split_file,
     split_by_blocks,
 )
-from training.synthetic.spectra import S2_BANDS
 from training.tracking import dataset_fingerprint
 
 CONSOLE = Console(stderr=True)
@@ -57,7 +56,7 @@ def _step(what: str) -> Iterator[Callable[[str], None]]:
                   f"({time.perf_counter() - start:.1f} s)")
 
 
-class LandCoverDataModule(GeoDataModule):
+class LandCoverDataModule(BatchTransforms, GeoDataModule):
     """Imagery + labels → spatially blocked train/val/test patches.
 
     Normalisation statistics (per-band mean and std over valid pixels) are computed on
@@ -176,7 +175,7 @@ class LandCoverDataModule(GeoDataModule):
         )
         self.save_hyperparameters()
         self.schema: ClassSchema = load_classes(classes)
-        self.all_bands = list(all_bands or S2_BANDS)
+        self.all_bands = list(all_bands or DEFAULT_BANDS)
         self.bands = list(bands or self.all_bands)
         unknown = set(self.bands) - set(self.all_bands)
         if unknown:
@@ -406,10 +405,6 @@ class LandCoverDataModule(GeoDataModule):
             "dataset_fingerprint": dataset_fingerprint(images + labels),
         }
 
-    def _valid_pixels(self, image: Tensor) -> Tensor:
-        """Boolean (…, H, W): observed pixels (:func:`serving.inference.validity.observed`)."""
-        return observed(image, self.hparams["image_nodata"])
-
     def statistics(self) -> dict[str, Any]:
         """What the contract and the run record: bands, scale, mean, std, nodata."""
         assert self.mean is not None and self.std is not None
@@ -441,71 +436,6 @@ class LandCoverDataModule(GeoDataModule):
             if stats.get("class_pixels") is not None:
                 self.class_pixels = torch.tensor(stats["class_pixels"], dtype=torch.float64)
 
-    def _build_augmentations(self) -> None:
-        assert self.mean is not None and self.std is not None
-        normalize = K.Normalize(mean=self.mean, std=self.std)
-        self.aug = K.AugmentationSequential(normalize, data_keys=None, keepdim=True)
-        if self.hparams["augment"]:
-            self.train_aug = K.AugmentationSequential(
-                normalize,
-                K.RandomHorizontalFlip(),
-                K.RandomVerticalFlip(),
-                K.RandomRotation90(times=(0, 3)),
-                data_keys=None,
-                keepdim=True,
-            )
-
-    # --------------------------------------------------------------- batches
-    def on_after_batch_transfer(
-        self, batch: dict[str, Tensor], dataloader_idx: int
-    ) -> dict[str, Tensor]:
-        """Mask nodata pixels out of the loss, fill them with the mean, normalise."""
-        assert self.mean is not None
-        image = batch["image"]
-        valid = self._valid_pixels(image)
-        if self.trainer is not None and self.trainer.training:
-            image = self._jitter(image, valid)
-            valid = valid & ~self._holes(valid)
-        fill = self.mean.to(image.device)[None, :, None, None].expand_as(image)
-        batch["image"] = torch.where(valid[:, None], image, fill)
-        if "mask" in batch:
-            batch["mask"] = torch.where(
-                valid, batch["mask"], torch.full_like(batch["mask"], self.schema.nodata)
-            )
-        return super().on_after_batch_transfer(batch, dataloader_idx)
-
-    def _holes(self, valid: Tensor) -> Tensor:
-        """(N, H, W) True inside one random rectangle of a ``holes`` share of patches."""
-        share = float(self.hparams["holes"])
-        n, height, width = valid.shape
-        if not share:
-            return torch.zeros_like(valid)
-        device = valid.device
-        side = torch.rand((n, 2), device=device) * 0.35 + 0.15
-        h = (side[:, 0] * height).long().clamp_min(1)
-        w = (side[:, 1] * width).long().clamp_min(1)
-        r0 = (torch.rand(n, device=device) * (height - h + 1)).long()
-        c0 = (torch.rand(n, device=device) * (width - w + 1)).long()
-        rows = torch.arange(height, device=device)[None, :, None]
-        cols = torch.arange(width, device=device)[None, None, :]
-        inside = ((rows >= r0[:, None, None]) & (rows < (r0 + h)[:, None, None])
-                  & (cols >= c0[:, None, None]) & (cols < (c0 + w)[:, None, None]))
-        chosen = torch.rand(n, device=device) < share
-        return inside & chosen[:, None, None]
-
-    def _jitter(self, image: Tensor, valid: Tensor) -> Tensor:
-        """Per-patch gain and offset on observed pixels, within physical reflectance."""
-        brightness, contrast = self.hparams["brightness"], self.hparams["contrast"]
-        if not brightness and not contrast:
-            return image
-        scale = float(self.hparams["reflectance_scale"])
-        n = image.shape[0]
-        shape = (n, 1, 1, 1)
-        gain = 1 + (torch.rand(shape, device=image.device) * 2 - 1) * contrast
-        offset = (torch.rand(shape, device=image.device) * 2 - 1) * brightness * scale
-        jittered = (image * gain + offset).clamp_min(0)
-        return torch.where(valid[:, None], jittered, image)
-
     def files(self) -> tuple[list[Path], list[Path]]:
         """The imagery files and the label files the dataset reads (extra ones too)."""
         image, mask = self.build_dataset().datasets
@@ -516,45 +446,3 @@ class LandCoverDataModule(GeoDataModule):
         """All files the dataset reads (for the fingerprint)."""
         images, labels = self.files()
         return images + labels
-
-
-#: Largest patch side ``patch_size: auto`` takes (context enough; a 2-core CPU).
-MAX_AUTO_PATCH = 256
-#: Fewest batches an epoch of ``length: auto`` has.
-MIN_AUTO_BATCHES = 16
-#: Fewest training pixels an epoch of ``length: auto`` holds (2**22: 64 patches of
-#: 256 px, 256 of 128 px): small patches must not mean an epoch of little training.
-MIN_AUTO_PIXELS = 2**22
-
-
-def auto_length(chips: int, per_chip: int, patch: int, batch_size: int) -> int:
-    """Patches an epoch of ``length: auto`` draws.
-
-    Enough to cover the training chips once, and at least :data:`MIN_AUTO_BATCHES`
-    batches and :data:`MIN_AUTO_PIXELS` pixels.
-    """
-    return max(chips * per_chip, MIN_AUTO_BATCHES * batch_size,
-               math.ceil(MIN_AUTO_PIXELS / patch**2))
-
-
-def chip_sides(dataset: GeoDataset, whole: bool = True) -> list[int]:
-    """The side in dataset pixels of each file of ``dataset``.
-
-    Args:
-        dataset: A split's dataset.
-        whole: The shorter side, in whole pixels (a patch that fits: torchgeo's
-            samplers compare strictly, so a chip of 511.99999 px takes no 512-px
-            patch); else the longer side, rounded up (a window that holds the chip).
-    """
-    res = dataset.res
-    sides = []
-    for bounds in dataset.index.geometry.bounds.itertuples(index=False):
-        width = (bounds.maxx - bounds.minx) / res[0]
-        height = (bounds.maxy - bounds.miny) / res[1]
-        if whole:
-            sides.append(math.floor(min(width, height)))
-        else:
-            sides.append(math.ceil(max(width, height) - 1e-6))
-    if not sides:
-        raise ValueError("a split without chips")
-    return sides

@@ -16,7 +16,7 @@ import torch
 from pyproj import CRS
 from torchgeo.datasets import RasterDataset, VectorDataset
 
-from training.synthetic.spectra import S2_BANDS
+from serving.bands import DEFAULT_BANDS
 
 Sample = dict[str, Any]
 Transform = Callable[[Sample], Sample]
@@ -76,7 +76,7 @@ class MultispectralImagery(RasterDataset):
     filename_regex = DATED_FILENAME_REGEX
     date_format = "%Y%m%d"
     is_image = True
-    all_bands = S2_BANDS
+    all_bands = DEFAULT_BANDS
     rgb_bands = ("B04", "B03", "B02")
 
     def __init__(

@@ -33,7 +33,8 @@ from serving.inference.contract import (
     ONNX_FILE,
     ModelContract,
 )
-from serving.inference.scene import scene_bands
+from serving.inference.model_store import MODELS_DIR
+from serving.inference.scene_checks import scene_bands
 from serving.inference.tiles import TileClassifier
 from serving.inference.validity import observed
 from training.export.registry import register_model
@@ -220,7 +221,7 @@ def _next_version(model_root: Path) -> str:
 def export_model(
     checkpoint: str | Path,
     name: str = "cacaomap",
-    models_dir: str | Path = "models",
+    models_dir: str | Path = MODELS_DIR,
     tile_size: int = 256,
     overlap: int = 32,
     parity_images: str | Path | None = None,
@@ -311,7 +312,7 @@ def model_card(contract: ModelContract) -> str:
                         ) or "| (none recorded) | |"
     return f"""# Model card: {contract.name} {contract.version}
 
-Land-cover segmentation for cacaomap (see DESIGN.md). ONNX opset {contract.opset}, input
+Land-cover segmentation for cacaomap (see models/README.md). ONNX opset {contract.opset}, input
 `{contract.input_name}` (N, {contract.num_bands}, H, W) float32 normalised reflectance,
 output `{contract.output_name}` (N, {len(contract.classes['classes'])}, H, W) logits.
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from serving.files import staged
 from serving.inference.contract import CONTRACT_FILE, ONNX_FILE, ModelContract
+from serving.inference.model_store import MODELS_DIR
 from training.tracking import ensure_experiment, resolve_tracking_uri
 
 #: Run artifact folder holding the exported model folders, one per version.
@@ -49,7 +50,7 @@ def checkpoint_from_run(run_id: str, tracking_uri: str | None = None) -> Iterato
         yield next(local.rglob("*.ckpt"))
 
 
-def resolve_model_uri(uri: str, dest: str | Path = "models") -> Path:
+def resolve_model_uri(uri: str, dest: str | Path = MODELS_DIR) -> Path:
     """Download ``models:/<name>@<alias>`` (or ``models:/<name>/<version>``) to a folder.
 
     The files are the exact ones exported (hash-checked by ``load_model_dir``), placed
@@ -71,7 +72,7 @@ def resolve_model_uri(uri: str, dest: str | Path = "models") -> Path:
         version = client.get_model_version(name, number)
     folder = version.tags.get("cacaomap_version")
     if not folder or not version.run_id:
-        raise RegistryError(f"{uri} was not registered by cacaomap export")
+        raise RegistryError(f"{uri} was not registered by cacaomap model export")
     target = Path(dest) / name / folder
     if not (target / ONNX_FILE).is_file():
         with staged(target, directory=True, prefix=".download-") as tmp:

@@ -16,7 +16,7 @@ from shapely.geometry import box, mapping
 
 from serving.files import write_bytes_atomic
 from serving.plots.geolocation import POINT_MAX_HA
-from serving.plots.grid import to_lonlat
+from serving.store.grid import to_lonlat
 
 
 def write_eudr_plots(plots: Path, out: Path) -> Path:

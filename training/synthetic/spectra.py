@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-#: Band names of the default imagery, in file order.
-S2_BANDS: tuple[str, ...] = (
-    "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12",
-)
+from serving.bands import DEFAULT_BANDS, REFLECTANCE_SCALE
+
+#: Band names of the default imagery, in file order (the serving contract's default).
+S2_BANDS: tuple[str, ...] = DEFAULT_BANDS
 #: Central wavelengths in nm, for the record and for the haze model.
 S2_WAVELENGTHS_NM: tuple[int, ...] = (490, 560, 665, 705, 740, 783, 842, 865, 1610, 2190)
 
@@ -48,8 +48,6 @@ HAZE_SHAPE: tuple[float, ...] = tuple(
     (490.0 / wl) ** 2 if wl < 1000 else 0.05 for wl in S2_WAVELENGTHS_NM
 )
 
-#: Sentinel-2 L2A digital numbers are reflectance times this factor.
-REFLECTANCE_SCALE = 10000.0
 
 
 def endmember(name: str) -> NDArray[np.float32]:

@@ -1,7 +1,7 @@
 """A baseline store written straight from class maps (no imagery, no model).
 
 For tests and benchmarks of the plot checks: the layout, ``store.json`` and COGs are
-those of a built store (:mod:`serving.plots.store`), but each cell's class maps (and
+those of a built store (:mod:`serving.store.reader`), but each cell's class maps (and
 confidence) come from a function given here instead of composites and a model.
 """
 
@@ -23,8 +23,8 @@ from serving.baseline.change import Thresholds
 from serving.classes import load_classes
 from serving.files import staged, write_bytes_atomic
 from serving.inference.confidence import CONFIDENCE_NODATA
-from serving.plots.grid import Cell
-from serving.plots.store import PERIODS, STORE_FILE, STORE_VERSION, cell_dir
+from serving.store.grid import Cell
+from serving.store.reader import PERIODS, STORE_FILE, STORE_VERSION, cell_dir
 
 #: (cell, period) -> (class codes, stored confidence or None), each (size, size) uint8.
 CellMaps = Callable[[Cell, str], tuple[NDArray[np.uint8], NDArray[np.uint8] | None]]

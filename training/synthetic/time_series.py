@@ -43,6 +43,7 @@ from rasterio.windows import Window
 from rich.progress import Progress
 
 from serving.areas import M2_PER_HA
+from serving.bands import DEFAULT_BANDS as S2_BANDS
 from serving.classes import ClassSchema, load_classes
 from serving.files import staged
 from serving.imagery.safe import item_from_files
@@ -55,7 +56,6 @@ from training.synthetic.landscape import (
     LandscapeConfig,
     Strip,
 )
-from training.synthetic.spectra import S2_BANDS
 from training.synthetic.writer import STRIP_ROWS, _write_plots, raster_profile
 
 #: Bands at 10 m; the other bands (and SCL) are written at 20 m.
@@ -154,7 +154,7 @@ def _write_series(out: Path, config: LandscapeConfig, classes: ClassSchema,
     strips = list(range(0, size, STRIP_ROWS))
     catalog = pystac.Catalog(
         id="cacaomap-synthetic",
-        description="Synthetic Sentinel-2 L2A acquisitions near Tocache (cacaomap synth)")
+        description="Synthetic Sentinel-2 L2A acquisitions near Tocache (cacaomap imagery synth)")
     items_truth: list[dict[str, Any]] = []
     counts = np.zeros((2, n_cls), np.int64)
     covers: dict[int, NDArray[np.uint8]] = {}

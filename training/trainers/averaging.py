@@ -1,7 +1,7 @@
 """Averaged weights (EMA) that the test and the export both use.
 
 Lightning's ``EMAWeightAveraging`` validates with the averaged weights and saves them
-as the checkpoint's ``state_dict`` (what ``cacaomap export`` and ``cacaomap evaluate``
+as the checkpoint's ``state_dict`` (what ``cacaomap model export`` and ``cacaomap model evaluate``
 read), but when the trainer tests the best checkpoint right after fitting, its
 ``on_load_checkpoint`` puts the *current* (not averaged) weights back into the model:
 the trainer's test table would then describe other weights than the model exported.

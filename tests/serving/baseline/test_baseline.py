@@ -156,10 +156,10 @@ def test_transition_areas_from_a_transition_sample(landscape: Path, tmp_path: Pa
 
 def test_baseline_cli_writes_the_reports(landscape: Path, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
-    from training.cli import main
+    from cacaomap.main import main
 
     ref, cur = _maps(landscape)
-    main(["baseline", "--reference", str(ref), "--current", str(cur),
+    main(["maps", "baseline", "--reference", str(ref), "--current", str(cur),
           "--zones", str(landscape / "plots.geojson"), "--out", str(tmp_path / "r")])
     printed = capsys.readouterr().out
     assert "forest at reference date" in printed and "insufficient_data" in printed

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from serving.http import drain, guards
+from serving.http.asgi import Message, Scope
+from serving.http.body_guards import BodyReader
 from serving.http.drain import DrainGuard, DrainState
-from serving.http.guards import BodyReader, Message, Scope
 from tests.service_helpers import REPO
 
 

@@ -32,7 +32,7 @@ def test_cacaomap_bento_gpu_builds_a_cuda_bento(tmp_path: Path) -> None:
     env = os.environ | {"BENTOML_HOME": str(tmp_path / "home"),
                         "BENTOML_DO_NOT_TRACK": "true"}
     env.pop("CACAOMAP_GPUS", None)
-    proc = subprocess.run([str(REPO / ".venv" / "bin" / "cacaomap"), "bento", "--model",
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "cacaomap"), "service", "bento", "--model",
                            str(model), "--gpu", "true"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from serving.http.guards import HostGuard, Message, Scope, TokenGuard
+from serving.http.access_guards import HostGuard, TokenGuard
+from serving.http.asgi import Message, Scope
 from serving.http.local_server import free_port
 from tests.model_factory import write_local_model
 from tests.service_helpers import REPO

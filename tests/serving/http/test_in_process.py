@@ -193,7 +193,7 @@ def test_without_a_token_a_proxied_request_is_refused() -> None:
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from serving.http.guards import TokenGuard
+    from serving.http.access_guards import TokenGuard
 
     async def model(_: object) -> JSONResponse:
         return JSONResponse({"ok": True})

@@ -182,7 +182,7 @@ def _class_codes(server: str) -> list[int]:
 
 
 def _points_to_label(landscape: Path, path: Path, n: int = 10) -> Path:
-    """``n`` points inside the scene, as ``cacaomap suggest-labels`` writes them."""
+    """``n`` points inside the scene, as ``cacaomap labels suggest`` writes them."""
     with rasterio.open(landscape / "images" / "s2l2a_20240820.tif") as src:
         west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
     features = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [
@@ -255,8 +255,8 @@ def test_labelling_suggested_points_with_the_keyboard(server: ServerURL, landsca
 def test_points_labelled_in_the_page_train_a_model_that_is_scored_on_them(
         server: ServerURL, landscape: Path, tmp_path: Path,
         mlflow_store: dict[str, str]) -> None:
-    """The loop: page → labels.geojson → cacaomap train fit → cacaomap evaluate."""
-    from training.cli import main
+    """The loop: page → labels.geojson → cacaomap train fit → cacaomap model evaluate."""
+    from cacaomap.main import main
 
     points = _points_to_label(landscape, tmp_path / "to_label.geojson")
     scene = landscape / "images" / "s2l2a_20240820.tif"
@@ -276,10 +276,10 @@ def test_points_labelled_in_the_page_train_a_model_that_is_scored_on_them(
           "--trainer.default_root_dir", str(root),
           "--trainer.logger.init_args.artifact_location", mlflow_store["artifacts"]])
     checkpoint = sorted(root.rglob("*.ckpt"))[0]
-    main(["evaluate", "--images", str(scene), "--labels", str(labels /
-          "labels_20240820.geojson"), "--label_field", "label", "--checkpoint",
+    main(["model", "evaluate", "--images", str(scene), "--labels", str(labels /
+          "labels_20240820.geojson"), "--label-field", "label", "--checkpoint",
           str(checkpoint), "--out", str(tmp_path / "eval"), "--name", "page",
-          "--mlflow_log", "false"])
+          "--no-mlflow-log"])
     scored = json.loads((tmp_path / "eval" / "page" / "metrics.json").read_text())
     assert scored["pooled"]["pixels"] == 10  # each labelled point scores its pixel
     assert sum(map(sum, scored["pooled"]["confusion"])) == 10
@@ -348,7 +348,7 @@ def test_a_page_from_another_origin_gets_no_2xx(server: ServerURL, landscape: Pa
 
     from playwright.sync_api import sync_playwright
 
-    from serving.http.guards import ROUTE_MEDIA_TYPES
+    from serving.http.body_guards import ROUTE_MEDIA_TYPES
 
     # A real class map: /analyze_scene would accept it (and store a result) if asked.
     class_map = landscape / "labels" / "labels_20240820.tif"

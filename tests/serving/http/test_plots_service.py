@@ -14,7 +14,7 @@ import pytest
 
 from serving.http.local_server import ServerURL, served_model
 from serving.plots.check import CheckOptions, run_checks
-from serving.plots.store import open_store
+from serving.store.reader import open_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 GEOJSON = {"content-type": "application/geo+json"}

@@ -39,6 +39,7 @@ def test_a_folder_removed_by_another_worker_is_skipped(tmp_path: Path,
                                                       ) -> None:
     settings = Settings(results_dir=tmp_path, ui_keep=2)
     _, first = new_result_folder(settings)
+    os.utime(first, (1, 1))  # the oldest, whatever the clock's resolution
     original = Path.stat
 
     def gone(self: Path, **kwargs: object) -> os.stat_result:
@@ -47,7 +48,13 @@ def test_a_folder_removed_by_another_worker_is_skipped(tmp_path: Path,
         return original(self, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Path, "stat", gone)
-    new_result_folder(settings)
+    result_id, second = new_result_folder(settings)
+    # the race costs nothing: a fresh folder, and the one "gone" neither counted nor removed
+    assert second.name == result_id and os.path.isdir(second) and second != first
+    assert os.path.isdir(first)  # (Path.stat is the patched one)
+    monkeypatch.undo()
+    _, third = new_result_folder(settings)  # both seen again: at the bound, the oldest goes
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([second.name, third.name])
 
 
 def test_the_default_folder_is_private_and_a_planted_one_is_refused(

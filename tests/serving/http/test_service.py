@@ -140,19 +140,19 @@ def test_baseline_endpoint_matches_offline(server: str, landscape: Path) -> None
 def test_many_scenes_as_dask_tasks_through_one_url(
         server: str, landscape: Path, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from training.cli import main
+    from cacaomap.main import main
 
     out = tmp_path / "out"
     with pytest.raises(SystemExit, match="load balancer"):
-        main(["classify", str(landscape / "images"), "--out", str(out), "--url",
+        main(["maps", "classify", str(landscape / "images"), "--out", str(out), "--url",
               f"{server},{server}"])
     # Two dask workers: two requests in flight to the one URL.
-    main(["classify", str(landscape / "images"), "--out", str(out), "--url", server,
+    main(["maps", "classify", str(landscape / "images"), "--out", str(out), "--url", server,
           "--workers", "2"])
     assert "2 classified, 0 already done, 0 failed" in capsys.readouterr().out
     for path in out.glob("*.classes.tif"):
         assert cog_validate(str(path))[0]
-    main(["classify", str(landscape / "images"), "--out", str(out), "--url", server])
+    main(["maps", "classify", str(landscape / "images"), "--out", str(out), "--url", server])
     assert "0 classified, 2 already done" in capsys.readouterr().out
 
 

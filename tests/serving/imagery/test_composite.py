@@ -215,27 +215,27 @@ def test_a_stac_file_that_is_not_stac(tmp_path: Path) -> None:
 
 def test_the_composite_command(tmp_path: Path, when: dt.datetime,
                                capsys: pytest.CaptureFixture[str]) -> None:
-    """``cacaomap composite`` from an ItemCollection on disk; errors name the problem."""
+    """``cacaomap imagery composite`` from an ItemCollection on disk; errors name the problem."""
     import pystac
 
-    from training.cli import main
+    from cacaomap.main import main
 
     items = [write_item(tmp_path / f"i{k}", f"i{k}", when + dt.timedelta(days=k),
                         surface(k, 32), np.full((32, 32), CLEAR)) for k in range(2)]
     collection = tmp_path / "items.json"
     pystac.ItemCollection(items).save_object(dest_href=str(collection))
     out = tmp_path / "c.tif"
-    main(["composite", "--stac", str(collection), "--period", "2020-01-01/2020-12-31",
-          "--bands", json.dumps(BANDS), "--out", str(out), "--cloud_buffer", "0"])
+    main(["imagery", "composite", "--stac", str(collection), "--period", "2020-01-01/2020-12-31",
+          "--bands", *BANDS, "--out", str(out), "--cloud-buffer", "0"])
     assert "2 acquisitions (median, mask scl)" in capsys.readouterr().out
     data, tags, _ = _read(out)
     assert data.shape == (len(BANDS) + 1, 32, 32) and (data[-1] == 2).all()
     assert json.loads(tags["CACAOMAP_ITEMS"]) == ["i0", "i1"]
     with pytest.raises(SystemExit, match="no acquisition in the period 2023"):
-        main(["composite", "--stac", str(collection), "--period",
+        main(["imagery", "composite", "--stac", str(collection), "--period",
               "2023-01-01/2023-12-31", "--out", str(tmp_path / "x.tif")])
     with pytest.raises(SystemExit, match="exactly one of --stac, --safe, --search or --geotiff"):
-        main(["composite", "--period", "2020-01-01/2020-12-31", "--out",
+        main(["imagery", "composite", "--period", "2020-01-01/2020-12-31", "--out",
               str(tmp_path / "x.tif")])
     assert not (tmp_path / "x.tif").exists()
 
@@ -243,7 +243,7 @@ def test_the_composite_command(tmp_path: Path, when: dt.datetime,
 def test_stacked_geotiffs_with_mask_files(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     """Today's stacked GeoTIFFs are a source too, read window by window, masks applied."""
-    from training.cli import main
+    from cacaomap.main import main
 
     profile = {"driver": "GTiff", "width": 40, "height": 40, "crs": "EPSG:32718",
                "nodata": 0, "tiled": True, "blockxsize": 16, "blockysize": 16,
@@ -262,39 +262,39 @@ def test_stacked_geotiffs_with_mask_files(tmp_path: Path,
         scenes.append(scene)
         masks.append(mask)
     out = tmp_path / "c.tif"
-    main(["composite", "--geotiff", json.dumps([str(p) for p in scenes]), "--mask_files",
-          json.dumps([str(p) for p in masks]), "--bands", json.dumps(BANDS),
+    main(["imagery", "composite", "--geotiff", *map(str, scenes), "--mask-files",
+          *map(str, masks), "--bands", *BANDS,
           "--period", "2020-01-01/2020-12-31", "--out", str(out)])
     data, tags, _ = _read(out)
     assert (data[0, :, :20] == 3000).all() and (data[0, :, 20:] == 1000).all()
     assert (data[-1] == 1).all() and tags["CACAOMAP_MASK_SOURCE"] == "file"
     with pytest.raises(SystemExit, match="carry no SCL"):
-        main(["composite", "--geotiff", json.dumps([str(p) for p in scenes]),
+        main(["imagery", "composite", "--geotiff", *map(str, scenes),
               "--period", "2020-01-01/2020-12-31", "--out", str(tmp_path / "x.tif")])
     with pytest.raises(SystemExit, match="one per image"):
-        main(["composite", "--geotiff", json.dumps([str(p) for p in scenes]),
-              "--mask_files", json.dumps([str(masks[0])]),
+        main(["imagery", "composite", "--geotiff", *map(str, scenes),
+              "--mask-files", str(masks[0]),
               "--period", "2020-01-01/2020-12-31", "--out", str(tmp_path / "x.tif")])
 
 
 def test_the_composite_command_on_a_folder_of_real_safe_products(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--safe FOLDER`` takes every product in it; the period picks the 2019 one."""
-    from training.cli import main
+    from cacaomap.main import main
 
     out = tmp_path / "c.tif"
-    main(["composite", "--safe", str(SAFE_ROOT), "--period", "2019-01-01/2019-12-31",
+    main(["imagery", "composite", "--safe", str(SAFE_ROOT), "--period", "2019-01-01/2019-12-31",
           "--bands", json.dumps(["B02", "B03", "B04", "B08", "B11", "B12"]),
-          "--cloud_buffer", "0", "--out", str(out)])
+          "--cloud-buffer", "0", "--out", str(out)])
     assert "1 acquisitions (median, mask scl)" in capsys.readouterr().out
     data, tags, _ = _read(out)
     assert json.loads(tags["CACAOMAP_ITEMS"])[0].startswith("S2A_MSIL2A_20190212")
     # The product's clear SCL classes (2, 4, 5, 6, 7: 166 of 10,000 pixels) have a count.
     assert (data[-1] > 0).sum() == 166
     with pytest.raises(SystemExit, match="best-pixel composite needs bands B04 and B08"):
-        main(["composite", "--safe", str(SAFE_ROOT), "--period", "2019-01-01/2019-12-31",
+        main(["imagery", "composite", "--safe", str(SAFE_ROOT), "--period", "2019-01-01/2019-12-31",
               "--bands", json.dumps(["B02", "B03"]), "--method", "best",
               "--out", str(tmp_path / "x.tif")])
     with pytest.raises(SystemExit, match="no SAFE product in"):
-        main(["composite", "--safe", str(tmp_path), "--period", "2019-01-01/2019-12-31",
+        main(["imagery", "composite", "--safe", str(tmp_path), "--period", "2019-01-01/2019-12-31",
               "--out", str(tmp_path / "x.tif")])

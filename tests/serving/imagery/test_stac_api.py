@@ -1,4 +1,4 @@
-"""``cacaomap composite --search`` against a real STAC API (stac-fastapi-pgstac).
+"""``cacaomap imagery composite --search`` against a real STAC API (stac-fastapi-pgstac).
 
 Fourteen Sentinel-2 L2A items of 2020 with COG band files written here (``file://``
 hrefs), half at processing baseline 02.14 and half at 04.00 (offset -1000, said by
@@ -11,7 +11,6 @@ and the composite equals, byte for byte, the one made from the same items on dis
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
@@ -101,14 +100,14 @@ def test_search_pages_and_filters(catalogue: tuple[StacApi, list[pystac.Item], P
 def test_composite_of_a_search_equals_the_same_items_on_disk(
         catalogue: tuple[StacApi, list[pystac.Item], Path], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from training.cli import main
+    from cacaomap.main import main
 
     api, items, on_disk = catalogue
-    common = ["--period", PERIOD, "--bands", json.dumps(BANDS), "--cloud_buffer", "0"]
-    main(["composite", "--search", api.url, "--bbox", json.dumps(_bbox(items)),
+    common = ["--period", PERIOD, "--bands", *BANDS, "--cloud-buffer", "0"]
+    main(["imagery", "composite", "--search", api.url, "--bbox", *map(str, _bbox(items)),
           "--collection", COLLECTION, "--out", str(tmp_path / "searched.tif"), *common])
     searched = capsys.readouterr().out
-    main(["composite", "--stac", str(on_disk), "--out", str(tmp_path / "disk.tif"),
+    main(["imagery", "composite", "--stac", str(on_disk), "--out", str(tmp_path / "disk.tif"),
           *common])
     from_disk = capsys.readouterr().out
     assert f"skipped {BROKEN}: B04" in searched and f"skipped {BROKEN}: B04" in from_disk
@@ -117,12 +116,14 @@ def test_composite_of_a_search_equals_the_same_items_on_disk(
 
 
 def test_an_api_that_does_not_answer(tmp_path: Path) -> None:
-    from training.cli import main
+    from cacaomap.main import main
 
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ImageryError, match="cannot search the STAC API"):
         search_items(url, [0, 0, 1, 1], PERIOD, COLLECTION)
-    with pytest.raises(SystemExit, match="composite: cannot search the STAC API at"):
-        main(["composite", "--search", url, "--bbox", "[0, 0, 1, 1]", "--period", PERIOD,
+    with pytest.raises(SystemExit,
+                       match="cacaomap imagery composite: cannot search the STAC API at"):
+        main(["imagery", "composite", "--search", url, "--bbox", "0", "0", "1", "1", "--period",
+              PERIOD,
               "--out", str(tmp_path / "x.tif")])
     assert not (tmp_path / "x.tif").exists()

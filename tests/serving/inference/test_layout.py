@@ -9,7 +9,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from serving.inference.scene import check_scene
+from serving.inference.scene_checks import check_scene
 from serving.inference.tiles import InputError, TileClassifier
 from tests.model_factory import write_local_model
 

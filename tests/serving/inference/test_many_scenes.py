@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import rasterio
 
+from cacaomap.main import main
 from tests.model_factory import write_local_model
-from training.cli import main
 
 
 def test_folder_of_scenes_is_resumable(landscape: Path, tmp_path: Path,
@@ -20,13 +20,13 @@ def test_folder_of_scenes_is_resumable(landscape: Path, tmp_path: Path,
     (scenes / "broken.tif").write_bytes(b"not a tiff")
     out = tmp_path / "out"
     with pytest.raises(SystemExit):
-        main(["classify", str(scenes), "--out", str(out), "--model", str(model)])
+        main(["maps", "classify", str(scenes), "--out", str(out), "--model", str(model)])
     first = capsys.readouterr().out
     assert "2 classified, 0 already done, 1 failed" in first and "broken.tif" in first
     assert len(list(out.glob("*.classes.tif"))) == 2
     assert not list(out.glob(".*"))  # no partial files left behind
     (scenes / "broken.tif").unlink()
-    main(["classify", str(scenes), "--out", str(out), "--model", str(model)])
+    main(["maps", "classify", str(scenes), "--out", str(out), "--model", str(model)])
     assert "0 classified, 2 already done, 0 failed" in capsys.readouterr().out
     # A changed scene is not mistaken for a done one.
     shutil.copy(landscape / "images" / "s2l2a_20201215.tif", scenes / "renamed.tif")
@@ -34,5 +34,5 @@ def test_folder_of_scenes_is_resumable(landscape: Path, tmp_path: Path,
         band = dst.read(1)
         band[10, 10] += 1
         dst.write(band, 1)
-    main(["classify", str(scenes), "--out", str(out), "--model", str(model)])
+    main(["maps", "classify", str(scenes), "--out", str(out), "--model", str(model)])
     assert "2 classified, 1 already done" in capsys.readouterr().out

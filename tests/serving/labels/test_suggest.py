@@ -12,10 +12,10 @@ import rasterio
 from rasterio.transform import from_origin
 from shapely.geometry import Point, box
 
+from cacaomap.main import main
 from serving.classes import load_classes
 from serving.inference.confidence import CONFIDENCE_NODATA
 from serving.labels.suggest import SuggestError, class_quotas, pixel_keys, suggest_labels
-from training.cli import main
 
 SIDE = 200  # 10-m pixels: 2 km
 ORIGIN = (333_000.0, 9_097_000.0)
@@ -123,8 +123,8 @@ def test_what_cannot_be_placed_is_said(class_map: Path) -> None:
 def test_the_cli_writes_geojson_and_bad_input_is_one_line(
         class_map: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "to_label.geojson"
-    main(["suggest-labels", str(class_map.parent), str(out), "--n", "12",
-          "--min_distance_m", "50"])
+    main(["labels", "suggest", str(class_map.parent), str(out), "--n", "12",
+          "--min-distance-m", "50"])
     features = json.loads(out.read_text())["features"]
     assert len(features) == 12
     props = features[0]["properties"]
@@ -132,7 +132,7 @@ def test_the_cli_writes_geojson_and_bad_input_is_one_line(
             "source"} <= set(props) and props["label"] is None
     assert props["source"] == "tocache.classes.tif"
     assert "wrote 12 points to label" in capsys.readouterr().out
-    main(["suggest-labels", str(class_map), str(tmp_path / "o.geojson"),
+    main(["labels", "suggest", str(class_map), str(tmp_path / "o.geojson"),
           "--strategy", "olofsson"])
     sample = json.loads((tmp_path / "o.geojson").read_text())["features"]
     assert sample and {f["properties"]["strategy"] for f in sample} == {"olofsson"}
@@ -143,8 +143,8 @@ def test_the_cli_writes_geojson_and_bad_input_is_one_line(
     frame, _ = suggest_labels([bare], 8, load_classes(), "random")
     assert len(frame) == 8 and frame["uncertainty"].isna().all()
     with pytest.raises(SystemExit) as stop:
-        main(["suggest-labels", str(bare), str(tmp_path / "x.geojson")])
-    assert str(stop.value).startswith("cacaomap suggest-labels: ")
+        main(["labels", "suggest", str(bare), str(tmp_path / "x.geojson")])
+    assert str(stop.value).startswith("cacaomap labels suggest: ")
     assert "has no confidence COG beside it (bare.confidence.tif)" in str(stop.value)
     assert not (tmp_path / "x.geojson").exists()
     with pytest.raises(SuggestError, match="n must be at least 1"):

@@ -17,9 +17,9 @@ from serving.classes import load_classes
 from serving.inference.confidence import CONFIDENCE_NODATA, confidence_path
 from serving.plots.check import CheckOptions, check_plots, run_checks
 from serving.plots.geolocation import read_plots
-from serving.plots.grid import plan_cells, to_lonlat
-from serving.plots.landscape import store_landscape
-from serving.plots.store import open_store, pair_of_maps
+from serving.store.grid import plan_cells, to_lonlat
+from serving.store.landscape import store_landscape
+from serving.store.reader import open_store, pair_of_maps
 from training.synthetic.store import write_class_store
 
 SCHEMA = load_classes()

@@ -2,7 +2,7 @@
 
 The benchmark itself takes ~30 minutes on the full Sentinel-2 size; here each part runs
 for real on a small scene and a small model (a real child process, a real
-``bentoml serve``), and the README section is regenerated from the committed JSON.
+``bentoml serve``), and the performance page is regenerated from the committed JSON.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import rasterio
 from serving.inference.blending import window_starts
 from tests.model_factory import write_local_model
 from tests.service_helpers import REPO
-from training.bench.runner import END, START, summarise, update_readme
+from training.bench.runner import END, PERFORMANCE_PAGE, START, summarise, update_performance_page
 from training.bench.service import (
     batch_sizes_from_metrics,
     build_scene,
@@ -116,34 +116,34 @@ def test_batch_sizes_from_prometheus_text() -> None:
     assert batch_sizes_from_metrics("") == {}
 
 
-def test_readme_section_is_generated_from_the_newest_json(tmp_path: Path) -> None:
+def test_performance_page_is_generated_from_the_newest_json(tmp_path: Path) -> None:
     newest = sorted(p for p in (REPO / "experiments" / "benchmarks").glob("20*.json")
                     if "partial" not in p.name)[-1]
     result = json.loads(newest.read_text())
     summary = summarise(result)
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n## Performance\n\n{START}\nold\n{END}\n\n## Next\n")
-    update_readme(result, summary, readme)
-    text = readme.read_text()
+    page = tmp_path / "performance.md"
+    page.write_text(f"# x\n\n## Performance\n\n{START}\nold\n{END}\n\n## Next\n")
+    update_performance_page(result, summary, page)
+    text = page.read_text()
     section = text.split(START)[1].split(END)[0]
     assert "old" not in section and text.endswith("## Next\n")
     assert f"experiments/benchmarks/{result['date']}.json" in section
     assert f"{summary['scene_seconds_int8']:.0f} s" in section
     assert f"{summary['ort_int8_vs_eager']:.2f}x" in section
-    # The committed README carries the newest figures.
-    committed = (REPO / "README.md").read_text().split(START)[1].split(END)[0]
+    # The committed performance page carries the newest figures.
+    committed = (REPO / PERFORMANCE_PAGE).read_text().split(START)[1].split(END)[0]
     assert committed == section
     # A run with the TTA section (make bench from 2026-12-02) adds its line.
     result["tta"] = [{"tta": m, "runs": n, "tile": 256, "batch": 8, "tiles_per_s": 32 / n,
                       "ratio": 1 / n} for m, n in (("none", 1), ("flips", 4), ("d4", 8))]
-    update_readme(result, summary, readme)
+    update_performance_page(result, summary, page)
     assert "tiles/s none / flips / d4 (÷ none) | 32.0 (1.00x) / 8.0 (0.25x) / 4.0 (0.12x)" \
-        in readme.read_text()
+        in page.read_text()
 
 
 def test_plots_bench_checks_every_plot_on_both_stores_and_the_service(
         model_dir: Path, tmp_path: Path) -> None:
-    from training.bench.plots import plots_bench
+    from training.bench.plot_checks import plots_bench
 
     result = plots_bench(tmp_path / "plots", model_dir, count=40, side=600)
     for name in ("store_1x1", "store_2x2"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from training.cli import main
+from cacaomap.main import main
 from training.data.array_chips import GEOREFERENCING_TAG
 from training.data.datamodule import LandCoverDataModule
 
@@ -25,8 +25,8 @@ def test_chips_reassemble_to_the_arrays_and_split_by_file(tmp_path: Path) -> Non
     a_img, _ = _npz(tmp_path / "a.npz", (130, 96), 0)  # 2 x 1 whole chips of 64
     _, b_msk = _npz(tmp_path / "b.npz", (64, 128), 1)  # 1 x 2
     out = tmp_path / "chips"
-    main(["array-chips", f"[{tmp_path / 'a.npz'}, {tmp_path / 'b.npz'}]", str(out),
-          "--size", "64"])
+    main(["imagery", "array-chips", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"),
+          str(out), "--size", "64"])
     names = sorted(p.name for p in (out / "images").iterdir())
     assert names == ["a_0_0.tif", "a_1_0.tif", "b_0_0.tif", "b_0_1.tif"]
     assert names == sorted(p.name for p in (out / "labels").iterdir())
@@ -47,7 +47,7 @@ def test_chips_reassemble_to_the_arrays_and_split_by_file(tmp_path: Path) -> Non
     assert dm.assignment is not None and len(dm.assignment.blocks) == 4
 
     with pytest.raises(SystemExit, match="chips exists"):
-        main(["array-chips", f"[{tmp_path / 'a.npz'}]", str(out)])
+        main(["imagery", "array-chips", str(tmp_path / "a.npz"), str(out)])
     assert sorted(p.name for p in (out / "images").iterdir()) == names
 
 

@@ -11,8 +11,8 @@ import pytest
 import rasterio
 
 import training.export.exporter as export_module
+from cacaomap.main import main
 from serving.inference.contract import load_model_dir
-from training.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -22,8 +22,8 @@ def test_export_from_run_checks_parity_and_registers(
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
-    main(["export", "--run_id", trained["run_id"], "--models_dir", str(tmp_path / "models"),
-          "--tile_size", "64", "--overlap", "16"])
+    main(["model", "export", "--run-id", trained["run_id"], "--models-dir",
+          str(tmp_path / "models"), "--tile-size", "64", "--overlap", "16"])
     onnx_path, contract = load_model_dir(tmp_path / "models" / "cacaomap" / "v1")
     # Parity on random and on real tiles (the training imagery), fp32.
     assert contract.parity["real_max_abs_logit_diff"] <= 1e-3
@@ -74,7 +74,7 @@ def test_offline_classify_cli(trained: dict[str, str], landscape: Path, tmp_path
     export_module.export_model(trained["ckpt"], models_dir=models, tile_size=64,
                                register=False)
     out = tmp_path / "classes.tif"
-    main(["classify", str(landscape / "images" / "s2l2a_20240820.tif"), "--out", str(out),
+    main(["maps", "classify", str(landscape / "images" / "s2l2a_20240820.tif"), "--out", str(out),
           "--model", str(models / "cacaomap")])
     printed = capsys.readouterr().out
     assert "forest" in printed and " ha" in printed

@@ -12,9 +12,9 @@ import httpx
 import mlflow
 import pytest
 
+from cacaomap.main import main
 from serving.http.local_server import free_port, served_model
 from serving.inference.contract import load_model_dir
-from training.cli import main
 from training.export.registry import resolve_model_uri
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
@@ -66,8 +66,8 @@ def test_train_export_register_and_serve_through_the_server(
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")
     assert "figures" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
-    main(["export", "--run_id", run.info.run_id, "--models_dir", str(tmp_path / "m1"),
-          "--tile_size", "64", "--alias", "champion"])
+    main(["model", "export", "--run-id", run.info.run_id, "--models-dir", str(tmp_path / "m1"),
+          "--tile-size", "64", "--alias", "champion"])
     version = client.get_model_version_by_alias("cacaomap", "champion")
     assert version.run_id == run.info.run_id
 
@@ -77,8 +77,8 @@ def test_train_export_register_and_serve_through_the_server(
     _, original = load_model_dir(tmp_path / "m1" / "cacaomap" / "v1")
     assert contract.onnx_sha256 == original.onnx_sha256
     # ... and export from the alias re-exports the same run.
-    main(["export", "--run_id", "models:/cacaomap@champion", "--models_dir",
-          str(tmp_path / "m3"), "--tile_size", "64", "--register", "false"])
+    main(["model", "export", "--run-id", "models:/cacaomap@champion", "--models-dir",
+          str(tmp_path / "m3"), "--tile-size", "64", "--no-register"])
     assert load_model_dir(tmp_path / "m3" / "cacaomap" / "v1")[1].mlflow_run_id == \
         run.info.run_id
     with served_model(folder) as url:

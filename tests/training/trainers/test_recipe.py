@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.cli import main
+from cacaomap.main import main
 from training.data.datamodule import LandCoverDataModule
 from training.trainers.losses import CrossEntropyDiceLoss
 from training.trainers.segmentation import LandCoverSegmentationTask, warmup_cosine

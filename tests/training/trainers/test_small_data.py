@@ -138,7 +138,7 @@ def test_patches_and_their_number_are_sized_from_the_chips(
     assert data.length == math.ceil(2**22 / 64**2) == 1024
     assert "patches: 64 px from 4 training chips of 95 px" in capsys.readouterr().err
     data.compute_statistics()  # the patch fits: there are patches to compute them on
-    from training.data.datamodule import auto_length
+    from training.data.patch_sizing import auto_length
 
     assert auto_length(24, 4, 256, 8) == 128  # 512-px chips: 16 batches of 8 rule
     assert auto_length(30, 1, 128, 8) == 256  # 128-px chips: the pixel floor

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.inference.bound_runs import batch_sizes
 from serving.inference.contract import load_model_dir
+from serving.inference.fixed_shape_runner import batch_sizes
 from serving.inference.tiles import TileClassifier
 from tests.model_factory import write_local_model
 

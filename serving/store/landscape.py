@@ -19,9 +19,9 @@ from shapely.geometry.base import BaseGeometry
 
 from serving.areas import M2_PER_HA, pixel_areas
 from serving.baseline.change import DRIVERS, FOREST
-from serving.plots.grid import from_lonlat
-from serving.plots.patches import forest_in_patches, margin_px
-from serving.plots.store import MapSource
+from serving.baseline.forest_patches import forest_in_patches, margin_px
+from serving.store.grid import from_lonlat
+from serving.store.reader import MapSource
 
 DEFAULT_BLOCK_PX = 1024
 

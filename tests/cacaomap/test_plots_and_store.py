@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 def cacaomap(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the installed command's module (the same entry point) and capture it."""
-    return subprocess.run([sys.executable, "-m", "training.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cacaomap", *args], capture_output=True,
                           text=True, timeout=600)
 
 
@@ -28,8 +28,9 @@ def test_plots_check_writes_geojson_csv_json_and_evidence(built_store: Path,
     plots = region_data / "plots_eudr.geojson"
     out = tmp_path / "report"
     run = cacaomap("plots", "check", str(plots), "--store", str(built_store),
-                   "--out", str(out), "--evidence", "true")
+                   "--out", str(out), "--evidence")
     assert run.returncode == 0, run.stderr[-2000:]
+    assert "deprecated" not in run.stderr
     given = json.loads(plots.read_text())
     answered = json.loads((out / "plots.geojson").read_text())
     assert len(answered["features"]) == len(given["features"])
@@ -79,10 +80,25 @@ def test_user_errors_of_both_commands_are_one_line(case: str, region_data: Path,
         args = ["plots", "check", str(tmp_path / "none.geojson"), "--store", str(built_store)]
     else:
         args = ["store", "build", "--region", str(tmp_path / "none.geojson"),
-                "--reference_period", PERIODS["reference"], "--current_period",
+                "--reference-period", PERIODS["reference"], "--current-period",
                 PERIODS["current"], "--stac", str(region_data / "stac" / "catalog.json"),
                 "--out", str(tmp_path / "store")]
     run = cacaomap(*args)
     assert run.returncode != 0
     assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr, (
         run.stderr)
+
+
+def test_the_old_spellings_still_work_with_one_notice_each(built_store: Path,
+                                                         region_data: Path,
+                                                         tmp_path: Path) -> None:
+    """0.1's ``--evidence true`` and ``--point_area_ha`` work, each with its notice."""
+    out = tmp_path / "old"
+    run = cacaomap("plots", "check", str(region_data / "plots_eudr.geojson"), "--store",
+                   str(built_store), "--out", str(out), "--evidence", "true",
+                   "--point_area_ha", "1.0")
+    assert run.returncode == 0, run.stderr[-2000:]
+    notices = [line for line in run.stderr.splitlines() if "deprecated" in line]
+    assert len(notices) == 2, run.stderr
+    assert "'--evidence'" in notices[0] and "'--point-area-ha'" in notices[1]
+    assert any((out / "evidence").glob("*.png"))

@@ -17,7 +17,7 @@ import rasterio
 
 from serving.inference.confidence import CONFIDENCE_NODATA, CONFIDENCE_SCALE
 from serving.plots.check import CheckOptions, run_checks
-from serving.plots.store import STORE_FILE, open_store
+from serving.store.reader import STORE_FILE, open_store
 from tests.store_fixtures import CELL_SIZE_M, PERIODS
 
 pytestmark = pytest.mark.slow
@@ -76,13 +76,13 @@ def test_plots_are_checked_with_the_confidence_classification_wrote(
 def test_a_build_killed_midway_resumes_and_redoes_nothing_done(
         region_data: Path, store_model: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
-    command = [sys.executable, "-m", "training.cli", "store", "build",
+    command = [sys.executable, "-m", "cacaomap", "store", "build",
                "--region", str(region_data / "region.geojson"),
-               "--reference_period", PERIODS["reference"],
-               "--current_period", PERIODS["current"],
+               "--reference-period", PERIODS["reference"],
+               "--current-period", PERIODS["current"],
                "--stac", str(region_data / "stac" / "catalog.json"),
                "--model", str(store_model), "--out", str(store),
-               "--cell_size_m", str(CELL_SIZE_M / 2), "--workers", "1"]
+               "--cell-size-m", str(CELL_SIZE_M / 2), "--workers", "1"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 300
@@ -112,7 +112,7 @@ def test_a_cell_whose_imagery_fails_is_reported_and_the_rest_built(
     from shapely.geometry import shape
 
     from serving.imagery.sources import items_from_file
-    from serving.plots.build import BuildOptions, build_store
+    from serving.store.build import BuildOptions, build_store
 
     items = items_from_file(region_data / "stac" / "catalog.json")
     broken = [i for i in items if i.datetime and i.datetime.year == 2024]
@@ -139,7 +139,7 @@ def test_a_build_on_a_dask_cluster_writes_the_same_maps(built_store: Path, regio
     from shapely.geometry import shape
 
     from serving.imagery.sources import items_from_file
-    from serving.plots.build import BuildOptions, build_store
+    from serving.store.build import BuildOptions, build_store
 
     region = shape(json.loads((region_data / "region.geojson").read_text())["features"][0][
         "geometry"])

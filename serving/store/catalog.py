@@ -16,8 +16,8 @@ from typing import Any
 
 from shapely.geometry import mapping
 
-from serving.plots.grid import Cell
-from serving.plots.store import PERIODS, cell_dir
+from serving.store.grid import Cell, footprint_lonlat
+from serving.store.reader import PERIODS, cell_dir
 
 COG = "image/tiff; application=geotiff; profile=cloud-optimized"
 ASSETS = {"composite": ("composite of clear observations (bands + clear_count)", ["data"]),
@@ -36,7 +36,6 @@ def write_catalog(store: Path, meta: dict[str, Any], cells: list[Cell]) -> Path:
     """Write ``catalog.json`` and the collections and items of the built cells."""
     import pystac
 
-    from serving.plots.build import footprint_lonlat
 
     catalog = pystac.Catalog(id="cacaomap-store",
                              description="cacaomap baseline store: composites, class "

@@ -1,9 +1,11 @@
-"""``cacaomap suggest-labels``: points worth labelling from class maps and their confidence."""
+"""``cacaomap labels``: points worth labelling, from class maps and their confidence."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+
+from cacaomap.grammar import CommandError
 
 
 def class_map_files(paths: list[Path]) -> list[Path]:
@@ -25,8 +27,8 @@ def class_map_files(paths: list[Path]) -> list[Path]:
     return found
 
 
-def suggest_labels(
-    maps: str,
+def suggest(
+    maps: list[Path],
     out: Path,
     n: int = 100,
     strategy: Literal["uncertainty", "random", "mix", "olofsson"] = "mix",
@@ -37,7 +39,7 @@ def suggest_labels(
     classes: Path | None = None,
     seed: int = 0,
 ) -> None:
-    """Suggest points to label: where the model is unsure, per class at random, or both.
+    r"""Suggest points to label: where the model is unsure, per class at random, or both.
 
     Reads each class map with its confidence COG (written beside it by ``cacaomap
     classify``) and writes GeoJSON points (EPSG:4326) with an empty ``label``, the
@@ -46,8 +48,7 @@ def suggest_labels(
     :mod:`serving.labels.suggest`).
 
     Args:
-        maps: A class map (``x.classes.tif``), a folder of them, or several of either
-            separated by commas.
+        maps: Class maps (``x.classes.tif``) or folders of them.
         out: GeoJSON of the points (written at once).
         n: Points to suggest (``olofsson``: sized by the target standard error).
         strategy: ``uncertainty``, ``random`` (stratified by class), ``mix`` or
@@ -58,6 +59,17 @@ def suggest_labels(
         away_from: Points (or polygons) labelled already: suggestions keep away.
         classes: Class schema YAML (default: the project's).
         seed: Seed of the random choice (per pixel, whatever the block).
+
+    Writes:
+        OUT: GeoJSON points (EPSG:4326) with an empty ``label`` to fill in (the map
+        page's label mode), ``map_class``, ``map_class_name``, ``uncertainty``,
+        ``strategy`` and ``source``; a table of the points per strategy and class is
+        printed.
+
+    Examples:
+        cacaomap labels suggest maps/ points.geojson --n 200 --strategy mix
+        cacaomap labels suggest maps/a.classes.tif maps/b.classes.tif points.geojson \
+            --away-from labelled.geojson --min-distance-m 250
     """
     from serving.classes import load_classes
     from serving.files import write_bytes_atomic
@@ -65,11 +77,11 @@ def suggest_labels(
     from serving.labels.suggest import suggest_labels as suggest
 
     schema = load_classes(classes)
-    files = class_map_files([Path(m.strip()) for m in maps.split(",") if m.strip()])
+    files = class_map_files(maps)
     notes: list[str] = []
     if strategy == "olofsson":
         if len(files) != 1:
-            raise ValueError("--strategy olofsson takes one class map")
+            raise CommandError("--strategy olofsson takes one class map")
         frame = olofsson_points(files[0], schema, seed=seed)
     else:
         frame, notes = suggest(files, n, schema, strategy, uncertain_share, min_distance_m,

@@ -1,6 +1,6 @@
 """Building a baseline store: per cell and period a composite, a class map, a confidence.
 
-The region (lon/lat) is cut into cells (:func:`serving.plots.grid.plan_cells`). Each
+The region (lon/lat) is cut into cells (:func:`serving.store.grid.plan_cells`). Each
 (cell, period) is one dask task: the period's items that touch the cell are loaded onto
 the cell's grid (:mod:`serving.imagery.sources`), composited
 (:mod:`serving.imagery.composite`), classified with the model into a class map and its
@@ -32,11 +32,11 @@ from shapely.geometry import box, mapping
 from shapely.geometry.base import BaseGeometry
 
 from serving.baseline.change import Thresholds
+from serving.baseline.forest_patches import DEFAULT_MIN_FOREST_HA
 from serving.files import write_bytes_atomic
 from serving.inference.contract import load_model_dir
-from serving.plots.grid import Cell, plan_cells, to_lonlat
-from serving.plots.patches import DEFAULT_MIN_FOREST_HA
-from serving.plots.store import (
+from serving.store.grid import Cell, footprint_lonlat, plan_cells
+from serving.store.reader import (
     PERIODS,
     STORE_FILE,
     STORE_VERSION,
@@ -95,12 +95,6 @@ class BuildReport:
     skipped: list[str] = field(default_factory=list)
     empty: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
-
-
-def footprint_lonlat(cell: Cell) -> BaseGeometry:
-    """The cell's footprint in longitude/latitude (densified edges)."""
-    outline = box(*cell.bounds).segmentize(cell.size * cell.resolution / 8)
-    return to_lonlat(outline, cell.utm.crs)
 
 
 def content_key(cell: Cell, period: str, items: list[dict[str, Any]], model_sha: str,
@@ -250,8 +244,8 @@ def build_store(
         "cells": [cell.to_dict() | ({"failed": failed[cell.id]} if cell.id in failed
                                     else {}) for cell in cells],
     }
-    from serving.plots.catalog import write_catalog
-    from serving.plots.landscape import store_landscape
+    from serving.store.catalog import write_catalog
+    from serving.store.landscape import store_landscape
 
     write_catalog(out, meta, cells)
     source = source_from_meta(out, meta)

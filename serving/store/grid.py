@@ -4,7 +4,7 @@ Every zone has one pixel lattice: pixel (0, 0) has its upper-left corner at east
 northing :data:`LATTICE_TOP` (10,000 km, the southern hemisphere's false northing), at
 the store's resolution. Cells are ``cell_px`` square blocks of that lattice, so cells of
 one zone tile it without gaps or overlaps and any window of a zone can be assembled
-from the cells it touches (:mod:`serving.plots.store`). A region crossing a zone
+from the cells it touches (:mod:`serving.store.reader`). A region crossing a zone
 boundary gets cells in both zones; each zone answers for the part of the region (and
 of each plot) inside its 6-degree band of longitude, so nothing is counted twice.
 """
@@ -191,3 +191,9 @@ def plan_cells(region: BaseGeometry, cell_size_m: float, resolution: float) -> l
                     cells.append(Cell(f"{zone.name}_{j:04d}_{i:05d}", zone.number,
                                       zone.south, i * size, j * size, size, resolution))
     return cells
+
+
+def footprint_lonlat(cell: Cell) -> BaseGeometry:
+    """The cell's footprint in longitude/latitude (densified edges)."""
+    outline = box(*cell.bounds).segmentize(cell.size * cell.resolution / 8)
+    return to_lonlat(outline, cell.utm.crs)

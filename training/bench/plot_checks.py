@@ -4,7 +4,7 @@ A Sentinel-2 tile's worth of class maps (10980² px at 10 m, two periods, with
 confidence) is written as a store of one cell and, the same pixels, as a store of 2 x 2
 cells. 10,000 plots of 1-4 ha (half declared as points with ``Area``, half as
 polygons) are checked against each in a child process (time and peak RSS, ``VmHWM``,
-its own); the same plots as polygons go through ``cacaomap baseline`` on the one-tile
+its own); the same plots as polygons go through ``cacaomap maps baseline`` on the one-tile
 maps (what the product did before the store: whole maps in memory); and through
 ``POST /plots`` of a real ``bentoml serve`` started on the one-tile store.
 """
@@ -22,8 +22,8 @@ import numpy as np
 from numpy.typing import NDArray
 from shapely.geometry import box, mapping
 
-from serving.plots.grid import Cell, lattice, to_lonlat
-from serving.plots.store import PERIODS
+from serving.store.grid import Cell, lattice, to_lonlat
+from serving.store.reader import PERIODS
 from training.synthetic.store import write_class_store, write_cog
 
 SIDE = 10980
@@ -35,7 +35,7 @@ _CHILD_CHECK = """
 import json, sys, time
 start = time.perf_counter()
 from serving.plots.check import CheckOptions, run_checks
-from serving.plots.store import open_store
+from serving.store.reader import open_store
 body = open(sys.argv[2], "rb").read()
 plots, records, summary = run_checks(body, open_store(sys.argv[1]), CheckOptions())
 elapsed = time.perf_counter() - start

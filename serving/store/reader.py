@@ -39,7 +39,7 @@ from shapely.geometry.base import BaseGeometry
 
 from serving.classes import ClassSchema
 from serving.inference.confidence import CONFIDENCE_NODATA, confidence_path
-from serving.plots.grid import Cell, Zone, lattice
+from serving.store.grid import Cell, Zone, lattice
 
 STORE_FILE = "store.json"
 STORE_VERSION = 1
