@@ -26,7 +26,7 @@ from typing import Any
 from serving.baseline.change import Thresholds
 from serving.plots.check import CheckOptions, run_checks
 from serving.plots.evidence import evidence_png
-from serving.plots.geolocation import PlotsError
+from serving.plots.geolocation import DEFAULT_POINT_AREA_HA, PlotsError
 from serving.plots.report_files import feature_collection
 from serving.settings import Settings
 from serving.store.reader import MapSource
@@ -65,7 +65,7 @@ def request_options(body: Any, query: dict[str, str]) -> tuple[Any, bool, float]
     if isinstance(evidence, str):
         evidence = evidence.strip().lower() in TRUE
     try:
-        area = float(options.get("point_area_ha", 1.0))
+        area = float(options.get("point_area_ha", DEFAULT_POINT_AREA_HA))
     except (TypeError, ValueError) as err:
         raise PlotsRequestError(f"point_area_ha must be a number of hectares; got "
                                 f"{options.get('point_area_ha')!r}") from err

@@ -42,7 +42,10 @@ from serving.areas import M2_PER_HA, pixel_areas
 from serving.baseline.change import DRIVERS, FOREST, Thresholds, verdict
 from serving.baseline.forest_patches import DEFAULT_MIN_FOREST_HA, forest_in_patches, margin_px
 from serving.inference.confidence import decode_confidence
-from serving.plots.geolocation import Plot
+from serving.plots.geolocation import DEFAULT_POINT_AREA_HA, Plot
+from serving.references.convergence import Rule
+from serving.references.layers import ReferenceLayer
+from serving.references.spec import CUTOFF
 from serving.store.grid import from_lonlat
 from serving.store.reader import MapSource, ZoneMaps, ZoneReader
 
@@ -327,6 +330,11 @@ def _record(plot: Plot, s: _Sums | None, source: MapSource, options: CheckOption
             and record["loss_confidence"] < options.min_confidence):
         judged = "needs_review"
         flags.append("low_confidence")
+    if area < options.thresholds.min_loss_ha:
+        # No loss this small can be detected: "free" would be a claim on no evidence.
+        flags.append("below_detection_area")
+        if judged == "deforestation_free":
+            judged = "needs_review"
     record["verdict"] = judged
     record["flags"] = flags
     record["cells"] = sorted(s.cells)
@@ -342,38 +350,68 @@ def verdict_counts(records: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
-def run_checks(data: bytes | dict[str, Any], source: MapSource,
+def run_checks(data: bytes | dict[str, Any], source: MapSource | None,
                options: CheckOptions | None = None, *, name: str = "plots",
-               point_area_ha: float = 1.0, max_plots: int | None = None,
+               point_area_ha: float = DEFAULT_POINT_AREA_HA, max_plots: int | None = None,
                max_vertices: int = 1_000_000,
                on_progress: Callable[[int, int], None] | None = None,
+               references: list[ReferenceLayer] | None = None, review_rule: Rule = "any",
                ) -> tuple[list[Plot], list[dict[str, Any]], dict[str, Any]]:
     """Parse a plots body, check every plot, and say what was checked against what.
 
+    Args:
+        data: The plots (EUDR GeoJSON).
+        source: The model's store (or pair of maps); None: the reference layers alone.
+        options: Thresholds and chunking.
+        name: The body's name in messages and lineage.
+        point_area_ha: Area checked around a point that declares none.
+        max_plots: The most plots a body may hold.
+        max_vertices: The most vertices all plots may have.
+        on_progress: Called with (chunks done, chunks in all).
+        references: Reference layers read beside the model (or alone).
+        review_rule: When model and layers disagree enough for ``needs_review``
+            (:mod:`serving.references.convergence`).
+
     Returns:
         (plots, records, summary): the summary holds the verdict counts and the
-        lineage (the source, thresholds, the reference period against the cutoff).
+        lineage (the source, the layers, thresholds, the reference period against the
+        cutoff).
 
     Raises:
-        PlotsError: The body is not GeoJSON at all, or over the limits.
+        PlotsError: The body is not GeoJSON at all, or over the limits, or there is
+            neither a store nor a layer to check against.
     """
     import datetime as dt
     import hashlib
     import json
 
-    from serving.plots.geolocation import DEFAULT_MAX_PLOTS, read_plots
+    from serving.plots.geolocation import DEFAULT_MAX_PLOTS, PlotsError, read_plots
+    from serving.plots.reference_checks import add_references, base_record
 
+    if source is None and not references:
+        raise PlotsError("nothing to check the plots against: give a store (or maps) or "
+                         "reference layers")
     options = options or CheckOptions()
     plots = read_plots(data, name=name, point_area_ha=point_area_ha,
                        max_plots=max_plots or DEFAULT_MAX_PLOTS, max_vertices=max_vertices)
-    records = check_plots(plots, source, options, on_progress)
+    meta: dict[str, Any] = dict(source.meta) if source is not None else {}
+    cutoff = str(meta.get("cutoff") or CUTOFF.isoformat())
+    if source is not None:
+        records = check_plots(plots, source, options, on_progress)
+    else:
+        records = [base_record(p, options.thresholds) for p in plots]
+    if references:
+        add_references(plots, records, references, options.thresholds,
+                       with_model=source is not None, rule=review_rule,
+                       cutoff=dt.date.fromisoformat(cutoff))
     raw = data if isinstance(data, bytes) else json.dumps(data, default=str).encode()
-    meta = source.meta
     periods = meta.get("periods") or {}
-    cutoff = meta.get("cutoff")
+    base = source.lineage if source is not None else {"source": "reference layers only"}
     summary = {
         "verdicts": verdict_counts(records),
-        "lineage": source.lineage | {
+        "lineage": base | {
+            "references": [layer.lineage() for layer in references or []],
+            "review_rule": review_rule if references and source is not None else None,
             "options": options.to_dict() | {"point_area_ha": point_area_ha},
             "reference_period": periods.get("reference"),
             "current_period": periods.get("current"),

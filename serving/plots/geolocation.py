@@ -10,9 +10,14 @@ made (``geometry_used``), flags, or an error that belongs to that plot alone. On
 body that is not GeoJSON at all, or over the limits, raises :class:`PlotsError`.
 
 - A point with ``Area`` is checked over a geodesic circle of that area centred on it
-  (``circle from Area``); without ``Area``, over ``point_area_ha`` (1 ha by default),
-  flagged ``area_missing``. A point declaring more than 4 ha is flagged
-  ``polygon_required`` (the regulation wants a polygon there).
+  (``circle from Area``); without ``Area``, over ``point_area_ha`` (4 ha by default,
+  as the EU's information system assumes for a point without it), flagged
+  ``area_missing``. A point declaring more than 4 ha is flagged ``polygon_required``
+  (the regulation wants a polygon there).
+- A polygon whose declared ``Area`` differs from its own geodesic area by more than
+  :data:`AREA_MISMATCH` (and 0.1 ha) is flagged ``area_mismatch``; a declared or
+  measured area over :data:`IMPLAUSIBLE_FARM_HA` is flagged ``implausible_area`` (a
+  pipeline that put m² where hectares belong declares 10,000 times the plot).
 - Coordinates with fewer than 6 decimals (the regulation's precision, about 0.1 m)
   are flagged ``low_precision``. From text, decimals are counted as written
   (``-8.100000`` has 6); from an already parsed object, from the shortest form of the
@@ -38,6 +43,12 @@ from shapely.validation import explain_validity
 
 #: Largest plot the regulation lets one declare as a single point, in hectares.
 POINT_MAX_HA = 4.0
+#: Area checked around a point that declares none: the EU information system's 4 ha.
+DEFAULT_POINT_AREA_HA = 4.0
+#: Relative difference between a polygon's declared Area and its own area that is flagged.
+AREA_MISMATCH = 0.25
+#: Larger than any one farm plot of a due-diligence statement (hectares): flagged.
+IMPLAUSIBLE_FARM_HA = 5_000.0
 #: Decimals the regulation asks coordinates to carry.
 MIN_DECIMALS = 6
 #: Vertices of the polygon that stands for a point's circle.
@@ -84,7 +95,7 @@ class Plot:
 
 
 def read_plots(data: bytes | str | dict[str, Any], *, name: str = "plots",
-               point_area_ha: float = 1.0, max_plots: int = DEFAULT_MAX_PLOTS,
+               point_area_ha: float = DEFAULT_POINT_AREA_HA, max_plots: int = DEFAULT_MAX_PLOTS,
                max_vertices: int = 1_000_000) -> list[Plot]:
     """Parse a plots body into plots; only an unreadable body raises.
 
@@ -157,6 +168,12 @@ def _finish(plot: Plot, polygons: list[Polygon], circles: list[Polygon], each: f
         plot.area_ha = abs(GEOD.geometry_area_perimeter(plot.geometry)[0]) / 10_000
     else:  # circles only: their area is the declared one by construction
         plot.area_ha = each * len(circles)
+    declared = plot.declared_ha
+    if polygons and not circles and declared is not None and plot.area_ha > 0 and (
+            abs(declared - plot.area_ha) > max(0.1, AREA_MISMATCH * plot.area_ha)):
+        plot.flags.append("area_mismatch")
+    if max(plot.area_ha, declared or 0.0) > IMPLAUSIBLE_FARM_HA:
+        plot.flags.append("implausible_area")
 
 
 GEOMETRY_TYPES = ("Point", "MultiPoint", "Polygon", "MultiPolygon", "GeometryCollection")

@@ -46,7 +46,7 @@ def test_plots_check_writes_geojson_csv_json_and_evidence(built_store: Path,
         assert Path(record["evidence"]).is_file()
     rows = list(csv.DictReader((out / "plots.csv").open()))
     assert len(rows) == len(given["features"])
-    assert {"ProducerName", "Area", "verdict", "forest_ref_ha"} <= set(rows[0])
+    assert {"producer.ProducerName", "producer.Area", "verdict", "forest_ref_ha"} <= set(rows[0])
     summary = json.loads((out / "plots.json").read_text())
     assert summary["lineage"]["reference_period"] == PERIODS["reference"]
     assert summary["lineage"]["cutoff"] == "2020-12-31"
@@ -96,7 +96,7 @@ def test_the_old_spellings_still_work_with_one_notice_each(built_store: Path,
     out = tmp_path / "old"
     run = cacaomap("plots", "check", str(region_data / "plots_eudr.geojson"), "--store",
                    str(built_store), "--out", str(out), "--evidence", "true",
-                   "--point_area_ha", "1.0")
+                   "--point_area_ha", "4.0")
     assert run.returncode == 0, run.stderr[-2000:]
     notices = [line for line in run.stderr.splitlines() if "deprecated" in line]
     assert len(notices) == 2, run.stderr

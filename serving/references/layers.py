@@ -1,0 +1,360 @@
+"""Reference layers read plot by plot: forest at the cutoff, loss after it, alerts.
+
+A :class:`ReferenceLayer` is a spec (:mod:`serving.references.spec`) and its rasters:
+one GeoTIFF/COG/VRT, or a folder of tiles (Hansen's 10° tiles), each role's tiles on
+one grid. Each layer is read on its own grid and CRS: a plot (longitude/latitude) is
+projected onto each tile it touches, plots are grouped in chunks of ``chunk_px``
+pixels by where they lie, and per chunk one window is read; exactextract gives each
+plot's pixels with their exact coverage, and each pixel counts by its ground area
+(:func:`serving.areas.pixel_areas`), whatever the CRS. Memory is bounded by the chunk.
+
+What a layer says of a plot (:func:`measure_layer`), in hectares of the plot:
+
+- ``covered_fraction``: the share of the plot inside the layer and not under its no
+  data (clouds, gaps). What is not covered is never counted as "no loss".
+- ``forest_cutoff_ha`` / ``forest_cutoff_fraction`` (of the covered area): forest at the
+  cutoff.
+- ``loss_after_cutoff_ha``, ``loss_straddling_ha`` (a reporting period that straddles
+  the cutoff: flag ``straddles_cutoff``), ``loss_before_cutoff_ha``, and the first
+  period of loss after the cutoff.
+- ``alert_after_cutoff_ha`` by confidence and the earliest alert after the cutoff (date
+  and confidence).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from numpy.typing import NDArray
+from pyproj import Transformer
+from rasterio.windows import Window, from_bounds
+from shapely.geometry import box, mapping
+from shapely.geometry.base import BaseGeometry
+
+from serving.areas import M2_PER_HA, pixel_areas
+from serving.references.spec import CUTOFF, LayerSpec, Period, SpecError, load_spec
+
+#: Pixels per side of the chunks plots are grouped in, on a layer's grid.
+DEFAULT_CHUNK_PX = 2048
+#: Pixel coverage under this is a sliver of floating-point edges, not part of a plot.
+MIN_COVERAGE = 1e-6
+#: A plot under this share of a layer's coverage is "partly outside" it.
+FULLY_COVERED = 0.999
+
+
+@dataclass
+class Tile:
+    """One tile of a layer: a raster per role, all on one grid."""
+
+    paths: dict[str, Path]
+    crs: str
+    transform: Any
+    width: int
+    height: int
+    nodata: dict[str, float | None]
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """left, bottom, right, top in the tile's CRS."""
+        t = self.transform
+        return (t.c, t.f + t.e * self.height, t.c + t.a * self.width, t.f)
+
+
+@dataclass
+class ReferenceLayer:
+    """A spec and the tiles it reads."""
+
+    spec: LayerSpec
+    source: Path
+    tiles: list[Tile]
+    name: str = ""
+    _sha256: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, spec: str | Path | LayerSpec, path: str | Path,
+             name: str | None = None) -> ReferenceLayer:
+        """The layer of ``spec`` (a shipped name, a YAML file) over ``path``.
+
+        Raises:
+            SpecError: If the spec, the files or their grids do not fit.
+        """
+        spec = spec if isinstance(spec, LayerSpec) else load_spec(spec)
+        path = Path(path)
+        files = spec.files_in(path)
+        first, *others = spec.roles
+        tiles = []
+        for lead in files[first]:
+            with rasterio.open(lead) as src:
+                if src.crs is None:
+                    raise SpecError(f"layer {spec.name}: {lead} has no CRS")
+                grid = (src.crs.to_string(), src.transform, src.width, src.height)
+                nodata = {first: src.nodata}
+            paths = {first: lead}
+            for role in others:
+                match = None
+                for candidate in files[role]:
+                    with rasterio.open(candidate) as other:
+                        if (other.crs == src.crs and other.transform.almost_equals(
+                                src.transform) and other.shape == src.shape):
+                            match, nodata[role] = candidate, other.nodata
+                            break
+                if match is None:
+                    raise SpecError(f"layer {spec.name}: no {role} raster on the grid of "
+                                    f"{lead.name} (each role's tiles must align)")
+                paths[role] = match
+            tiles.append(Tile(paths, *grid, nodata))
+        return cls(spec, path, tiles, name or spec.name)
+
+    def lineage(self) -> dict[str, Any]:
+        """What a verdict rests on: spec, version, files and their sha256."""
+        if not self._sha256:
+            for tile in self.tiles:
+                for p in tile.paths.values():
+                    digest = hashlib.sha256()
+                    with open(p, "rb") as f:
+                        for block in iter(lambda: f.read(2**20), b""):
+                            digest.update(block)
+                    self._sha256[str(p)] = digest.hexdigest()
+        return {"spec": self.spec.name, "title": self.spec.title,
+                "version": self.spec.version, "url": self.spec.url,
+                "source": str(self.source), "says": self.spec.says,
+                "files": [{"path": p, "sha256": h} for p, h in sorted(self._sha256.items())]}
+
+
+class _Sums:
+    """A plot's hectares in one layer, added over tiles and chunks."""
+
+    def __init__(self) -> None:
+        self.covered = 0.0
+        self.forest = 0.0
+        self.loss = {"after": 0.0, "straddles": 0.0, "before": 0.0}
+        self.first_loss: Period | None = None
+        self.alerts: dict[str, float] = defaultdict(float)
+        self.first_alert: tuple[dt.date, str] | None = None
+
+
+def measure_layer(layer: ReferenceLayer, geometries: list[BaseGeometry | None],
+                  areas_ha: list[float], cutoff: dt.date = CUTOFF,
+                  chunk_px: int = DEFAULT_CHUNK_PX) -> list[dict[str, Any] | None]:
+    """What ``layer`` says of each plot (lon/lat geometries); None for no geometry."""
+    sums = {i: _Sums() for i, g in enumerate(geometries) if g is not None}
+    transformers: dict[str, Transformer] = {}
+    for tile in layer.tiles:
+        forward = transformers.setdefault(
+            tile.crs, Transformer.from_crs("EPSG:4326", tile.crs, always_xy=True))
+        extent = box(*tile.bounds)
+        chunks: dict[tuple[int, int], list[tuple[int, BaseGeometry, Window]]] = (
+            defaultdict(list))
+        for i in sums:
+            geom = _project(geometries[i], forward)  # type: ignore[arg-type]
+            if geom.is_empty or not geom.intersects(extent):
+                continue
+            window = _window(tile, geom.bounds)
+            if window is None:
+                continue
+            key = (int(window.row_off + window.height / 2) // chunk_px,
+                   int(window.col_off + window.width / 2) // chunk_px)
+            chunks[key].append((i, geom, window))
+        if not chunks:
+            continue
+        with _open(tile) as sources:
+            for members in chunks.values():
+                _measure_chunk(layer.spec, tile, sources, members, sums, cutoff)
+    return [_record(layer, sums[i], areas_ha[i], cutoff) if i in sums else None
+            for i in range(len(geometries))]
+
+
+def _project(geom: BaseGeometry, forward: Transformer) -> BaseGeometry:
+    import shapely
+
+    return shapely.transform(geom, lambda xy: np.column_stack(
+        forward.transform(xy[:, 0], xy[:, 1])))
+
+
+def _window(tile: Tile, bounds: tuple[float, float, float, float]) -> Window | None:
+    """The tile's pixels under ``bounds`` (rounded out), clipped to the tile."""
+    w = from_bounds(*bounds, transform=tile.transform)
+    c0, r0 = max(0, int(np.floor(w.col_off))), max(0, int(np.floor(w.row_off)))
+    c1 = min(tile.width, int(np.ceil(w.col_off + w.width)))
+    r1 = min(tile.height, int(np.ceil(w.row_off + w.height)))
+    if c1 <= c0 or r1 <= r0:
+        return None
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+class _open:
+    """The tile's rasters, open for the chunks of one tile."""
+
+    def __init__(self, tile: Tile) -> None:
+        self.tile = tile
+        self.sources: dict[str, Any] = {}
+
+    def __enter__(self) -> dict[str, Any]:
+        self.sources = {role: rasterio.open(p) for role, p in self.tile.paths.items()}
+        return self.sources
+
+    def __exit__(self, *exc: object) -> None:
+        for src in self.sources.values():
+            src.close()
+
+
+def _measure_chunk(spec: LayerSpec, tile: Tile, sources: dict[str, Any],
+                   members: list[tuple[int, BaseGeometry, Window]], sums: dict[int, _Sums],
+                   cutoff: dt.date) -> None:
+    from exactextract import exact_extract
+    from exactextract.raster import NumPyRasterSource
+
+    c0 = min(w.col_off for _, _, w in members)
+    r0 = min(w.row_off for _, _, w in members)
+    c1 = max(w.col_off + w.width for _, _, w in members)
+    r1 = max(w.row_off + w.height for _, _, w in members)
+    window = Window(c0, r0, c1 - c0, r1 - r0)
+    data = {role: src.read(1, window=window) for role, src in sources.items()}
+    h, w = next(iter(data.values())).shape
+    transform = rasterio.windows.transform(window, tile.transform)
+    areas = pixel_areas(tile.crs, transform, h, w)
+    valid = np.ones((h, w), bool)
+    for role, values in data.items():
+        for bad in [tile.nodata.get(role), *spec.nodata.get(role, [])]:
+            if bad is not None:
+                valid &= values != bad
+    raster = NumPyRasterSource(np.zeros((h, w), np.uint8), transform.c,
+                               transform.f + transform.e * h, transform.c + transform.a * w,
+                               transform.f, srs_wkt=None)
+    features = [{"type": "Feature", "id": k, "properties": {"k": k},
+                 "geometry": mapping(geom)} for k, (_, geom, _) in enumerate(members)]
+    rows = exact_extract(raster, features, ["cell_id", "coverage"], include_cols=["k"],
+                         output="geojson")
+    forest = _forest(spec, data, cutoff) if spec.forest else None
+    loss_side, loss_first = _loss(spec, data, cutoff) if spec.loss else (None, None)
+    alert_date, alert_conf = _alerts(spec, data) if spec.alert else (None, None)
+    for row in rows:
+        k = int(row["properties"]["k"])
+        s = sums[members[k][0]]
+        idx = np.asarray(row["properties"]["cell_id"], np.int64)
+        cov = np.asarray(row["properties"]["coverage"], np.float64)
+        # coverage under 1e-6 is a floating-point sliver of a neighbour's edge
+        keep = (idx >= 0) & (idx < h * w) & (cov > MIN_COVERAGE)
+        idx, cov = idx[keep], cov[keep]
+        ha = cov * areas.ravel()[idx] / M2_PER_HA
+        ok = valid.ravel()[idx]
+        s.covered += float(ha[ok].sum())
+        if forest is not None:
+            s.forest += float(ha[ok & forest.ravel()[idx]].sum())
+        if loss_side is not None and loss_first is not None:
+            sides = loss_side.ravel()[idx]
+            for n, side in enumerate(("before", "straddles", "after"), start=1):
+                s.loss[side] += float(ha[ok & (sides == n)].sum())
+            starts = loss_first.ravel()[idx][ok & (sides == 3)]
+            if starts.size:
+                first = dt.date.fromordinal(int(starts.min()))
+                period = spec_period_starting(spec, first)
+                if s.first_loss is None or period.start < s.first_loss.start:
+                    s.first_loss = period
+        if alert_date is not None and alert_conf is not None:
+            dates = alert_date.ravel()[idx]
+            confs = alert_conf.ravel()[idx]
+            after = ok & (dates > cutoff.toordinal()) & (confs > 0)
+            for code, label in ((1, "low"), (2, "high")):
+                s.alerts[label] += float(ha[after & (confs == code)].sum())
+            if after.any():
+                order = np.lexsort((-confs[after], dates[after]))
+                day, conf = int(dates[after][order[0]]), int(confs[after][order[0]])
+                found = (dt.date.fromordinal(day), "high" if conf == 2 else "low")
+                if s.first_alert is None or found[0] < s.first_alert[0]:
+                    s.first_alert = found
+
+
+def spec_period_starting(spec: LayerSpec, start: dt.date) -> Period:
+    """The loss period of ``spec`` that starts on ``start`` (for the record)."""
+    for period in spec.loss_periods().values():
+        if period.start == start:
+            return period
+    return spec.year_period(start.year if (start.month, start.day) == (1, 1)
+                            else start.year + 1)
+
+
+def _forest(spec: LayerSpec, data: dict[str, NDArray[Any]], cutoff: dt.date
+            ) -> NDArray[np.bool_]:
+    rule = spec.forest or {}
+    values = data[rule["role"]]
+    forest = (np.isin(values, rule["values"]) if "values" in rule
+              else values >= float(rule["min_value"]))
+    if spec.loss and "min_value" in rule:
+        # tree cover of an earlier year, less what was lost by the cutoff (Hansen)
+        side, _ = _loss(spec, data, cutoff)
+        forest &= side != 1
+    return np.asarray(forest, bool)
+
+
+def _loss(spec: LayerSpec, data: dict[str, NDArray[Any]], cutoff: dt.date
+          ) -> tuple[NDArray[np.int8], NDArray[np.int64]]:
+    """Per pixel: 0 no loss, 1 before, 2 straddling, 3 after the cutoff; and its start."""
+    rule = spec.loss or {}
+    values = np.asarray(data[rule["role"]]).astype(np.int64)
+    side = np.zeros(values.shape, np.int8)
+    start = np.zeros(values.shape, np.int64)
+    if "year_offset" in rule:
+        table = {int(v): spec.year_period(int(rule["year_offset"]) + int(v))
+                 for v in np.unique(values) if v > 0}
+    else:
+        table = spec.loss_periods()
+    codes = {"before": 1, "straddles": 2, "after": 3}
+    for value, period in table.items():
+        here = values == value
+        if here.any():
+            side[here] = codes[period.side(cutoff)]
+            start[here] = period.start.toordinal()
+    return side, start
+
+
+def _alerts(spec: LayerSpec, data: dict[str, NDArray[Any]]
+            ) -> tuple[NDArray[np.int64], NDArray[np.int8]]:
+    """Per pixel: the alert's date (ordinal, 0 none) and confidence (1 low, 2 high)."""
+    rule = spec.alert or {}
+    date_rule, conf_rule = rule["date"], rule.get("confidence") or {}
+    raw_date = np.asarray(data[date_rule["role"]]).astype(np.int64)
+    days = raw_date % int(date_rule["modulo"]) if "modulo" in date_rule else raw_date
+    epoch = dt.date.fromisoformat(str(date_rule["epoch"])).toordinal()
+    raw_conf = np.asarray(data[conf_rule.get("role", date_rule["role"])]).astype(np.int64)
+    if "divide" in conf_rule:
+        raw_conf = raw_conf // int(conf_rule["divide"])
+    conf = np.zeros(raw_conf.shape, np.int8)
+    for code, label in (conf_rule.get("values") or {}).items():
+        conf[raw_conf == int(code)] = 2 if str(label) == "high" else 1
+    if not conf_rule:
+        conf[:] = 2  # an alert without a confidence is taken as it is
+    has = (days > 0) & (conf > 0)
+    return np.where(has, epoch + days, 0), np.where(has, conf, 0).astype(np.int8)
+
+
+def _record(layer: ReferenceLayer, s: _Sums, area_ha: float, cutoff: dt.date
+            ) -> dict[str, Any]:
+    spec = layer.spec
+    covered = min(1.0, s.covered / area_ha) if area_ha > 0 else 0.0
+    out: dict[str, Any] = {"covered_fraction": covered, "flags": []}
+    if covered < FULLY_COVERED:
+        out["flags"].append("partly_outside_layer" if covered > 0 else "outside_layer")
+    if spec.forest:
+        out["forest_cutoff_ha"] = s.forest
+        out["forest_cutoff_fraction"] = s.forest / s.covered if s.covered > 0 else None
+    if spec.loss:
+        out["loss_after_cutoff_ha"] = s.loss["after"]
+        out["loss_straddling_ha"] = s.loss["straddles"]
+        out["loss_before_cutoff_ha"] = s.loss["before"]
+        out["first_loss_period"] = str(s.first_loss) if s.first_loss else None
+        if s.loss["straddles"] > 0:
+            out["flags"].append("straddles_cutoff")
+    if spec.alert:
+        out["alert_after_cutoff_ha"] = s.alerts["low"] + s.alerts["high"]
+        out["alert_high_after_cutoff_ha"] = s.alerts["high"]
+        out["first_alert_date"] = s.first_alert[0].isoformat() if s.first_alert else None
+        out["first_alert_confidence"] = s.first_alert[1] if s.first_alert else None
+    return out
