@@ -161,14 +161,15 @@ def _print_agreement(records: list[dict[str, object]], thresholds: object,
                      with_model: bool) -> None:
     from serving.plots.reference_checks import agreement_table
 
-    table = Table(title="Reference layers: plots judged, agreement with the model on "
-                        "loss after the cutoff")
-    for col in ("layer", "plots judged", "agree with the model"):
+    table = Table(title="Reference layers beside the model: plots judged, agreement")
+    for col in ("layer", "loss: plots", "loss: agree", "forest: plots", "forest: agree"):
         table.add_column(col)
     for row in agreement_table(records, thresholds):  # type: ignore[arg-type]
-        share = row["agreement_model"]
-        table.add_row(row["source"], str(row["plots"]),
-                      f"{share:.0%}" if share is not None and with_model else "-")
+        loss, forest = row["loss_agreement_model"], row["forest_agreement_model"]
+        table.add_row(row["source"], str(row["loss_plots"]),
+                      f"{loss:.0%}" if loss is not None and with_model else "-",
+                      str(row["forest_plots"]),
+                      f"{forest:.0%}" if forest is not None and with_model else "-")
     Console().print(table)
     review = [r for r in records if r.get("verdict") == "needs_review"
               and (r.get("convergence") or {}).get("reasons")]  # type: ignore[attr-defined]

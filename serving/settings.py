@@ -29,6 +29,8 @@ with a message naming the variable, never a silent default.
 | ``CACAOMAP_UI_KEEP_MB`` | ``ui_keep_mb`` | 4096 |
 | ``CACAOMAP_MAX_ZONE_VERTICES`` | ``max_zone_vertices`` | 1,000,000 |
 | ``CACAOMAP_STORE`` | ``store`` | none (``/plots`` answers 404) |
+| ``CACAOMAP_REFERENCE_LAYERS`` | ``reference_layers`` | none (``spec=path;spec=path``) |
+| ``CACAOMAP_REVIEW_RULE`` | ``review_rule`` | any (``majority``, ``off``) |
 | ``CACAOMAP_MAX_PLOTS`` | ``max_plots`` | 10,000 |
 | ``CACAOMAP_MAX_EVIDENCE`` | ``max_evidence`` | 20 |
 | ``CACAOMAP_PLOT_WORKERS`` | ``plot_workers`` | 2 |
@@ -98,6 +100,9 @@ class Settings:
         ui_keep_mb: MiB of result folders of the map page kept.
         max_zone_vertices: Most vertices over all zones of one request.
         store: The baseline store ``/plots`` checks plots against (None: no store).
+        reference_layers: Reference layers ``/plots`` reads beside the store (or alone):
+            ``spec=path`` pairs separated by ``;`` (:mod:`serving.references`).
+        review_rule: When the model and the layers disagree enough for ``needs_review``.
         max_plots: Most plots in one ``/plots`` request (the EU system's 10,000).
         max_evidence: Most plots of a ``/plots`` request with ``evidence=true``.
         plot_workers: Chunks of plots measured at once per request.
@@ -129,6 +134,8 @@ class Settings:
     ui_keep_mb: float = 4096.0
     max_zone_vertices: int = 1_000_000
     store: Path | None = None
+    reference_layers: str = ""
+    review_rule: str = "any"
     max_plots: int = 10_000
     max_evidence: int = 20
     plot_workers: int = 2
@@ -190,6 +197,9 @@ class Settings:
         if self.tta not in TTA_MODES:
             raise SettingsError(f"{PREFIX}TTA must be one of {', '.join(TTA_MODES)}; "
                                 f"got {self.tta!r}")
+        if self.review_rule not in ("any", "majority", "off"):
+            raise SettingsError(f"{PREFIX}REVIEW_RULE must be any, majority or off; got "
+                                f"{self.review_rule!r}")
         if self.gpus < 0:
             raise SettingsError(f"{PREFIX}GPUS must be >= 0; got {self.gpus}")
         for name, threads in (("ORT_THREADS", self.ort_threads),

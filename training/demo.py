@@ -64,7 +64,8 @@ def _post_scene(url: str, scene: Path) -> dict[str, Any]:
 def against_truth(model: list[dict[str, Any]], truth: list[dict[str, Any]],
                   model_loss: float, true_loss: float) -> list[str]:
     """The plot verdicts and the landscape's loss against the truth, in four lines."""
-    pairs = list(zip(model, truth, strict=True))
+    pairs = [({**m, "verdict": m.get("model_verdict", m["verdict"])}, t)
+             for m, t in zip(model, truth, strict=True)]  # the model's own verdicts
     agree = sum(m["verdict"] == t["verdict"] for m, t in pairs)
     unseen = [m for m, t in pairs if t["verdict"] == "insufficient_data"]
     found = sum(m["verdict"] == "insufficient_data" for m in unseen)
@@ -80,6 +81,50 @@ def against_truth(model: list[dict[str, Any]], truth: list[dict[str, Any]],
         f"Plots marked needs_review (low confidence): {len(review)}; their truth: "
         f"{json.dumps({v: review.count(v) for v in sorted(set(review))})}",
     ]
+
+
+def convergence_lines(records: list[dict[str, Any]], truth: list[dict[str, Any]]
+                      ) -> list[str]:
+    """Verdicts against the truth without and with the reference layers' review."""
+    pairs = list(zip(records, truth, strict=True))
+    alone = sum(r.get("model_verdict", r["verdict"]) == t["verdict"] for r, t in pairs)
+    kept = [(r, t) for r, t in pairs if r["verdict"] != "needs_review"]
+    agree = sum(r["verdict"] == t["verdict"] for r, t in kept)
+    flagged = [(r, t) for r, t in pairs
+               if r["verdict"] == "needs_review" and (r.get("convergence") or {}).get("reasons")]
+    wrong = sum(r.get("model_verdict") != t["verdict"] for r, t in flagged)
+    lines = [
+        f"Verdicts against the truth, the model alone: {alone}/{len(pairs)} "
+        f"({alone / max(1, len(pairs)):.1%})",
+        f"With the reference layers beside it: {len(flagged)} plots where they disagree "
+        f"are needs_review ({wrong} of them the model had wrong); over the other "
+        f"{len(kept)} plots, {agree}/{len(kept)} agree ({agree / max(1, len(kept)):.1%})",
+    ]
+    lines += [f"  needs_review {r['plot_id']} (truth {t['verdict']}): "
+              + "; ".join(r["convergence"]["reasons"]) for r, t in flagged[:5]]
+    return lines
+
+
+def agreement_rich_table(records: list[dict[str, Any]], truth: list[dict[str, Any]],
+                         thresholds: Any) -> Table:
+    """Per reference layer: agreement with the model and with the truth."""
+    from serving.plots.reference_checks import agreement_table
+
+    rows = agreement_table(records, thresholds, {str(t["plot_id"]): t for t in truth})
+    table = Table(title="Reference layers beside the model (plots judged: agreement with "
+                        "the model / with the truth)")
+    for col in ("layer", "loss after the cutoff", "forest at the cutoff"):
+        table.add_column(col)
+
+    def cell(row: dict[str, Any], what: str) -> str:
+        if not row[f"{what}_plots"] and not row[f"{what}_truth"]:
+            return "-"
+        return (f"{row[f'{what}_plots']}: {row[f'{what}_agreement_model'] or 0:.0%} / "
+                f"{row[f'{what}_agreement_truth'] or 0:.0%}")
+
+    for row in rows:
+        table.add_row(row["source"], cell(row, "loss"), cell(row, "forest"))
+    return table
 
 
 def uncertainty_on_test_blocks(checkpoint: Path, model_dir: Path, data: Path,
@@ -106,6 +151,10 @@ def uncertainty_on_test_blocks(checkpoint: Path, model_dir: Path, data: Path,
                   f"px), {u['wrong']:.3f} where it is wrong ({u['wrong_pixels']:,} px); "
                   f"macro IoU {result.pooled.table['IoU']['macro']:.3f}")
     return u
+
+
+#: The synthetic landscape's reference layers (``cacaomap imagery synth`` writes them).
+REFERENCE_LAYERS = ("jrc_gfc2020", "hansen_gfc", "radd")
 
 
 def run_demo_serving(
@@ -149,8 +198,12 @@ def run_demo_serving(
     statement = json.loads(plots_file.read_text())
     points = sum(f["geometry"]["type"] == "Point" for f in statement["features"])
     current = sorted((data / "composites").glob("s2l2a_2024*.tif"))[-1]
-    console.print(f"Serving {model_dir} on 127.0.0.1 with CACAOMAP_STORE={store_dir}")
-    with served_model(model_dir, extra_env={"CACAOMAP_STORE": str(store_dir)}) as url:
+    layers = ";".join(f"{name}={data / 'reference_layers' / name}"
+                      for name in REFERENCE_LAYERS)
+    console.print(f"Serving {model_dir} on 127.0.0.1 with CACAOMAP_STORE={store_dir} and "
+                  f"the reference layers {', '.join(REFERENCE_LAYERS)}")
+    with served_model(model_dir, extra_env={"CACAOMAP_STORE": str(store_dir),
+                                            "CACAOMAP_REFERENCE_LAYERS": layers}) as url:
         summary = _post_scene(url, current)
         r = httpx.post(f"{url}/plots", content=plots_file.read_bytes(), timeout=900,
                        headers={"content-type": "application/geo+json"})
@@ -187,5 +240,8 @@ def run_demo_serving(
     written = write_outputs(out_dir / "plots", checked, records, lineage)
     for line in against_truth(records, truth, land["forest_loss_ha"],
                               true_land["forest_loss_ha"]):
+        console.print(line)
+    console.print(agreement_rich_table(records, truth, options.thresholds))
+    for line in convergence_lines(records, truth):
         console.print(line)
     console.print("Plot reports: " + ", ".join(str(p) for p in written))

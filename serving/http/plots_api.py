@@ -1,7 +1,10 @@
 """The service's ``/plots``: plots (EUDR GeoJSON) checked against the store it was given.
 
-The service opens the store of ``CACAOMAP_STORE`` at start (a store that cannot be
-read stops it, naming why). A request is
+The service opens the store of ``CACAOMAP_STORE`` and the reference layers of
+``CACAOMAP_REFERENCE_LAYERS`` at start (one that cannot be read stops it, naming why);
+with layers each record also says what each layer sees, and where they disagree with
+the model the plot is ``needs_review`` with the reason (``CACAOMAP_REVIEW_RULE``);
+with layers and no store the layers alone give the verdicts. A request is
 
 - a GeoJSON body (``application/geo+json`` or ``application/json``: a
   FeatureCollection, a Feature or a geometry), as BentoML's own client sends the one
@@ -28,6 +31,7 @@ from serving.plots.check import CheckOptions, run_checks
 from serving.plots.evidence import evidence_png
 from serving.plots.geolocation import DEFAULT_POINT_AREA_HA, PlotsError
 from serving.plots.report_files import feature_collection
+from serving.references.layers import ReferenceLayer
 from serving.settings import Settings
 from serving.store.reader import MapSource
 
@@ -74,14 +78,15 @@ def request_options(body: Any, query: dict[str, str]) -> tuple[Any, bool, float]
     return doc, bool(evidence), area
 
 
-def check_request(doc: bytes | dict[str, Any], source: MapSource, settings: Settings,
-                  evidence: bool, point_area_ha: float) -> dict[str, Any]:
-    """The answer to one ``/plots`` request.
+def check_request(doc: bytes | dict[str, Any], source: MapSource | None, settings: Settings,
+                  evidence: bool, point_area_ha: float,
+                  references: list[ReferenceLayer] | None = None) -> dict[str, Any]:
+    """The answer to one ``/plots`` request (the store and/or the reference layers).
 
     Raises:
         PlotsRequestError: The body is not GeoJSON, or over a limit.
     """
-    meta = source.meta
+    meta = source.meta if source is not None else {}
     kept = meta.get("thresholds") or {}
     options = CheckOptions(Thresholds(**kept) if kept else Thresholds(),
                            float(meta.get("min_forest_ha", 0.5)),
@@ -89,10 +94,11 @@ def check_request(doc: bytes | dict[str, Any], source: MapSource, settings: Sett
     try:
         plots, records, summary = run_checks(
             doc, source, options, name="plots", point_area_ha=point_area_ha,
-            max_plots=settings.max_plots, max_vertices=settings.max_zone_vertices)
+            max_plots=settings.max_plots, max_vertices=settings.max_zone_vertices,
+            references=references, review_rule=settings.review_rule)  # type: ignore[arg-type]
     except PlotsError as err:
         raise PlotsRequestError(str(err)) from err
-    if evidence:
+    if evidence and source is not None:
         if len(plots) > settings.max_evidence:
             raise PlotsRequestError(
                 f"evidence is drawn for at most {settings.max_evidence} plots "

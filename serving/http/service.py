@@ -189,6 +189,8 @@ class CacaoMap:
         """
         from serving.http.execution_provider import check_providers
         from serving.inference.session import ProviderError
+        from serving.references.layers import open_layers
+        from serving.references.spec import SpecError
         from serving.store.reader import StoreError, open_store
 
         try:
@@ -196,7 +198,8 @@ class CacaoMap:
             check_providers(onnx_path)
             if SETTINGS.store is not None:
                 open_store(SETTINGS.store)
-        except (ContractError, StoreError, ProviderError) as err:
+            open_layers(SETTINGS.reference_layers)
+        except (ContractError, StoreError, ProviderError, SpecError) as err:
             sys.exit(f"cacaomap: cannot serve: {err}")
 
     def __init__(self) -> None:
@@ -209,9 +212,11 @@ class CacaoMap:
             onnx_path, intra_op_threads=SETTINGS.scene_ort_threads or scene_ort_threads()))
         self.contract = contract
         LoadedModel.contract = self.contract
+        from serving.references.layers import open_layers
         from serving.store.reader import open_store
 
         self.store = open_store(SETTINGS.store) if SETTINGS.store is not None else None
+        self.references = open_layers(SETTINGS.reference_layers)
         self._scene_pool = ThreadPoolExecutor(SETTINGS.scene_threads,
                                               thread_name_prefix="scene",
                                               initializer=yield_cpu_to_tiles)
@@ -380,9 +385,10 @@ class CacaoMap:
         """
         from serving.http.plots_api import PlotsRequestError, check_request, request_options
 
-        if self.store is None:
+        if self.store is None and not self.references:
             raise NotFound("this service has no baseline store: start it with "
-                           "CACAOMAP_STORE=<store folder> (cacaomap store build)")
+                           "CACAOMAP_STORE=<store folder> (cacaomap store build) or "
+                           "CACAOMAP_REFERENCE_LAYERS=spec=path")
         try:
             doc, evidence, area = request_options(body, dict(ctx.request.query_params))
         except PlotsRequestError as err:
@@ -392,7 +398,7 @@ class CacaoMap:
             doc = raw  # decimals counted as the client wrote them
         try:
             return await self._in_scene_pool(check_request, doc, self.store, SETTINGS,
-                                             evidence, area)
+                                             evidence, area, self.references)
         except PlotsRequestError as err:
             raise InvalidArgument(str(err)) from err
 

@@ -74,31 +74,50 @@ def add_references(plots: list[Plot], records: list[dict[str, Any]],
 
 
 def agreement_table(records: list[dict[str, Any]], thresholds: Thresholds,
-                    truth: dict[str, str] | None = None) -> list[dict[str, Any]]:
+                    truth: dict[str, dict[str, Any]] | None = None
+                    ) -> list[dict[str, Any]]:
     """Per layer: plots it judges, and how often it agrees with the model (and truth).
 
-    A layer judges a plot it covers (at least half) and can see loss in; it agrees with
-    a verdict when it sees loss after the cutoff exactly where the verdict is
-    ``deforestation_detected``. ``truth``: plot id -> the true verdict (the demo's).
+    On loss: a layer judges a plot it covers (at least half) and can see loss in; it
+    agrees with a verdict when it sees loss after the cutoff exactly where the verdict
+    is ``deforestation_detected``. On forest: a layer with forest at the cutoff agrees
+    when it sees forest (at least ``min_loss_ha``) exactly where the model (the truth)
+    has forest at the reference date. ``truth``: plot id -> the true record (the
+    demo's, from the generator's maps).
     """
+    least = thresholds.min_loss_ha
     rows: dict[str, dict[str, Any]] = {}
     for record in records:
         model = record.get("convergence", {}).get("model_verdict", record.get("verdict"))
+        true = (truth or {}).get(str(record.get("plot_id"))) or {}
         for name, layer in (record.get("references") or {}).items():
-            row = rows.setdefault(name, {"source": name, "plots": 0, "agree_model": 0,
-                                         "judged_truth": 0, "agree_truth": 0})
-            seen = sees_loss(layer, thresholds.min_loss_ha)
-            if seen is None or layer.get("covered_fraction", 0) < MIN_COVERED:
+            row = rows.setdefault(name, dict.fromkeys(
+                ("loss_plots", "loss_agree_model", "loss_truth", "loss_agree_truth",
+                 "forest_plots", "forest_agree_model", "forest_truth",
+                 "forest_agree_truth"), 0) | {"source": name})
+            if layer.get("covered_fraction", 0) < MIN_COVERED:
                 continue
-            if model in ("deforestation_detected", "deforestation_free"):
-                row["plots"] += 1
-                row["agree_model"] += seen == (model == "deforestation_detected")
-            expected = (truth or {}).get(str(record.get("plot_id")))
-            if expected in ("deforestation_detected", "deforestation_free"):
-                row["judged_truth"] += 1
-                row["agree_truth"] += seen == (expected == "deforestation_detected")
+            seen = sees_loss(layer, least)
+            if seen is not None:
+                if model in ("deforestation_detected", "deforestation_free"):
+                    row["loss_plots"] += 1
+                    row["loss_agree_model"] += seen == (model == "deforestation_detected")
+                if true.get("verdict") in ("deforestation_detected", "deforestation_free"):
+                    row["loss_truth"] += 1
+                    row["loss_agree_truth"] += seen == (
+                        true["verdict"] == "deforestation_detected")
+            if "forest_cutoff_ha" in layer:
+                forest = (layer["forest_cutoff_ha"] or 0) >= least
+                if record.get("forest_ref_ha") is not None:
+                    row["forest_plots"] += 1
+                    row["forest_agree_model"] += forest == (record["forest_ref_ha"] >= least)
+                if true.get("forest_ref_ha") is not None:
+                    row["forest_truth"] += 1
+                    row["forest_agree_truth"] += forest == (true["forest_ref_ha"] >= least)
     for row in rows.values():
-        row["agreement_model"] = row["agree_model"] / row["plots"] if row["plots"] else None
-        row["agreement_truth"] = (row["agree_truth"] / row["judged_truth"]
-                                  if row["judged_truth"] else None)
+        for what in ("loss", "forest"):
+            for against, total in (("model", f"{what}_plots"), ("truth", f"{what}_truth")):
+                agree = row[f"{what}_agree_{against}"]
+                row[f"{what}_agreement_{against}"] = (agree / row[total] if row[total]
+                                                      else None)
     return list(rows.values())

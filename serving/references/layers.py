@@ -358,3 +358,20 @@ def _record(layer: ReferenceLayer, s: _Sums, area_ha: float, cutoff: dt.date
         out["first_alert_date"] = s.first_alert[0].isoformat() if s.first_alert else None
         out["first_alert_confidence"] = s.first_alert[1] if s.first_alert else None
     return out
+
+
+def open_layers(setting: str) -> list[ReferenceLayer]:
+    """The layers of ``spec=path;spec=path`` (``CACAOMAP_REFERENCE_LAYERS``).
+
+    Raises:
+        SpecError: Naming the pair that cannot be opened.
+    """
+    layers = []
+    for pair in (p.strip() for p in setting.split(";")):
+        if not pair:
+            continue
+        spec, sep, path = pair.partition("=")
+        if not sep or not spec.strip() or not path.strip():
+            raise SpecError(f"{pair!r} is not spec=path")
+        layers.append(ReferenceLayer.open(spec.strip(), Path(path.strip())))
+    return layers

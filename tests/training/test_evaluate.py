@@ -185,7 +185,7 @@ def test_within_split_scores_only_the_checkpoints_test_blocks(
     u = document["uncertainty"]
     assert u["right_pixels"] + u["wrong_pixels"] == document["pooled"]["pixels"]
     assert document["within_split"] == "test"
-    with pytest.raises(SystemExit, match="--within_split needs --checkpoint"):
+    with pytest.raises(SystemExit, match="--within-split needs --checkpoint"):
         main(["model", "evaluate", "--images", str(landscape / "images" / SCENE),
               "--labels", str(landscape / "labels" / LABELS), "--within-split", "test",
               "--out", str(tmp_path), "--no-mlflow-log"])

@@ -91,7 +91,7 @@ def test_killed_training_resumes_in_its_run_to_the_same_metrics(
     assert "was gone" in orphan.data.tags["cacaomap.ended_by"]
 
     # Resume from the last checkpoint: the same run continues and finishes.
-    subprocess.run(_train_cmd(landscape, root, "--ckpt-path", str(last)), env=_env(store),
+    subprocess.run(_train_cmd(landscape, root, "--ckpt_path", str(last)), env=_env(store),
                    cwd=REPO, check=True, capture_output=True, timeout=900)
     resumed = next(r for r in _runs(store) if r.info.run_id == killed.info.run_id)
     assert resumed.info.status == "FINISHED"

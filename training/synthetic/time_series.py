@@ -56,6 +56,7 @@ from training.synthetic.landscape import (
     LandscapeConfig,
     Strip,
 )
+from training.synthetic.reference_layers import write_reference_layers
 from training.synthetic.writer import STRIP_ROWS, _write_plots, raster_profile
 
 #: Bands at 10 m; the other bands (and SCL) are written at 20 m.
@@ -220,6 +221,9 @@ def _write_series(out: Path, config: LandscapeConfig, classes: ClassSchema,
         "class_pixels": {d: counts[i].tolist() for i, d in enumerate(config.dates)},
         "transition_pixels": transitions.tolist(),
         "note": "transition_pixels[ref][current]; code 0: never seen clearly in a period",
+        "reference_layers": write_reference_layers(
+            out / "reference_layers", covers[0], covers[1], config.crs,
+            raster_profile(config, 1, "uint8")["transform"], config.seed),
     }
     (out / "truth.json").write_text(json.dumps(truth, indent=2))
 

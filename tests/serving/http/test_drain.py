@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from serving.http import drain, guards
+from serving.http import body_guards, drain
 from serving.http.asgi import Message, Scope
 from serving.http.body_guards import BodyReader
 from serving.http.drain import DrainGuard, DrainState
@@ -62,7 +62,7 @@ def test_new_requests_and_readyz_are_refused_once_draining() -> None:
 def test_a_body_being_received_is_dropped_when_the_drain_begins(
         monkeypatch: pytest.MonkeyPatch) -> None:
     state = DrainState()
-    monkeypatch.setattr(guards, "DRAIN", state)
+    monkeypatch.setattr(body_guards, "DRAIN", state)
     reader = DrainGuard(BodyReader(_ok, idle_timeout_s=60), state)
 
     async def scenario() -> tuple[int, dict[bytes, bytes]]:

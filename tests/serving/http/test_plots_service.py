@@ -113,3 +113,34 @@ def test_store_describes_what_plots_are_checked_against(url: ServerURL) -> None:
     info = r.json()
     assert info["cutoff"] == "2020-12-31" and info["reference_ends_by_cutoff"] is True
     assert info["cells"] >= 4 and info["failed_cells"] == []
+
+
+def test_reference_layers_beside_the_store_over_http(
+        built_store: Path, store_model: Path, region_data: Path, statement: dict[str, Any],
+        tmp_path: Path) -> None:
+    """``CACAOMAP_REFERENCE_LAYERS``: each record says what each layer sees, as offline."""
+    from serving.references.layers import open_layers
+
+    setting = ";".join(f"{n}={region_data / 'reference_layers' / n}"
+                       for n in ("jrc_gfc2020", "hansen_gfc", "radd"))
+    body = json.dumps(statement).encode()
+    _, offline, _ = run_checks(body, open_store(built_store), CheckOptions(),
+                               references=open_layers(setting))
+    with served_model(store_model, log_path=tmp_path / "serve.log", extra_env={
+            "CACAOMAP_STORE": str(built_store),
+            "CACAOMAP_REFERENCE_LAYERS": setting}) as served:
+        raw = httpx.post(f"{served}/plots", content=body, headers=GEOJSON, timeout=300)
+    assert raw.status_code == 200, raw.text
+    answer = raw.json()
+    records = [f["properties"]["cacaomap"] for f in answer["features"]]
+    assert [r["verdict"] for r in records] == [r["verdict"] for r in offline]
+    for got, expected in zip(records, offline, strict=True):
+        if expected["verdict"] == "error":
+            continue
+        assert set(got["references"]) == {"jrc_gfc2020", "hansen_gfc", "radd"}
+        assert got["convergence"]["model_verdict"] == expected["model_verdict"]
+        assert got["references"]["radd"]["first_alert_date"] == (
+            expected["references"]["radd"]["first_alert_date"])
+    assert [x["spec"] for x in answer["lineage"]["references"]] == [
+        "jrc_gfc2020", "hansen_gfc", "radd"]
+    assert answer["lineage"]["review_rule"] == "any"

@@ -72,7 +72,7 @@ def test_resume_and_fine_tune_from_a_checkpoint(
 
     # Resume: training continues at the next epoch from the checkpoint's state, in the
     # same MLflow run.
-    _fit(landscape, mlflow_store, "--trainer.max_epochs", "2", "--ckpt-path", str(last))
+    _fit(landscape, mlflow_store, "--trainer.max_epochs", "2", "--ckpt_path", str(last))
     (first,) = _runs(mlflow_store)
     assert first.info.status == "FINISHED"
     resumed = sorted(Path(mlflow_store["root"]).rglob("last*.ckpt"),
