@@ -126,7 +126,7 @@ def check(
             for plot, record in zip(checked, records, strict=True):
                 if plot.geometry is not None and record["verdict"] != "error":
                     path = out / "evidence" / evidence_name(plot.index, plot.plot_id)
-                    write_bytes_atomic(path, evidence_png(plot, record, source))
+                    write_bytes_atomic(path, evidence_png(plot, record, source, references))
                     record["evidence"] = str(path)
             written = write_outputs(out, checked, records, summary)
     _print_verdicts(records, summary)

@@ -41,6 +41,7 @@ ROUTE_MEDIA_TYPES = {
     "/analyze_scene": ("multipart/form-data",),
     "/plots": ("application/json", "application/geo+json", "multipart/form-data"),
     "/store": ("application/json",),
+    "/reference_layer": ("application/json",),
 }
 
 

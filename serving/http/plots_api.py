@@ -105,6 +105,6 @@ def check_request(doc: bytes | dict[str, Any], source: MapSource | None, setting
                 f"(CACAOMAP_MAX_EVIDENCE); this request has {len(plots)}")
         for plot, record in zip(plots, records, strict=True):
             if plot.geometry is not None and record["verdict"] != "error":
-                png = evidence_png(plot, record, source)
+                png = evidence_png(plot, record, source, references)
                 record["evidence_png"] = base64.b64encode(png).decode()
     return feature_collection(plots, records) | summary

@@ -24,6 +24,7 @@ request's files live in BentoML's per-request folder, emptied after the response
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import json
@@ -412,7 +413,32 @@ class CacaoMap:
                                          "reference_ends_by_cutoff", "model", "thresholds",
                                          "min_forest_ha", "grid", "region", "landscape")} | {
             "cells": len(meta.get("cells", [])),
-            "failed_cells": [c["id"] for c in meta.get("cells", []) if c.get("failed")]}
+            "failed_cells": [c["id"] for c in meta.get("cells", []) if c.get("failed")],
+            "reference_layers": [{"name": layer.name, "title": layer.spec.title,
+                                  "says": layer.spec.says} for layer in self.references]}
+
+    @bentoml.api(route="/reference_layer")
+    def reference_layer(self, name: str, bbox: list[float]) -> dict[str, Any]:
+        """One reference layer drawn over ``bbox`` (west, south, east, north; at most 1°).
+
+        Answers ``{"png": <base64 RGBA PNG>, "bbox": ...}``: forest at the cutoff in
+        green, loss or alerts after it in red, a period across the cutoff in orange.
+        """
+        from serving.references.picture import layer_png
+        from serving.references.spec import SpecError
+
+        layer = next((x for x in self.references if x.name == name), None)
+        if layer is None:
+            raise NotFound(f"no reference layer {name!r}; this service has "
+                           f"{', '.join(x.name for x in self.references) or 'none'} "
+                           "(CACAOMAP_REFERENCE_LAYERS)")
+        if len(bbox) != 4:
+            raise InvalidArgument("bbox is west, south, east, north")
+        try:
+            png = layer_png(layer, (bbox[0], bbox[1], bbox[2], bbox[3]))
+        except SpecError as err:
+            raise InvalidArgument(str(err)) from err
+        return {"name": name, "bbox": bbox, "png": base64.b64encode(png).decode()}
 
     @bentoml.api(route="/model")
     def model(self) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 Four panels around the plot (its outline drawn on each): the reference and current
 composites in true colour (B04, B03, B02), and the reference and current class maps
-with the class legend; the title gives the plot's verdict, forest at the reference
+with the class legend; with reference layers, a fifth: what the layers say around the
+plot (forest at the cutoff in green, loss or alerts after it in red, a period across
+the cutoff in orange). The title gives the plot's verdict, forest at the reference
 date, loss and share observed. Read from the same windows as the check; a source
 without composites (a pair of class maps) shows the class maps only.
 """
@@ -17,6 +19,7 @@ import rasterio
 from numpy.typing import NDArray
 
 from serving.plots.geolocation import Plot
+from serving.references.layers import ReferenceLayer, masks_on_grid
 from serving.store.grid import from_lonlat
 from serving.store.reader import MapSource, ZoneMaps
 
@@ -48,8 +51,26 @@ def _stretch(rgb: NDArray[Any]) -> NDArray[np.float64]:
     return out
 
 
-def evidence_png(plot: Plot, record: dict[str, Any], source: MapSource) -> bytes:
-    """The plot's evidence picture as PNG bytes."""
+#: Colours of the reference panel: nothing said, forest, loss after, straddling.
+REFERENCE_COLOURS = ("#ffffff", "#2e7d32", "#d32f2f", "#f57c00")
+
+
+def _reference_panel(references: list[ReferenceLayer], crs: str, transform: Any,
+                     shape: tuple[int, int]) -> NDArray[np.uint8]:
+    """0 nothing, 1 forest at the cutoff, 2 loss after it, 3 straddling (any layer)."""
+    panel = np.zeros(shape, np.uint8)
+    for layer in references:
+        masks = masks_on_grid(layer, crs, transform, shape)
+        panel[masks["forest"] & (panel == 0)] = 1
+        panel[masks["straddles"]] = 3
+    for layer in references:  # loss drawn over everything
+        panel[masks_on_grid(layer, crs, transform, shape)["loss"]] = 2
+    return panel
+
+
+def evidence_png(plot: Plot, record: dict[str, Any], source: MapSource,
+                 references: list[ReferenceLayer] | None = None) -> bytes:
+    """The plot's evidence picture as PNG bytes (with a reference-layer panel)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,11 +98,18 @@ def evidence_png(plot: Plot, record: dict[str, Any], source: MapSource) -> bytes
     for period in ("reference", "current"):
         classes, _ = zone.read("classes", period, window)
         panels.append((f"{period} classes", classes, False))
+    if references:
+        drawn = _reference_panel(references, zone.crs, t, (window.height, window.width))
+        panels.append(("reference layers", drawn, False))
     cmap = ListedColormap([c.colour for c in schema.classes])
+    ref_cmap = ListedColormap(list(REFERENCE_COLOURS))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.8))
     for ax, (title, data, is_rgb) in zip(np.atleast_1d(axes), panels, strict=True):
         if is_rgb:
             ax.imshow(data, extent=extent, interpolation="nearest")
+        elif title == "reference layers":
+            ax.imshow(data, cmap=ref_cmap, vmin=0, vmax=3, extent=extent,
+                      interpolation="nearest")
         else:
             ax.imshow(data, cmap=cmap, vmin=0, vmax=schema.num_classes - 1,
                       extent=extent, interpolation="nearest")
@@ -98,8 +126,13 @@ def evidence_png(plot: Plot, record: dict[str, Any], source: MapSource) -> bytes
         f"{record.get('forest_ref_ha', 0):.2f} ha, lost {record.get('forest_loss_ha', 0):.2f}"
         f" ha, observed {observed:.0%}" if observed is not None else
         f"plot {plot.plot_id}: {record.get('verdict')}", fontsize=10)
-    fig.legend(handles=[Patch(color=c.colour, label=c.name) for c in schema.classes[1:]],
-               loc="lower center", ncol=len(schema.classes) - 1, frameon=False, fontsize=8)
+    handles = [Patch(color=c.colour, label=c.name) for c in schema.classes[1:]]
+    if references:
+        handles += [Patch(color=REFERENCE_COLOURS[k], label=label) for k, label in (
+            (1, "layers: forest 2020-12-31"), (2, "layers: loss/alert after"),
+            (3, "layers: across the cutoff"))]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5),
+               frameon=False, fontsize=8)
     fig.tight_layout(rect=(0, 0.08, 1, 0.93))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)

@@ -375,3 +375,46 @@ def open_layers(setting: str) -> list[ReferenceLayer]:
             raise SpecError(f"{pair!r} is not spec=path")
         layers.append(ReferenceLayer.open(spec.strip(), Path(path.strip())))
     return layers
+
+
+def masks_on_grid(layer: ReferenceLayer, crs: str, transform: Any, shape: tuple[int, int],
+                  cutoff: dt.date = CUTOFF) -> dict[str, NDArray[np.bool_]]:
+    """What ``layer`` says on another grid (a small window: evidence pictures).
+
+    Keys: ``forest`` (at the cutoff), ``loss`` (after it: loss or alerts of any
+    confidence) and ``straddles``; each decoded on the layer's grid, then resampled to
+    the target by nearest neighbour.
+    """
+    from rasterio.warp import Resampling, reproject, transform_bounds
+
+    height, width = shape
+    out = {k: np.zeros(shape, bool) for k in ("forest", "loss", "straddles")}
+    west, south = transform.c, transform.f + transform.e * height
+    east, north = transform.c + transform.a * width, transform.f
+    spec = layer.spec
+    for tile in layer.tiles:
+        bounds = transform_bounds(crs, tile.crs, west, south, east, north)
+        window = _window(tile, bounds)
+        if window is None:
+            continue
+        with _open(tile) as sources:
+            data = {role: src.read(1, window=window) for role, src in sources.items()}
+        codes = np.zeros(next(iter(data.values())).shape, np.uint8)  # 1 forest 2 loss 3 str.
+        if spec.forest:
+            codes[_forest(spec, data, cutoff)] = 1
+        if spec.loss:
+            side, _ = _loss(spec, data, cutoff)
+            codes[side == 3] = 2
+            codes[side == 2] = 3
+        if spec.alert:
+            dates, conf = _alerts(spec, data)
+            codes[(dates > cutoff.toordinal()) & (conf > 0)] = 2
+        target = np.zeros(shape, np.uint8)
+        reproject(codes, target, src_transform=rasterio.windows.transform(window,
+                                                                          tile.transform),
+                  src_crs=tile.crs, dst_transform=transform, dst_crs=crs,
+                  resampling=Resampling.nearest, src_nodata=0, dst_nodata=0)
+        out["forest"] |= target == 1
+        out["loss"] |= target == 2
+        out["straddles"] |= target == 3
+    return out

@@ -132,11 +132,18 @@ class LayerSpec:
                       dt.date(year, month, day) - dt.timedelta(days=1))
 
     def files_in(self, path: Path) -> dict[str, list[Path]]:
-        """The layer's rasters under ``path`` (a file, or a folder of tiles), by role.
+        """The layer's rasters under ``path``, by role.
+
+        ``path`` is a raster (GeoTIFF, COG, VRT) of a one-role spec, a folder of tiles
+        (each role's files by its glob), or a STAC catalogue, collection or
+        ItemCollection on disk (``.json``): each item's asset named as the role, or
+        whose file name matches the role's glob.
 
         Raises:
             SpecError: If a role has no file.
         """
+        if path.suffix.lower() == ".json":
+            return self._files_of_stac(path)
         if path.is_file():
             if len(self.files) != 1:
                 raise SpecError(f"layer {self.name} reads {', '.join(self.roles)}: give a "
@@ -152,6 +159,28 @@ class LayerSpec:
         if empty:
             raise SpecError(f"layer {self.name}: no {', '.join(empty)} raster in {path} "
                             f"(looked for {', '.join(self.files[r] for r in empty)})")
+        return found
+
+
+    def _files_of_stac(self, path: Path) -> dict[str, list[Path]]:
+        from serving.imagery.sources import ImageryError, items_from_file
+
+        try:
+            items = items_from_file(path)
+        except ImageryError as err:
+            raise SpecError(f"layer {self.name}: {err}") from err
+        found: dict[str, list[Path]] = {role: [] for role in self.files}
+        for item in items:
+            for role, pattern in self.files.items():
+                asset = item.assets.get(role) or next(
+                    (a for a in item.assets.values()
+                     if fnmatch.fnmatch(Path(a.href).name, pattern)), None)
+                if asset is not None:
+                    found[role].append(Path(asset.href))
+        empty = [role for role, paths in found.items() if not paths]
+        if empty:
+            raise SpecError(f"layer {self.name}: no {', '.join(empty)} asset in the STAC "
+                            f"items of {path}")
         return found
 
 

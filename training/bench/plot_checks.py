@@ -6,7 +6,10 @@ cells. 10,000 plots of 1-4 ha (half declared as points with ``Area``, half as
 polygons) are checked against each in a child process (time and peak RSS, ``VmHWM``,
 its own); the same plots as polygons go through ``cacaomap maps baseline`` on the one-tile
 maps (what the product did before the store: whole maps in memory); and through
-``POST /plots`` of a real ``bentoml serve`` started on the one-tile store.
+``POST /plots`` of a real ``bentoml serve`` started on the one-tile store. The one-tile
+check runs again with three reference layers beside the store (a JRC-style forest map
+at 10 m, Hansen-style tree cover and loss year at 30 m, RADD-style alerts at 10 m, all
+in EPSG:4326 as the products are; :mod:`training.synthetic.reference_layers`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,21 @@ from serving.plots.check import CheckOptions, run_checks
 from serving.store.reader import open_store
 body = open(sys.argv[2], "rb").read()
 plots, records, summary = run_checks(body, open_store(sys.argv[1]), CheckOptions())
+elapsed = time.perf_counter() - start
+hwm = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+print(json.dumps({"seconds": elapsed, "peak_rss_mb": hwm / 1024, "plots": len(records),
+                  "verdicts": summary["verdicts"]}))
+"""
+
+_CHILD_CHECK_REFERENCES = """
+import json, sys, time
+start = time.perf_counter()
+from serving.plots.check import CheckOptions, run_checks
+from serving.references.layers import open_layers
+from serving.store.reader import open_store
+body = open(sys.argv[2], "rb").read()
+plots, records, summary = run_checks(body, open_store(sys.argv[1]), CheckOptions(),
+                                     references=open_layers(sys.argv[3]))
 elapsed = time.perf_counter() - start
 hwm = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
 print(json.dumps({"seconds": elapsed, "peak_rss_mb": hwm / 1024, "plots": len(records),
@@ -130,6 +148,20 @@ def write_stores(folder: Path, side: int = SIDE) -> tuple[Path, Path, Path, Path
     return one, four, ref_path, cur_path
 
 
+def write_reference_layers_for(folder: Path, side: int = SIDE) -> str:
+    """The tile's three reference layers (written once); the ``spec=path;...`` setting."""
+    from training.synthetic.reference_layers import write_reference_layers
+
+    names = ("jrc_gfc2020", "hansen_gfc", "radd")
+    setting = ";".join(f"{n}={folder / 'layers' / n}" for n in names)
+    if all((folder / "layers" / n).is_dir() for n in names):
+        return setting
+    ref, cur, _ = landscape(side)
+    tile = Cell("18S_tile", 18, True, ROW0, COL0, side, 10.0)
+    write_reference_layers(folder / "layers", ref, cur, tile.utm.crs, tile.transform, 0)
+    return setting
+
+
 def _child(code: str, *args: str) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
                          text=True, timeout=1800, check=True).stdout
@@ -163,6 +195,10 @@ def plots_bench(work: Path, model_dir: Path, count: int = 10_000, side: int = SI
     eudr, polygons = write_plots(work, count, side)
     result: dict[str, Any] = {"plots": count, "tile_px": side, "periods": list(PERIODS)}
     result["store_1x1"] = _child(_CHILD_CHECK, str(one), str(eudr))
+    result["store_1x1_references"] = _child(_CHILD_CHECK_REFERENCES, str(one), str(eudr),
+                                            write_reference_layers_for(work, side))
+    result["references_time_ratio"] = (result["store_1x1_references"]["seconds"]
+                                       / result["store_1x1"]["seconds"])
     result["store_2x2"] = _child(_CHILD_CHECK, str(four), str(eudr))
     result["baseline_before"] = _child(_CHILD_BASELINE, str(ref), str(cur), str(polygons))
     result["service"] = _service(one, model_dir, eudr, work)

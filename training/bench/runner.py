@@ -360,6 +360,15 @@ def update_performance_page(r: dict[str, Any], s: dict[str, Any],
             f"{four['seconds']:.1f} s, {four['peak_rss_mb']:.0f} MB; {before['seconds']:.1f}"
             f" s, {before['peak_rss_mb']:.0f} MB; {service['seconds']:.1f} s (HTTP "
             f"{service['status']}) |")
+        refs = plots.get("store_1x1_references")
+        if refs:
+            lines.append(
+                f"| the same {plots['plots']:,} plots on the one-cell store with three "
+                f"reference layers beside it (JRC-style 10 m, Hansen-style 30 m, RADD-style "
+                f"10 m, EPSG:4326): seconds and peak RSS; ÷ the store alone | "
+                f"{refs['seconds']:.1f} s, {refs['peak_rss_mb']:.0f} MB; "
+                f"{plots['references_time_ratio']:.2f}x the time, "
+                f"{refs['peak_rss_mb'] / one['peak_rss_mb']:.2f}x the peak RSS |")
     tta = r.get("tta")
     if tta:
         lines.append(

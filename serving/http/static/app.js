@@ -12,7 +12,7 @@ const VERDICT_COLOURS = {
 const VERDICT_WORDS = {
   deforestation_free: "Deforestation-free",
   deforestation_detected: "Deforestation detected",
-  needs_review: "Needs review: loss detected, with low confidence",
+  needs_review: "Needs review: a person should look (low confidence, a plot too small, or sources that disagree)",
   insufficient_data: "Insufficient data: too little of the plot was seen clearly",
   error: "Could not be checked",
 };
@@ -21,7 +21,13 @@ const DRIVER_WORDS = {
   other: "other land",
 };
 const FLAG_WORDS = {
-  area_missing: "point without Area: checked over the default area",
+  area_missing: "point without Area: checked over 4 ha, as the EU's system assumes",
+  area_mismatch: "the declared Area differs from the polygon's own area by more than 25 %",
+  implausible_area: "an area larger than any farm plot (hectares in another unit?)",
+  below_detection_area: "the plot is smaller than the smallest loss that can be detected",
+  sources_disagree: "the reference maps and alerts disagree with the model",
+  straddles_cutoff: "a reference reports loss in a period that straddles 2020-12-31",
+  partly_outside_layer: "part of the plot lies outside a reference layer",
   polygon_required: "point declaring more than 4 ha: a polygon is required",
   low_precision: "coordinates with fewer than 6 decimals",
   partly_outside_store: "part of the plot lies outside the store",
@@ -30,7 +36,7 @@ const FLAG_WORDS = {
 };
 const $ = (id) => document.getElementById(id);
 const map = L.map("map", { zoomSnap: 0.25, attributionControl: false, fadeAnimation: false }).setView([-8.2, -76.5], 9);
-const layers = { rgb: null, classes: {}, zones: null, region: null };
+const layers = { rgb: null, classes: {}, zones: null, region: null, references: {} };
 let result = null;
 
 function apiHeaders() {
@@ -128,8 +134,33 @@ function plotPopup(rec, props) {
   }
   const flags = (rec.flags || []).map((f) => FLAG_WORDS[f] || f);
   if (flags.length) rows.push(["Flags", flags.join("; ")]);
+  for (const [name, layer] of Object.entries(rec.references || {})) rows.push([name, layerWords(layer)]);
+  const conv = rec.convergence;
+  if (conv && conv.model_verdict && conv.model_verdict !== rec.verdict) {
+    rows.push(["The model alone", VERDICT_WORDS[conv.model_verdict] || conv.model_verdict]);
+  }
+  if (conv && (conv.reasons || []).length) rows.push(["Why review", conv.reasons.join("; ")]);
+  for (const why of rec.reasons || []) rows.push(["From the layers", why]);
   const body = rows.map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v)}</td></tr>`).join("");
   return `<div class="popup"><strong>Plot ${esc(name)}${esc(who)}</strong><table>${body}</table></div>`;
+}
+
+// What one reference layer says of a plot, in words.
+function layerWords(layer) {
+  const parts = [];
+  if (layer.forest_cutoff_ha != null) parts.push(`forest at the cutoff ${fmt(layer.forest_cutoff_ha)} ha`);
+  if (layer.loss_after_cutoff_ha != null) {
+    parts.push(`lost after it ${fmt(layer.loss_after_cutoff_ha)} ha` +
+      (layer.first_loss_period ? ` (${layer.first_loss_period})` : ""));
+  }
+  if (Number(layer.loss_straddling_ha) > 0) parts.push(`lost in a period across the cutoff ${fmt(layer.loss_straddling_ha)} ha`);
+  if (layer.alert_after_cutoff_ha != null) {
+    parts.push(layer.first_alert_date
+      ? `alerts over ${fmt(layer.alert_after_cutoff_ha)} ha, first ${layer.first_alert_date} (${layer.first_alert_confidence} confidence)`
+      : "no alert after the cutoff");
+  }
+  parts.push(`covers ${pct(layer.covered_fraction)} of the plot`);
+  return parts.join("; ");
 }
 
 function showClassDate(name) {
@@ -234,7 +265,35 @@ async function showStore() {
       `${st.periods.current}; model ${st.model.name} ${st.model.version}; ${st.cells} cells.`;
     $("store-box").hidden = false;
     layers.storeRegion = st.region;
+    // One switch per reference layer of the service (CACAOMAP_REFERENCE_LAYERS).
+    $("reference-toggles").replaceChildren(...(st.reference_layers || []).map((ref) => {
+      const label = document.createElement("label");
+      const input = document.createElement("input");
+      input.type = "checkbox";
+      input.dataset.layer = ref.name;
+      input.addEventListener("change", () => toggleReference(ref.name, input.checked));
+      label.append(input, ` draw ${ref.title}`);  // text, never HTML
+      return label;
+    }));
   } catch (err) { /* no store: the section stays hidden */ }
+}
+
+// A reference layer over the store's region: forest (green), loss after the cutoff (red).
+async function toggleReference(name, on) {
+  const drawn = layers.references[name];
+  if (drawn) { map.removeLayer(drawn); URL.revokeObjectURL(drawn._url); delete layers.references[name]; }
+  if (!on || !layers.storeRegion) return;
+  const b = L.geoJSON(layers.storeRegion).getBounds();
+  const bbox = [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()];
+  const r = await fetch("/reference_layer", { method: "POST", headers: { "Content-Type": "application/json", ...apiHeaders() },
+    body: JSON.stringify({ name, bbox }) });
+  const answer = await r.json();
+  if (!r.ok) { setStatus(`${name}: ${answer.error}`, true); return; }
+  const bytes = Uint8Array.from(atob(answer.png), (c) => c.charCodeAt(0));
+  const url = URL.createObjectURL(new Blob([bytes], { type: "image/png" }));
+  layers.references[name] = L.imageOverlay(url, [[bbox[1], bbox[0]], [bbox[3], bbox[2]]],
+    { alt: `reference layer ${name}`, className: "reference-layer" }).addTo(map);
+  layers.references[name].bringToFront();
 }
 
 function drawPlots(answer) {

@@ -379,11 +379,14 @@ def test_a_page_from_another_origin_gets_no_2xx(server: ServerURL, landscape: Pa
 
 
 @pytest.fixture(scope="module")
-def store_server(built_store: Path, store_model: Path,
+def store_server(built_store: Path, store_model: Path, region_data: Path,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerURL]:
-    """The service started on a baseline store."""
+    """The service started on a baseline store, with the region's reference layers."""
     work = tmp_path_factory.mktemp("ui-store")
-    env = {"CACAOMAP_STORE": str(built_store), "CACAOMAP_RESULTS_DIR": str(work / "results")}
+    layers = ";".join(f"{n}={region_data / 'reference_layers' / n}"
+                      for n in ("jrc_gfc2020", "hansen_gfc", "radd"))
+    env = {"CACAOMAP_STORE": str(built_store), "CACAOMAP_RESULTS_DIR": str(work / "results"),
+           "CACAOMAP_REFERENCE_LAYERS": layers}
     with served_model(store_model, work / "serve.log", env, cwd=REPO) as url:
         yield url
 
@@ -417,6 +420,18 @@ def test_map_page_checks_plots_against_the_store(store_server: ServerURL,
                 popup = page.locator(".leaflet-popup-content").inner_text()
                 assert "around the declared point" in popup and "Verdict" in popup, popup
                 assert "Seen clearly at both dates" in popup and "_ha" not in popup
+                # each reference layer's figures, in words
+                assert "jrc_gfc2020" in popup and "forest at the cutoff" in popup, popup
+                assert "radd" in popup and "covers" in popup and "of the plot" in popup
+                # a switch draws a layer over the store's region, and takes it away
+                page.keyboard.press("Escape")
+                switch = page.locator("#reference-toggles input[data-layer='hansen_gfc']")
+                switch.check()
+                page.wait_for_selector("img.reference-layer", timeout=30_000)
+                assert page.locator("img.reference-layer").count() == 1
+                switch.uncheck()
+                page.wait_for_selector("img.reference-layer", state="detached",
+                                       timeout=10_000)
                 page.screenshot(path=str(ARTIFACTS / f"map_page_plots_{name}.png"),
                                 full_page=True)
                 page.close()

@@ -242,6 +242,24 @@ def test_the_real_prodes_map_read_through_its_spec() -> None:
     assert got[0]["loss_straddling_ha"] > 100  # d2021 is in the clip: ~43,600 px
 
 
+def test_a_layer_from_a_stac_item_collection(tmp_path: Path) -> None:
+    """Hansen's two rasters as two items' assets (keys as the roles) of a collection."""
+    cover = write(tmp_path / "tiles" / "cover_a.tif", np.full((100, 100), 60, np.uint8))
+    loss = np.zeros((100, 100), np.uint8)
+    loss[:50] = 23
+    year = write(tmp_path / "tiles" / "loss_a.tif", loss)
+    bbox = [LON, LAT - 100 * STEP, LON + 100 * STEP, LAT]
+    items = [{"type": "Feature", "stac_version": "1.0.0", "id": "gfc_00N_080W",
+              "bbox": bbox, "geometry": mapping(box(*bbox)),
+              "properties": {"datetime": "2024-12-31T00:00:00Z"}, "links": [],
+              "assets": {"treecover": {"href": str(cover)}, "lossyear": {"href": str(year)}}}]
+    collection = tmp_path / "hansen.json"
+    collection.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    (r,) = measure(ReferenceLayer.open("hansen_gfc", collection), cells(0, 0, 100, 100))
+    assert r["loss_after_cutoff_ha"] == pytest.approx(ha(cells(0, 0, 100, 50)), rel=1e-3)
+    assert r["first_loss_period"] == "2023-01-01/2023-12-31"
+
+
 def test_lineage_names_each_file_and_its_sha256(tmp_path: Path) -> None:
     import hashlib
 

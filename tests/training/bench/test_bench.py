@@ -153,6 +153,11 @@ def test_plots_bench_checks_every_plot_on_both_stores_and_the_service(
         assert run["seconds"] > 0 and 50 < run["peak_rss_mb"] < 4096
     # The same pixels in one cell or four give the same verdicts.
     assert result["store_1x1"]["verdicts"] == result["store_2x2"]["verdicts"]
+    # With three reference layers beside the store: every plot, and a time ratio.
+    with_layers = result["store_1x1_references"]
+    assert with_layers["plots"] == 40 and sum(with_layers["verdicts"].values()) == 40
+    assert "error" not in with_layers["verdicts"]
+    assert result["references_time_ratio"] > 0
     assert result["baseline_before"]["plots"] == 40
     assert result["service"]["status"] == 200
     assert result["service"]["verdicts"] == result["store_1x1"]["verdicts"]
