@@ -35,6 +35,7 @@ def check(
     workers: int = 2,
     layers: dict[str, Path] | None = None,
     review_rule: Literal["any", "majority", "off"] = "any",
+    max_plot_ha: float = 1_000.0,
 ) -> None:
     r"""Check farm plots (EUDR GeoJSON: points with Area, polygons) against a store.
 
@@ -66,6 +67,8 @@ def check(
             or a folder of tiles (docs/references.md).
         review_rule: When model and layers disagree enough for ``needs_review``:
             ``any`` layer, the ``majority``, or ``off``.
+        max_plot_ha: The largest plot checked: a larger one (an area in m² given as
+            hectares?) is that plot's error, before any work on it.
 
     Writes:
         OUT/plots.geojson (the input with a ``cacaomap`` record in each feature's
@@ -120,6 +123,7 @@ def check(
         checked, records, summary = run_checks(
             plots.read_bytes(), source, options, name=plots.name,
             point_area_ha=point_area_ha, references=references, review_rule=review_rule,
+            max_plot_ha=max_plot_ha,
             on_progress=lambda d, t: bar.update(task, completed=d, total=t))
         written = write_outputs(out, checked, records, summary)
         if evidence and source is not None:

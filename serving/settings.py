@@ -32,6 +32,7 @@ with a message naming the variable, never a silent default.
 | ``CACAOMAP_REFERENCE_LAYERS`` | ``reference_layers`` | none (``spec=path;spec=path``) |
 | ``CACAOMAP_REVIEW_RULE`` | ``review_rule`` | any (``majority``, ``off``) |
 | ``CACAOMAP_MAX_PLOTS`` | ``max_plots`` | 10,000 |
+| ``CACAOMAP_MAX_PLOT_HA`` | ``max_plot_ha`` | 1,000 (a larger plot is its own error) |
 | ``CACAOMAP_MAX_EVIDENCE`` | ``max_evidence`` | 20 |
 | ``CACAOMAP_PLOT_WORKERS`` | ``plot_workers`` | 2 |
 | ``CACAOMAP_DRAIN_S`` | ``drain_s`` | 30 (0: stop at once) |
@@ -104,6 +105,8 @@ class Settings:
             ``spec=path`` pairs separated by ``;`` (:mod:`serving.references`).
         review_rule: When the model and the layers disagree enough for ``needs_review``.
         max_plots: Most plots in one ``/plots`` request (the EU system's 10,000).
+        max_plot_ha: The largest plot checked, in hectares: a larger one (or a point
+            declaring more) is that plot's error, before any work on it.
         max_evidence: Most plots of a ``/plots`` request with ``evidence=true``.
         plot_workers: Chunks of plots measured at once per request.
         drain_s: On ``SIGTERM``, longest wait for requests in flight to finish while
@@ -137,6 +140,7 @@ class Settings:
     reference_layers: str = ""
     review_rule: str = "any"
     max_plots: int = 10_000
+    max_plot_ha: float = 1_000.0
     max_evidence: int = 20
     plot_workers: int = 2
     drain_s: float = 30.0
@@ -183,6 +187,7 @@ class Settings:
                     "max_zone_vertices": self.max_zone_vertices,
                     "body_timeout_s": self.body_timeout_s,
                     "scene_threads": self.scene_threads, "max_plots": self.max_plots,
+                    "max_plot_ha": self.max_plot_ha,
                     "max_evidence": self.max_evidence, "plot_workers": self.plot_workers}
         for name, value in positive.items():
             if not value > 0:  # NaN too

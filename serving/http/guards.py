@@ -1,42 +1,23 @@
-"""ASGI guards in front of the service: hosts, token, body size, load, no URL fetching.
+"""ASGI guards in front of the service, in order, and the load and error guards.
 
 Each guard is a small ASGI middleware added with ``CacaoMap.add_asgi_middleware``; they
 answer before any byte of the body is read, with a JSON ``{"error": ...}`` that names
-the problem:
+the problem. :data:`GUARDS` is the order the service adds them in, outermost first:
 
-Who may call (:mod:`serving.http.access_guards`):
+1. :class:`ErrorShape` (here): every API error is ``{"error": "<what is wrong>"}``, and
+   the guards' statuses are listed in ``/docs.json``.
+2. :class:`~serving.http.drain.DrainGuard` (503 + ``Retry-After``): while the worker
+   drains after ``SIGTERM``, ``/readyz`` and new requests are refused.
+3. Who may call (:mod:`serving.http.access_guards`): ``HostGuard`` (400),
+   ``OriginGuard`` (403), ``TokenGuard`` (401/403).
+4. The body (:mod:`serving.http.body_guards`): ``BodyLimit`` (400/411/413),
+   ``MediaTypeGuard`` (415), ``BodyReader`` (408: read whole before it counts).
+5. :class:`InFlightLimit` (here, 503 + ``Retry-After``): at most
+   ``CACAOMAP_MAX_IN_FLIGHT`` API requests per worker; also adds ``Retry-After`` to
+   BentoML's own 503s (the batching queue's "overloaded").
 
-- :class:`HostGuard` (400): the ``Host`` header must be one of ``CACAOMAP_ALLOWED_HOSTS``
-  (default: loopback names), which stops DNS-rebinding pages from reaching a loopback
-  service through a browser.
-- :class:`OriginGuard` (403): an API request sent by a browser for another site's page
-  (a foreign ``Origin``, or ``Sec-Fetch-Site: cross-site``) is refused.
-- :class:`TokenGuard` (401/403): with ``CACAOMAP_API_TOKEN`` set, every API route needs
-  ``Authorization: Bearer <token>``. Without a token the service answers only requests
-  that arrive on a loopback address and carry no proxy header (``Forwarded``,
-  ``X-Forwarded-For``, ``X-Real-IP``); anything else gets 403. A proxy on the same host
-  makes every caller loopback: ``CACAOMAP_BEHIND_PROXY=on`` then requires a token.
-The body (:mod:`serving.http.body_guards`):
-
-- :class:`BodyLimit` (400/411/413): ``Content-Length`` is required for a body, may not
-  exceed ``CACAOMAP_MAX_UPLOAD_MB``, and may not come with ``Transfer-Encoding``.
-- :class:`MediaTypeGuard` (415): each route takes JSON or multipart, never a pickle,
-  and a body must declare its media type.
-Load and errors (here, and :mod:`serving.http.drain`):
-
-- :class:`~serving.http.drain.DrainGuard` (503 + ``Retry-After``): while the worker
-  drains after ``SIGTERM``, ``/readyz`` and new requests are refused.
-- :class:`BodyReader` (408): the body is read whole, with at most
-  ``CACAOMAP_BODY_TIMEOUT_S`` between chunks, before the request counts as in flight
-  (a body still being received when a drain begins is dropped: 503).
-- :class:`ErrorShape`: every API error is ``{"error": "<what is wrong>"}``, and the
-  statuses above are listed in ``/docs.json``.
-- :class:`InFlightLimit` (503 + ``Retry-After``): at most ``CACAOMAP_MAX_IN_FLIGHT``
-  API requests per worker; also adds ``Retry-After`` to BentoML's own 503s (the
-  batching queue's "overloaded").
-
-The service adds :data:`GUARDS` in order, outermost first. Their settings come from
-:func:`serving.settings.current` unless given to the constructor.
+Their settings come from :func:`serving.settings.current` unless given to the
+constructor.
 """
 
 from __future__ import annotations

@@ -288,10 +288,46 @@ def ui_app() -> Any:
         return JSONResponse({"url": f"/ui/results/{rid}/labels.geojson",
                              "points": labelled["points"], "labelled": labelled["labelled"]})
 
-    return Starlette(routes=[
+    app = Starlette(routes=[
         Route("/", page),
         Route("/index.html", to_page),
         Route("/results/{rid}/labels", save_labels, methods=["POST"]),
         Route("/results/{rid}/{name}", result_file),
         Mount("/static", StaticFiles(directory=STATIC_DIR)),
     ])
+    return PageHeaders(app)
+
+
+#: Headers of every ``/ui`` answer: the page's own scripts only, never framed, no
+#: sniffing, and result URLs (capabilities) never sent to another site as a referrer.
+PAGE_HEADERS = (
+    (b"content-security-policy",
+     b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+     b"img-src 'self' blob: data:; connect-src 'self'; object-src 'none'; "
+     b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
+
+
+class PageHeaders:
+    """ASGI middleware: :data:`PAGE_HEADERS` on every response of the page's app."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Pass the request on; add the headers to its answer."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []),
+                                      *(h for h in PAGE_HEADERS if h[0] not in names)]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

@@ -95,7 +95,8 @@ def check_request(doc: bytes | dict[str, Any], source: MapSource | None, setting
         plots, records, summary = run_checks(
             doc, source, options, name="plots", point_area_ha=point_area_ha,
             max_plots=settings.max_plots, max_vertices=settings.max_zone_vertices,
-            references=references, review_rule=settings.review_rule)  # type: ignore[arg-type]
+            references=references, review_rule=settings.review_rule,  # type: ignore[arg-type]
+            max_plot_ha=settings.max_plot_ha)
     except PlotsError as err:
         raise PlotsRequestError(str(err)) from err
     if evidence and source is not None:

@@ -42,7 +42,7 @@ from serving.areas import M2_PER_HA, pixel_areas
 from serving.baseline.change import DRIVERS, FOREST, Thresholds, verdict
 from serving.baseline.forest_patches import DEFAULT_MIN_FOREST_HA, forest_in_patches, margin_px
 from serving.inference.confidence import decode_confidence
-from serving.plots.geolocation import DEFAULT_POINT_AREA_HA, Plot
+from serving.plots.geolocation import DEFAULT_POINT_AREA_HA, MAX_PLOT_HA, Plot
 from serving.references.convergence import Rule
 from serving.references.layers import ReferenceLayer
 from serving.references.spec import CUTOFF
@@ -189,11 +189,35 @@ def _parts(plots: list[Plot], source: MapSource) -> list[_Part]:
         if not mine:
             continue
         projected = from_lonlat(geoms, zone.crs)
+        built = _cells_extent(zone)
         for plot, geom in zip(mine, projected, strict=True):
-            if geom.is_empty or geom.area == 0:
+            if geom.is_empty or geom.area == 0 or built is None:
                 continue
-            parts.append(_Part(plot.index, z, geom, zone.pixel_window(geom.bounds)))
+            window = _clip(zone.pixel_window(geom.bounds), built)
+            if window is not None:  # else the part lies outside every cell: not read
+                parts.append(_Part(plot.index, z, geom, window))
     return parts
+
+
+def _cells_extent(zone: ZoneMaps) -> Window | None:
+    """The lattice window holding every cell of a zone (None: no cell)."""
+    if not zone.cells:
+        return None
+    r0 = min(c.row_off for c in zone.cells)
+    c0 = min(c.col_off for c in zone.cells)
+    r1 = max(c.row_off + c.height for c in zone.cells)
+    c1 = max(c.col_off + c.width for c in zone.cells)
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def _clip(window: Window, extent: Window) -> Window | None:
+    """``window`` clipped to ``extent``: windows are never larger than the store."""
+    r0, c0 = max(window.row_off, extent.row_off), max(window.col_off, extent.col_off)
+    r1 = min(window.row_off + window.height, extent.row_off + extent.height)
+    c1 = min(window.col_off + window.width, extent.col_off + extent.width)
+    if r0 >= r1 or c0 >= c1:
+        return None
+    return Window(c0, r0, c1 - c0, r1 - r0)
 
 
 def _measure_chunk(zone: ZoneMaps, reader: ZoneReader, parts: list[_Part],
@@ -356,6 +380,7 @@ def run_checks(data: bytes | dict[str, Any], source: MapSource | None,
                max_vertices: int = 1_000_000,
                on_progress: Callable[[int, int], None] | None = None,
                references: list[ReferenceLayer] | None = None, review_rule: Rule = "any",
+               max_plot_ha: float = MAX_PLOT_HA,
                ) -> tuple[list[Plot], list[dict[str, Any]], dict[str, Any]]:
     """Parse a plots body, check every plot, and say what was checked against what.
 
@@ -371,6 +396,7 @@ def run_checks(data: bytes | dict[str, Any], source: MapSource | None,
         references: Reference layers read beside the model (or alone).
         review_rule: When model and layers disagree enough for ``needs_review``
             (:mod:`serving.references.convergence`).
+        max_plot_ha: The largest plot checked (a larger one is that plot's error).
 
     Returns:
         (plots, records, summary): the summary holds the verdict counts and the
@@ -393,7 +419,8 @@ def run_checks(data: bytes | dict[str, Any], source: MapSource | None,
                          "reference layers")
     options = options or CheckOptions()
     plots = read_plots(data, name=name, point_area_ha=point_area_ha,
-                       max_plots=max_plots or DEFAULT_MAX_PLOTS, max_vertices=max_vertices)
+                       max_plots=max_plots or DEFAULT_MAX_PLOTS, max_vertices=max_vertices,
+                       max_plot_ha=max_plot_ha)
     meta: dict[str, Any] = dict(source.meta) if source is not None else {}
     cutoff = str(meta.get("cutoff") or CUTOFF.isoformat())
     if source is not None:

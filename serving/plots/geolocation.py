@@ -22,6 +22,8 @@ body that is not GeoJSON at all, or over the limits, raises :class:`PlotsError`.
   are flagged ``low_precision``. From text, decimals are counted as written
   (``-8.100000`` has 6); from an already parsed object, from the shortest form of the
   number (``-8.1``), so trailing zeros cannot be seen there.
+- A plot over ``max_plot_ha`` (declared or measured) is that plot's error, and a body
+  made only of such plots is refused: the work of one request stays bounded.
 - A broken geometry (self-intersecting ring, coordinates outside longitude/latitude,
   a LineString, no geometry) gives that plot ``error`` with the reason.
 """
@@ -49,6 +51,10 @@ DEFAULT_POINT_AREA_HA = 4.0
 AREA_MISMATCH = 0.25
 #: Larger than any one farm plot of a due-diligence statement (hectares): flagged.
 IMPLAUSIBLE_FARM_HA = 5_000.0
+#: The largest plot checked (hectares; ``CACAOMAP_MAX_PLOT_HA``): a larger one is that
+#: plot's error, found before any circle is built or any window read, so one plot's
+#: work is bounded (1,000 ha: a window of about 3,200² pixels at 10 m).
+MAX_PLOT_HA = 1_000.0
 #: Decimals the regulation asks coordinates to carry.
 MIN_DECIMALS = 6
 #: Vertices of the polygon that stands for a point's circle.
@@ -96,6 +102,7 @@ class Plot:
 
 def read_plots(data: bytes | str | dict[str, Any], *, name: str = "plots",
                point_area_ha: float = DEFAULT_POINT_AREA_HA, max_plots: int = DEFAULT_MAX_PLOTS,
+               max_plot_ha: float = MAX_PLOT_HA,
                max_vertices: int = 1_000_000) -> list[Plot]:
     """Parse a plots body into plots; only an unreadable body raises.
 
@@ -103,6 +110,7 @@ def read_plots(data: bytes | str | dict[str, Any], *, name: str = "plots",
         data: GeoJSON text or bytes (decimals counted as written), or a parsed object.
         name: What the body is called in messages.
         point_area_ha: Area checked around a point that declares none.
+        max_plot_ha: The largest plot checked (a larger one is that plot's error).
         max_plots: Most features accepted.
         max_vertices: Most vertices over all features.
 
@@ -111,6 +119,9 @@ def read_plots(data: bytes | str | dict[str, Any], *, name: str = "plots",
     """
     if not point_area_ha > 0:
         raise PlotsError(f"the default point area must be positive; got {point_area_ha}")
+    if point_area_ha > max_plot_ha:
+        raise PlotsError(f"the default point area {point_area_ha:,g} ha is over the largest "
+                         f"plot checked, {max_plot_ha:,g} ha")
     doc = _parse(data, name) if isinstance(data, bytes | str) else data
     if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
         raise PlotsError(f"{name}: not a GeoJSON object (no 'type')")
@@ -136,7 +147,8 @@ def read_plots(data: bytes | str | dict[str, Any], *, name: str = "plots",
         if crs_name and not crs_name.upper().endswith(("CRS84", "4326")):
             raise PlotsError(f"{name}: coordinates must be WGS 84 longitude/latitude "
                              f"(RFC 7946); the file declares {crs_name}")
-    parsed = [_plot(i, feature, point_area_ha) for i, feature in enumerate(features)]
+    parsed = [_plot(i, feature, point_area_ha, max_plot_ha)
+              for i, feature in enumerate(features)]
     # Every point's circle in one vectorised call (10,000 points: one Geod.fwd).
     centres = [(c, area) for _, _, points, area in parsed for c in points]
     circles = iter(circles_of_area([c for c, _ in centres], [a for _, a in centres]))
@@ -145,13 +157,28 @@ def read_plots(data: bytes | str | dict[str, Any], *, name: str = "plots",
         own = [next(circles) for _ in points]
         if plot.error is None:
             _finish(plot, polygons, own, each)
+            if plot.area_ha > max_plot_ha:
+                plot.error = _too_large(plot.area_ha, max_plot_ha)
+                plot.geometry = None
         if plot.geometry is not None:
             vertices += int(shapely.get_num_coordinates(plot.geometry))
             if vertices > max_vertices:
                 raise PlotsError(f"{name}: the plots have more than {max_vertices:,} "
                                  "vertices (simplify them or split the file)")
         plots.append(plot)
+    if plots and all(p.error is not None and p.error.startswith(TOO_LARGE) for p in plots):
+        raise PlotsError(f"{name}: every plot is over the largest plot checked "
+                         f"({max_plot_ha:,g} ha): {plots[0].error}")
     return plots
+
+
+#: How the error of a plot over the largest plot checked begins.
+TOO_LARGE = "the plot is over the largest plot checked"
+
+
+def _too_large(area_ha: float, max_plot_ha: float) -> str:
+    return (f"{TOO_LARGE} ({area_ha:,.0f} ha > {max_plot_ha:,g} ha, CACAOMAP_MAX_PLOT_HA): "
+            "an area in m² given as hectares, or a region rather than a plot?")
 
 
 def _finish(plot: Plot, polygons: list[Polygon], circles: list[Polygon], each: float
@@ -188,7 +215,7 @@ def _parse(data: bytes | str, name: str) -> Any:
         raise PlotsError(f"{name}: JSON nested too deeply to be GeoJSON") from err
 
 
-def _plot(index: int, feature: Any, point_area_ha: float
+def _plot(index: int, feature: Any, point_area_ha: float, max_plot_ha: float = MAX_PLOT_HA
           ) -> tuple[Plot, list[Polygon], list[tuple[float, float]], float]:
     """One feature as a plot, its polygons, its points and each point's area.
 
@@ -216,6 +243,10 @@ def _plot(index: int, feature: Any, point_area_ha: float
         return none
     if decimals is not None and decimals < MIN_DECIMALS:
         plot.flags.append("low_precision")
+    if plot.declared_ha is not None and plot.declared_ha > max_plot_ha and (
+            geom.geom_type in ("Point", "MultiPoint") or "Point" in str(raw.get("type"))):
+        plot.error = _too_large(plot.declared_ha, max_plot_ha)  # before any circle
+        return none
     if geom.is_empty:
         plot.error = "the geometry is empty"
         return none

@@ -35,14 +35,17 @@ import rasterio
 from numpy.typing import NDArray
 from pyproj import Transformer
 from rasterio.windows import Window, from_bounds
-from shapely.geometry import box, mapping
+from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from serving.areas import M2_PER_HA, pixel_areas
 from serving.references.spec import CUTOFF, LayerSpec, Period, SpecError, load_spec
 
 #: Pixels per side of the chunks plots are grouped in, on a layer's grid.
-DEFAULT_CHUNK_PX = 2048
+DEFAULT_CHUNK_PX = 1024
+#: GDAL's block cache while layers are read (its default, 5% of RAM, would let memory
+#: grow with the layers read, not with the chunk).
+BLOCK_CACHE_BYTES = 128 * 2**20
 #: Pixel coverage under this is a sliver of floating-point edges, not part of a plot.
 MIN_COVERAGE = 1e-6
 #: A plot under this share of a layer's coverage is "partly outside" it.
@@ -59,6 +62,7 @@ class Tile:
     width: int
     height: int
     nodata: dict[str, float | None]
+    row_areas: NDArray[np.float64] | None = None
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -144,38 +148,51 @@ def measure_layer(layer: ReferenceLayer, geometries: list[BaseGeometry | None],
                   areas_ha: list[float], cutoff: dt.date = CUTOFF,
                   chunk_px: int = DEFAULT_CHUNK_PX) -> list[dict[str, Any] | None]:
     """What ``layer`` says of each plot (lon/lat geometries); None for no geometry."""
+    import shapely
+
     sums = {i: _Sums() for i, g in enumerate(geometries) if g is not None}
-    transformers: dict[str, Transformer] = {}
+    order = np.fromiter(sums, np.int64, len(sums))
+    lonlat = np.asarray([geometries[i] for i in order], dtype=object)
+    projected: dict[str, NDArray[Any]] = {}
     for tile in layer.tiles:
-        forward = transformers.setdefault(
-            tile.crs, Transformer.from_crs("EPSG:4326", tile.crs, always_xy=True))
-        extent = box(*tile.bounds)
+        if tile.crs not in projected:  # every plot projected once per CRS, in one call
+            forward = Transformer.from_crs("EPSG:4326", tile.crs, always_xy=True)
+            projected[tile.crs] = shapely.transform(lonlat, lambda xy, f=forward: np.column_stack(
+                f.transform(xy[:, 0], xy[:, 1])))
+        geoms = projected[tile.crs]
+        inside = shapely.intersects(geoms, box(*tile.bounds)) & ~shapely.is_empty(geoms)
+        if not inside.any():
+            continue
+        windows = _windows(tile, shapely.bounds(geoms[inside]))
         chunks: dict[tuple[int, int], list[tuple[int, BaseGeometry, Window]]] = (
             defaultdict(list))
-        for i in sums:
-            geom = _project(geometries[i], forward)  # type: ignore[arg-type]
-            if geom.is_empty or not geom.intersects(extent):
-                continue
-            window = _window(tile, geom.bounds)
+        for i, geom, window in zip(order[inside], geoms[inside], windows, strict=True):
             if window is None:
                 continue
             key = (int(window.row_off + window.height / 2) // chunk_px,
                    int(window.col_off + window.width / 2) // chunk_px)
-            chunks[key].append((i, geom, window))
+            chunks[key].append((int(i), geom, window))
         if not chunks:
             continue
-        with _open(tile) as sources:
+        with rasterio.Env(GDAL_CACHEMAX=BLOCK_CACHE_BYTES), _open(tile) as sources:
             for members in chunks.values():
                 _measure_chunk(layer.spec, tile, sources, members, sums, cutoff)
     return [_record(layer, sums[i], areas_ha[i], cutoff) if i in sums else None
             for i in range(len(geometries))]
 
 
-def _project(geom: BaseGeometry, forward: Transformer) -> BaseGeometry:
-    import shapely
-
-    return shapely.transform(geom, lambda xy: np.column_stack(
-        forward.transform(xy[:, 0], xy[:, 1])))
+def _windows(tile: Tile, bounds: NDArray[np.float64]) -> list[Window | None]:
+    """Each (minx, miny, maxx, maxy) row's pixels on the tile, clipped (None: none)."""
+    t = tile.transform
+    cols = (bounds[:, [0, 2]] - t.c) / t.a
+    rows = (bounds[:, [3, 1]] - t.f) / t.e
+    c0 = np.clip(np.floor(cols.min(axis=1)), 0, tile.width).astype(np.int64)
+    c1 = np.clip(np.ceil(cols.max(axis=1)), 0, tile.width).astype(np.int64)
+    r0 = np.clip(np.floor(rows.min(axis=1)), 0, tile.height).astype(np.int64)
+    r1 = np.clip(np.ceil(rows.max(axis=1)), 0, tile.height).astype(np.int64)
+    return [Window(a, b, c - a, d - b) if c > a and d > b else None
+            for a, b, c, d in zip(c0.tolist(), r0.tolist(), c1.tolist(), r1.tolist(),
+                                  strict=True)]
 
 
 def _window(tile: Tile, bounds: tuple[float, float, float, float]) -> Window | None:
@@ -208,6 +225,7 @@ class _open:
 def _measure_chunk(spec: LayerSpec, tile: Tile, sources: dict[str, Any],
                    members: list[tuple[int, BaseGeometry, Window]], sums: dict[int, _Sums],
                    cutoff: dt.date) -> None:
+    """One window for a chunk's plots; only the pixels they touch are decoded."""
     from exactextract import exact_extract
     from exactextract.raster import NumPyRasterSource
 
@@ -219,57 +237,126 @@ def _measure_chunk(spec: LayerSpec, tile: Tile, sources: dict[str, Any],
     data = {role: src.read(1, window=window) for role, src in sources.items()}
     h, w = next(iter(data.values())).shape
     transform = rasterio.windows.transform(window, tile.transform)
-    areas = pixel_areas(tile.crs, transform, h, w)
-    valid = np.ones((h, w), bool)
-    for role, values in data.items():
-        for bad in [tile.nodata.get(role), *spec.nodata.get(role, [])]:
-            if bad is not None:
-                valid &= values != bad
     raster = NumPyRasterSource(np.zeros((h, w), np.uint8), transform.c,
                                transform.f + transform.e * h, transform.c + transform.a * w,
                                transform.f, srs_wkt=None)
-    features = [{"type": "Feature", "id": k, "properties": {"k": k},
-                 "geometry": mapping(geom)} for k, (_, geom, _) in enumerate(members)]
-    rows = exact_extract(raster, features, ["cell_id", "coverage"], include_cols=["k"],
-                         output="geojson")
-    forest = _forest(spec, data, cutoff) if spec.forest else None
-    loss_side, loss_first = _loss(spec, data, cutoff) if spec.loss else (None, None)
-    alert_date, alert_conf = _alerts(spec, data) if spec.alert else (None, None)
+    rows = exact_extract(raster, _WKBSource([geom for _, geom, _ in members]),
+                         ["cell_id", "coverage"], include_cols=["k"], output="geojson")
+    owners, cells, covers = [], [], []
     for row in rows:
-        k = int(row["properties"]["k"])
-        s = sums[members[k][0]]
         idx = np.asarray(row["properties"]["cell_id"], np.int64)
         cov = np.asarray(row["properties"]["coverage"], np.float64)
         # coverage under 1e-6 is a floating-point sliver of a neighbour's edge
         keep = (idx >= 0) & (idx < h * w) & (cov > MIN_COVERAGE)
-        idx, cov = idx[keep], cov[keep]
-        ha = cov * areas.ravel()[idx] / M2_PER_HA
-        ok = valid.ravel()[idx]
-        s.covered += float(ha[ok].sum())
+        owners.append(np.full(int(keep.sum()), int(row["properties"]["k"])))
+        cells.append(idx[keep])
+        covers.append(cov[keep])
+    if not cells:
+        return
+    owner, idx, cov = np.concatenate(owners), np.concatenate(cells), np.concatenate(covers)
+    touched, at = np.unique(idx, return_inverse=True)
+    values = {role: array.ravel()[touched] for role, array in data.items()}
+    ok = np.ones(touched.size, bool)
+    for role, v in values.items():
+        for bad in [tile.nodata.get(role), *spec.nodata.get(role, [])]:
+            if bad is not None:
+                ok &= v != bad
+    ha = cov * _areas(tile, window, transform, h, w, touched)[at] / M2_PER_HA
+    ok = ok[at]
+    n = len(members)
+
+    def per_plot(where: NDArray[np.bool_]) -> NDArray[np.float64]:
+        return np.asarray(np.bincount(owner, weights=np.where(where, ha, 0.0), minlength=n),
+                          np.float64)
+
+    covered = per_plot(ok)
+    forest = per_plot(ok & _forest(spec, values, cutoff)[at]) if spec.forest else None
+    loss: dict[str, NDArray[np.float64]] = {}
+    first_loss = None
+    if spec.loss:
+        side_u, start_u = _loss(spec, values, cutoff)
+        side, start = side_u[at], start_u[at]
+        for code, name in enumerate(("before", "straddles", "after"), start=1):
+            loss[name] = per_plot(ok & (side == code))
+        after = ok & (side == 3)
+        first_loss = np.full(n, np.iinfo(np.int64).max)
+        np.minimum.at(first_loss, owner[after], start[after])
+    alerts: dict[str, NDArray[np.float64]] = {}
+    first_alert: dict[int, tuple[dt.date, str]] = {}
+    if spec.alert:
+        dates_u, conf_u = _alerts(spec, values)
+        dates, conf = dates_u[at], conf_u[at]
+        after = ok & (dates > cutoff.toordinal()) & (conf > 0)
+        alerts = {"low": per_plot(after & (conf == 1)), "high": per_plot(after & (conf == 2))}
+        for k in np.unique(owner[after]):
+            mine = after & (owner == k)
+            order = np.lexsort((-conf[mine], dates[mine]))
+            day, best = int(dates[mine][order[0]]), int(conf[mine][order[0]])
+            first_alert[int(k)] = (dt.date.fromordinal(day), "high" if best == 2 else "low")
+    for k, (plot, _, _) in enumerate(members):
+        s = sums[plot]
+        s.covered += float(covered[k])
         if forest is not None:
-            s.forest += float(ha[ok & forest.ravel()[idx]].sum())
-        if loss_side is not None and loss_first is not None:
-            sides = loss_side.ravel()[idx]
-            for n, side in enumerate(("before", "straddles", "after"), start=1):
-                s.loss[side] += float(ha[ok & (sides == n)].sum())
-            starts = loss_first.ravel()[idx][ok & (sides == 3)]
-            if starts.size:
-                first = dt.date.fromordinal(int(starts.min()))
-                period = spec_period_starting(spec, first)
-                if s.first_loss is None or period.start < s.first_loss.start:
-                    s.first_loss = period
-        if alert_date is not None and alert_conf is not None:
-            dates = alert_date.ravel()[idx]
-            confs = alert_conf.ravel()[idx]
-            after = ok & (dates > cutoff.toordinal()) & (confs > 0)
-            for code, label in ((1, "low"), (2, "high")):
-                s.alerts[label] += float(ha[after & (confs == code)].sum())
-            if after.any():
-                order = np.lexsort((-confs[after], dates[after]))
-                day, conf = int(dates[after][order[0]]), int(confs[after][order[0]])
-                found = (dt.date.fromordinal(day), "high" if conf == 2 else "low")
-                if s.first_alert is None or found[0] < s.first_alert[0]:
-                    s.first_alert = found
+            s.forest += float(forest[k])
+        for name, values_k in loss.items():
+            s.loss[name] += float(values_k[k])
+        if first_loss is not None and first_loss[k] != np.iinfo(np.int64).max:
+            period = spec_period_starting(spec, dt.date.fromordinal(int(first_loss[k])))
+            if s.first_loss is None or period.start < s.first_loss.start:
+                s.first_loss = period
+        for label, values_k in alerts.items():
+            s.alerts[label] += float(values_k[k])
+        found = first_alert.get(k)
+        if found and (s.first_alert is None or found[0] < s.first_alert[0]):
+            s.first_alert = found
+
+
+def _WKBSource(geometries: list[BaseGeometry]) -> Any:
+    """An exactextract feature source of WKB geometries, each with its position ``k``."""
+    import shapely
+    from exactextract.feature import Feature, FeatureSource
+
+    class WKBFeature(Feature):  # type: ignore[misc]
+        def __init__(self, k: int, wkb: bytes) -> None:
+            super().__init__()
+            self.k, self.wkb = k, wkb
+
+        def geometry(self) -> bytes:
+            return self.wkb
+
+        def get(self, name: str) -> int:
+            return self.k
+
+        def fields(self) -> list[str]:
+            return ["k"]
+
+    class WKBSource(FeatureSource):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            wkbs = shapely.to_wkb(np.asarray(geometries, dtype=object))
+            self.features = [WKBFeature(k, bytes(b)) for k, b in enumerate(wkbs)]
+
+        def count(self) -> int:
+            return len(self.features)
+
+        def __iter__(self) -> Any:
+            return iter(self.features)
+
+        def srs_wkt(self) -> None:
+            return None
+
+    return WKBSource()
+
+
+def _areas(tile: Tile, window: Window, transform: Any, h: int, w: int,
+           touched: NDArray[np.int64]) -> NDArray[np.float64]:
+    """Ground area (m²) of the touched pixels of a window (flat indexes)."""
+    if tile.row_areas is None and rasterio.crs.CRS.from_user_input(tile.crs).is_geographic:
+        # on a lon/lat grid a pixel's area depends on its row only: once per tile
+        tile.row_areas = pixel_areas(tile.crs, tile.transform, tile.height, 1)[:, 0]
+    if tile.row_areas is not None:
+        return np.asarray(tile.row_areas[window.row_off + touched // w], np.float64)
+    return np.asarray(pixel_areas(tile.crs, transform, h, w).ravel()[touched], np.float64)
 
 
 def spec_period_starting(spec: LayerSpec, start: dt.date) -> Period:

@@ -34,28 +34,17 @@ SIDE = 10980
 ROW0, COL0 = 90_300, 33_300
 PATCH_PX = 30
 
+#: A plot check in a child process: store, plots, and optionally the layers' setting.
 _CHILD_CHECK = """
-import json, sys, time
-start = time.perf_counter()
-from serving.plots.check import CheckOptions, run_checks
-from serving.store.reader import open_store
-body = open(sys.argv[2], "rb").read()
-plots, records, summary = run_checks(body, open_store(sys.argv[1]), CheckOptions())
-elapsed = time.perf_counter() - start
-hwm = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
-print(json.dumps({"seconds": elapsed, "peak_rss_mb": hwm / 1024, "plots": len(records),
-                  "verdicts": summary["verdicts"]}))
-"""
-
-_CHILD_CHECK_REFERENCES = """
 import json, sys, time
 start = time.perf_counter()
 from serving.plots.check import CheckOptions, run_checks
 from serving.references.layers import open_layers
 from serving.store.reader import open_store
 body = open(sys.argv[2], "rb").read()
+layers = open_layers(sys.argv[3]) if len(sys.argv) > 3 else None
 plots, records, summary = run_checks(body, open_store(sys.argv[1]), CheckOptions(),
-                                     references=open_layers(sys.argv[3]))
+                                     references=layers)
 elapsed = time.perf_counter() - start
 hwm = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
 print(json.dumps({"seconds": elapsed, "peak_rss_mb": hwm / 1024, "plots": len(records),
@@ -195,7 +184,7 @@ def plots_bench(work: Path, model_dir: Path, count: int = 10_000, side: int = SI
     eudr, polygons = write_plots(work, count, side)
     result: dict[str, Any] = {"plots": count, "tile_px": side, "periods": list(PERIODS)}
     result["store_1x1"] = _child(_CHILD_CHECK, str(one), str(eudr))
-    result["store_1x1_references"] = _child(_CHILD_CHECK_REFERENCES, str(one), str(eudr),
+    result["store_1x1_references"] = _child(_CHILD_CHECK, str(one), str(eudr),
                                             write_reference_layers_for(work, side))
     result["references_time_ratio"] = (result["store_1x1_references"]["seconds"]
                                        / result["store_1x1"]["seconds"])

@@ -76,7 +76,7 @@ function esc(value) {
 function drawLegend(classes, withZones) {
   $("legend").replaceChildren(...classes.map((c) => {
     const li = document.createElement("li");
-    li.innerHTML = `<span class="swatch" style="background:${c.colour}"></span><span class="name">${c.name}</span>`;
+    li.innerHTML = `<span class="swatch" style="background:${esc(c.colour)}"></span><span class="name">${esc(c.name)}</span>`;
     return li;
   }));
   $("verdict-legend").hidden = !withZones;
@@ -93,7 +93,7 @@ function drawHectares(classes, dates) {
   const rows = classes.map((c) => {
     const tr = document.createElement("tr");
     tr.dataset.cls = c.name;
-    tr.innerHTML = `<td>${c.name}</td><td class="num current">${fmt(dates.current.hectares[c.name])}</td>` +
+    tr.innerHTML = `<td>${esc(c.name)}</td><td class="num current">${fmt(dates.current.hectares[c.name])}</td>` +
       (hasRef ? `<td class="num reference">${fmt(dates.reference.hectares[c.name])}</td>` : "");
     return tr;
   });
@@ -103,7 +103,7 @@ function drawHectares(classes, dates) {
     const div = document.createElement("div");
     div.className = "bar";
     const pct = (100 * dates.current.hectares[c.name]) / max;
-    div.innerHTML = `<span>${c.name}</span><span class="fill" style="width:${pct}%;background:${c.colour}"></span>`;
+    div.innerHTML = `<span>${esc(c.name)}</span><span class="fill" style="width:${pct}%;background:${esc(c.colour)}"></span>`;
     return div;
   }));
 }
@@ -206,7 +206,7 @@ function draw(res) {
     .filter(([name]) => /\.(tif|geojson|csv|json)$/.test(name) || name === "map.png")
     .map(([name, url]) => {
       const li = document.createElement("li");
-      li.innerHTML = `<a href="${url}" download="${name}">${name}</a>`;
+      li.innerHTML = `<a href="${esc(url)}" download="${esc(name)}">${esc(name)}</a>`;
       return li;
     }));
   $("results").hidden = false;

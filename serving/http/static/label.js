@@ -35,7 +35,7 @@ function drawClassButtons() {
     b.type = "button";
     b.className = "label-class";
     b.dataset.code = c.code;
-    b.innerHTML = `<span class="swatch" style="background:${c.colour}"></span>${i < 9 ? `<kbd>${i + 1}</kbd> ` : ""}${esc(c.name)}`;
+    b.innerHTML = `<span class="swatch" style="background:${esc(c.colour)}"></span>${i < 9 ? `<kbd>${i + 1}</kbd> ` : ""}${esc(c.name)}`;
     b.addEventListener("click", () => setLabel(c.code));
     return b;
   }));

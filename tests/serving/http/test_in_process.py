@@ -324,3 +324,15 @@ def test_plots_without_a_store_is_404_naming_the_setting(client: TestClient) -> 
     r = client.post("/plots", json={"type": "FeatureCollection", "features": []})
     assert r.status_code == 404 and "CACAOMAP_STORE" in r.json()["error"]
     assert client.post("/store", json={}).status_code == 404
+
+
+def test_the_page_is_never_framed_runs_only_its_own_scripts_and_is_not_sniffed(
+        client: TestClient) -> None:
+    for path in ("/ui/", "/ui/static/app.js", "/ui/results/" + "0" * 32 + "/map.png"):
+        r = client.get(path)
+        csp = r.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp, path
+        assert "object-src 'none'" in csp and "'unsafe-eval'" not in csp
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["referrer-policy"] == "no-referrer"

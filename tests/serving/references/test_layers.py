@@ -166,6 +166,20 @@ def test_dist_alert_status_and_date_rasters(tmp_path: Path) -> None:
     assert r["covered_fraction"] == pytest.approx(0.95, rel=1e-3)
 
 
+def test_mapbiomas_natural_forest_classes_and_its_no_data(tmp_path: Path) -> None:
+    coverage = np.full((100, 100), 15, np.uint8)  # pasture
+    coverage[:, :20] = 3  # forest formation
+    coverage[:, 20:30] = 6  # floodable forest
+    coverage[:, 30:35] = 49  # wooded sandbank vegetation
+    coverage[:, 35:40] = 9  # forest plantation: not natural forest
+    coverage[90:, :] = 0  # no data
+    layer = ReferenceLayer.open("mapbiomas", write(tmp_path / "mb2020.tif", coverage))
+    (r,) = measure(layer, cells(0, 0, 100, 100))
+    assert r["forest_cutoff_ha"] == pytest.approx(ha(cells(0, 0, 35, 90)), rel=1e-3)
+    assert r["covered_fraction"] == pytest.approx(0.9, rel=1e-3)
+    assert "loss_after_cutoff_ha" not in r  # a forest map says nothing of loss
+
+
 def test_a_year_that_straddles_the_cutoff_is_neither_side(tmp_path: Path) -> None:
     classes = np.ones((100, 100), np.uint8)  # forest
     classes[:, :20] = 29  # d2020: 2019-08-01 .. 2020-07-31, before
