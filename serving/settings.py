@@ -28,6 +28,7 @@ with a message naming the variable, never a silent default.
 | ``CACAOMAP_UI_KEEP`` | ``ui_keep`` | 20 |
 | ``CACAOMAP_UI_KEEP_MB`` | ``ui_keep_mb`` | 4096 |
 | ``CACAOMAP_MAX_ZONE_VERTICES`` | ``max_zone_vertices`` | 1,000,000 |
+| ``CACAOMAP_MODEL_SHA256`` | ``model_sha256`` | none (a model of another sha256 is refused) |
 | ``CACAOMAP_STORE`` | ``store`` | none (``/plots`` answers 404) |
 | ``CACAOMAP_REFERENCE_LAYERS`` | ``reference_layers`` | none (``spec=path;spec=path``) |
 | ``CACAOMAP_REVIEW_RULE`` | ``review_rule`` | any (``majority``, ``off``) |
@@ -100,6 +101,8 @@ class Settings:
         ui_keep: Result folders of the map page kept.
         ui_keep_mb: MiB of result folders of the map page kept.
         max_zone_vertices: Most vertices over all zones of one request.
+        model_sha256: The sha256 the served model's ONNX file must have (pinned: any
+            other model is refused at start with one line).
         store: The baseline store ``/plots`` checks plots against (None: no store).
         reference_layers: Reference layers ``/plots`` reads beside the store (or alone):
             ``spec=path`` pairs separated by ``;`` (:mod:`serving.references`).
@@ -136,6 +139,7 @@ class Settings:
     ui_keep: int = 20
     ui_keep_mb: float = 4096.0
     max_zone_vertices: int = 1_000_000
+    model_sha256: str = ""
     store: Path | None = None
     reference_layers: str = ""
     review_rule: str = "any"
@@ -202,6 +206,10 @@ class Settings:
         if self.tta not in TTA_MODES:
             raise SettingsError(f"{PREFIX}TTA must be one of {', '.join(TTA_MODES)}; "
                                 f"got {self.tta!r}")
+        if self.model_sha256 and not (len(self.model_sha256) == 64 and all(
+                ch in "0123456789abcdef" for ch in self.model_sha256.lower())):
+            raise SettingsError(f"{PREFIX}MODEL_SHA256 must be a sha256 (64 hex digits); "
+                                f"got {self.model_sha256!r}")
         if self.review_rule not in ("any", "majority", "off"):
             raise SettingsError(f"{PREFIX}REVIEW_RULE must be any, majority or off; got "
                                 f"{self.review_rule!r}")

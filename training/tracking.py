@@ -173,9 +173,9 @@ def mark_orphaned_runs(client: Any, experiment_id: str, keep: str | None) -> lis
 
 def checkpoint_run_id(ckpt_path: str | Path) -> str | None:
     """The MLflow run id a checkpoint was saved from (None for older checkpoints)."""
-    import torch
+    from training.checkpoints import load_checkpoint_dict
 
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    state = load_checkpoint_dict(ckpt_path)
     run_id = state.get(RUN_ID_KEY)
     return str(run_id) if run_id else None
 

@@ -37,14 +37,36 @@ def newest_version(root: Path) -> Path:
     return max(versions, key=lambda p: int(p.name[1:]))
 
 
+def check_pinned(folder: Path, pinned: str | None = None) -> Path:
+    """``folder`` if its model hashes to the pinned sha256 (``CACAOMAP_MODEL_SHA256``).
+
+    Raises:
+        ContractError: Naming both hashes when they differ.
+    """
+    from serving.files import sha256_file
+
+    pinned = (pinned if pinned is not None else current().model_sha256).lower()
+    if pinned:
+        actual = sha256_file(folder / "model.onnx")
+        if actual != pinned:
+            raise ContractError(f"the model at {folder} has sha256 {actual[:12]}…, not the "
+                                f"pinned CACAOMAP_MODEL_SHA256 {pinned[:12]}…")
+    return folder
+
+
 def resolve_model_dir(model: str | Path | None = None) -> Path:
     """Resolve a model reference to a folder holding model.onnx + contract.json.
 
     Accepted: a model folder; a models/<name> folder (its newest version); a BentoML
     store tag ``bento:<name>[:<version>]``; or None, then ``CACAOMAP_MODEL``, else the
     newest ``models/cacaomap/v<N>``, else (a built Bento served from the store, outside
-    any checkout) ``cacaomap:latest`` from the BentoML model store.
+    any checkout) ``cacaomap:latest`` from the BentoML model store. With
+    ``CACAOMAP_MODEL_SHA256`` set, a model of another sha256 is refused.
     """
+    return check_pinned(_resolve(model))
+
+
+def _resolve(model: str | Path | None) -> Path:
     ref = str(model) if model is not None else current().model
     if ref.startswith("bento:"):
         return _from_bento_store(ref.removeprefix("bento:"))

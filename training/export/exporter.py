@@ -37,6 +37,7 @@ from serving.inference.model_store import MODELS_DIR
 from serving.inference.scene_checks import scene_bands
 from serving.inference.tiles import TileClassifier
 from serving.inference.validity import observed
+from training.checkpoints import load_checkpoint_dict
 from training.export.registry import register_model
 from training.tracking import git_sha
 from training.trainers.segmentation import LandCoverSegmentationTask
@@ -69,11 +70,12 @@ class LoadedCheckpoint:
 
 def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
     """Restore the task (eval mode, CPU) and the data statistics it was trained with."""
-    raw = torch.load(path, map_location="cpu", weights_only=False)
+    raw = load_checkpoint_dict(path)
     stats_blob = raw.get("LandCoverDataModule", {}).get("statistics")
     if stats_blob is None:
         raise ExportError(f"{path} has no normalisation statistics (LandCoverDataModule)")
-    task = LandCoverSegmentationTask.load_from_checkpoint(path, map_location="cpu")
+    task = LandCoverSegmentationTask.load_from_checkpoint(path, map_location="cpu",
+                                                          weights_only=True)
     task.eval()
     return LoadedCheckpoint(
         task=task, statistics=json.loads(stats_blob),

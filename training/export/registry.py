@@ -53,8 +53,15 @@ def checkpoint_from_run(run_id: str, tracking_uri: str | None = None) -> Iterato
 def resolve_model_uri(uri: str, dest: str | Path = MODELS_DIR) -> Path:
     """Download ``models:/<name>@<alias>`` (or ``models:/<name>/<version>``) to a folder.
 
-    The files are the exact ones exported (hash-checked by ``load_model_dir``), placed
-    at ``dest/<name>/<version>/``.
+    The files are the exact ones exported: ``dest/<name>/<version>/`` is reused only
+    when its model hashes to the registered version's ``onnx_sha256`` tag (versions are
+    numbered per machine: another machine's "v1" is another model), else the version's
+    files go to ``dest/<name>/<version>-<sha256[:12]>/``; the downloaded files must hash
+    to the tag.
+
+    Raises:
+        RegistryError: A version not registered by cacaomap, or whose files do not hash
+            to its tag.
     """
     import mlflow
 
@@ -71,9 +78,12 @@ def resolve_model_uri(uri: str, dest: str | Path = MODELS_DIR) -> Path:
         name, number = ref.split("/", 1)
         version = client.get_model_version(name, number)
     folder = version.tags.get("cacaomap_version")
-    if not folder or not version.run_id:
+    expected = version.tags.get("onnx_sha256", "")
+    if not folder or not version.run_id or not expected:
         raise RegistryError(f"{uri} was not registered by cacaomap model export")
     target = Path(dest) / name / folder
+    if (target / ONNX_FILE).is_file() and _sha_of(target) != expected:
+        target = Path(dest) / name / f"{folder}-{expected[:12]}"  # another machine's v<N>
     if not (target / ONNX_FILE).is_file():
         with staged(target, directory=True, prefix=".download-") as tmp:
             local = mlflow.artifacts.download_artifacts(
@@ -82,8 +92,21 @@ def resolve_model_uri(uri: str, dest: str | Path = MODELS_DIR) -> Path:
             for item in Path(local).iterdir():
                 shutil.move(item, tmp / item.name)
             shutil.rmtree(tmp / "artifacts")
+            if _sha_of(tmp) != expected:
+                raise RegistryError(f"{uri}: the downloaded model does not hash to the "
+                                    f"registered onnx_sha256 {expected[:12]}…")
     load_model_dir(target)
+    if _sha_of(target) != expected:
+        raise RegistryError(f"{uri}: {target} does not hash to the registered "
+                            f"onnx_sha256 {expected[:12]}…")
     return target
+
+
+def _sha_of(folder: Path) -> str:
+    """sha256 of a model folder's ONNX file."""
+    from serving.files import sha256_file
+
+    return sha256_file(folder / ONNX_FILE)
 
 
 def run_of_model_uri(uri: str) -> str:

@@ -129,7 +129,9 @@ class LandCoverSegmentationTask(SemanticSegmentationTask):
 
     # ------------------------------------------------------------ configure
     def _load_local_weights(self, path: str) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        from training.checkpoints import load_checkpoint_dict
+
+        state = load_checkpoint_dict(path)
         if "state_dict" in state:  # a Lightning checkpoint of this task
             own = self.state_dict()
             loaded = {

@@ -94,7 +94,7 @@ def _serve_exit(model: Path, tmp_path: Path, extra_env: dict[str, str] | None = 
 @pytest.mark.server
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", ["missing", "corrupt onnx", "contract edited",
-                                    "no contract"])
+                                    "no contract", "not the pinned one"])
 def test_service_refuses_to_start_on_a_bad_model(
     damage: str, model_dir: Path, tmp_path: Path
 ) -> None:
@@ -113,10 +113,13 @@ def test_service_refuses_to_start_on_a_bad_model(
         contract["bands"] = contract["bands"][::-1]
         (model / "contract.json").write_text(json.dumps(contract))
         needle = "disagree on ['bands']"
-    else:
+    elif damage == "no contract":
         (model / "contract.json").unlink()
         needle = "has no contract.json"
-    proc = _serve_exit(model, tmp_path)
+    else:  # a whole, consistent model, but not the one this deployment pins
+        needle = "not the pinned CACAOMAP_MODEL_SHA256 aaaaaaaaaaaa"
+    env = {"CACAOMAP_MODEL_SHA256": "a" * 64} if damage == "not the pinned one" else None
+    proc = _serve_exit(model, tmp_path, env)
     assert proc.returncode != 0
     assert "cacaomap: cannot serve: " in proc.stderr and needle in proc.stderr, \
         proc.stderr[-2000:]

@@ -71,11 +71,18 @@ def test_train_export_register_and_serve_through_the_server(
     version = client.get_model_version_by_alias("cacaomap", "champion")
     assert version.run_id == run.info.run_id
 
-    # models:/name@alias resolves to the exact exported files, hash-checked.
+    # models:/name@alias resolves to the exact exported files, hash-checked ...
     folder = resolve_model_uri("models:/cacaomap@champion", tmp_path / "m2")
     _, contract = load_model_dir(folder)
     _, original = load_model_dir(tmp_path / "m1" / "cacaomap" / "v1")
     assert contract.onnx_sha256 == original.onnx_sha256
+    # ... even where this machine has another model of its own as "v1"
+    from tests.model_factory import write_local_model
+
+    write_local_model(tmp_path / "m4" / "cacaomap" / "v1", tile_size=64)
+    other = resolve_model_uri("models:/cacaomap@champion", tmp_path / "m4")
+    assert other != tmp_path / "m4" / "cacaomap" / "v1"
+    assert load_model_dir(other)[1].onnx_sha256 == original.onnx_sha256
     # ... and export from the alias re-exports the same run.
     main(["model", "export", "--run-id", "models:/cacaomap@champion", "--models-dir",
           str(tmp_path / "m3"), "--tile-size", "64", "--no-register"])

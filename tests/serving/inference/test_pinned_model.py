@@ -1,0 +1,47 @@
+"""A served model is who it says: ``CACAOMAP_MODEL_SHA256`` pins the ONNX file's sha256."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from serving.files import sha256_file
+from serving.inference.contract import ContractError
+from serving.inference.model_store import check_pinned
+from serving.settings import Settings, SettingsError
+from tests.model_factory import write_local_model
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_local_model(tmp_path_factory.mktemp("pinned") / "v1")
+
+
+def test_the_pinned_hash_passes_another_is_refused_naming_both(model: Path) -> None:
+    actual = sha256_file(model / "model.onnx")
+    assert check_pinned(model, actual) == model
+    with pytest.raises(ContractError, match=f"sha256 {actual[:12]}.*not the pinned "
+                                            "CACAOMAP_MODEL_SHA256 0000000000"):
+        check_pinned(model, "0" * 64)
+    with pytest.raises(SettingsError, match="MODEL_SHA256 must be a sha256"):
+        Settings.from_env({"CACAOMAP_MODEL_SHA256": "abc"})
+
+
+def test_a_command_refuses_a_model_that_is_not_the_pinned_one(model: Path,
+                                                               tmp_path: Path) -> None:
+    import numpy as np
+
+    from tests.serving.references.test_layers import write
+
+    scene = write(tmp_path / "scene.tif", np.ones((64, 64), np.uint16))
+    env = os.environ | {"CACAOMAP_MODEL_SHA256": "f" * 64}
+    run = subprocess.run([sys.executable, "-m", "cacaomap", "maps", "classify", str(scene),
+                          "--model", str(model)], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 1
+    assert run.stderr.strip().startswith("cacaomap maps classify: the model at ")
+    assert "not the pinned CACAOMAP_MODEL_SHA256 ffffffffffff" in run.stderr
