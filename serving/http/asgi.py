@@ -38,6 +38,13 @@ def header(scope: Scope, name: bytes) -> str | None:
 
 
 def is_public(scope: Scope) -> bool:
-    """Whether a path is open to every caller (health, metrics, docs, the page)."""
+    """Whether a request is open to every caller (no token, no body guards).
+
+    Health, metrics, docs, and *reading* the page and its results (capability URLs);
+    what writes (``POST /ui/...``) is not.
+    """
     path = str(scope.get("path", ""))
-    return path in PUBLIC_PATHS or path.startswith(("/ui", "/static_content"))
+    if path in PUBLIC_PATHS or path.startswith("/static_content"):
+        return True
+    return path.startswith("/ui") and str(scope.get("method", "GET")).upper() in (
+        "GET", "HEAD")

@@ -216,18 +216,27 @@ def checked_labels(body: bytes) -> dict[str, int]:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
         raise ValueError(f"labels are not JSON ({err})") from err
+    except RecursionError as err:
+        raise ValueError("labels are nested too deeply to be GeoJSON points") from err
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection" or \
             not isinstance(doc.get("features"), list):
         raise ValueError("labels must be a GeoJSON FeatureCollection")
     labelled = 0
     for i, feature in enumerate(doc["features"]):
-        geometry = (feature or {}).get("geometry") or {}
+        if not isinstance(feature, dict):
+            raise ValueError(f"feature {i} is not a GeoJSON Feature (an object)")
+        geometry = feature.get("geometry") or {}
+        if not isinstance(geometry, dict):
+            raise ValueError(f"feature {i}: its geometry is not a GeoJSON object")
         coords = geometry.get("coordinates")
         if geometry.get("type") != "Point" or not isinstance(coords, list) or len(
                 coords) < 2 or not all(isinstance(c, (int, float)) and np.isfinite(c)
                                        for c in coords[:2]):
             raise ValueError(f"feature {i} is not a point with finite coordinates")
-        label = (feature.get("properties") or {}).get("label")
+        props = feature.get("properties") or {}
+        if not isinstance(props, dict):
+            raise ValueError(f"feature {i}: its properties are not an object")
+        label = props.get("label")
         if label is not None and (not isinstance(label, int) or isinstance(label, bool)
                                   or not 0 <= label <= 255):
             raise ValueError(f"feature {i}: label must be a class code or null, not "

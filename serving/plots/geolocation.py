@@ -51,6 +51,10 @@ DEFAULT_POINT_AREA_HA = 4.0
 AREA_MISMATCH = 0.25
 #: Larger than any one farm plot of a due-diligence statement (hectares): flagged.
 IMPLAUSIBLE_FARM_HA = 5_000.0
+#: Deepest nesting of arrays and objects a feature may have (a MultiPolygon's
+#: coordinates are 4 deep; producer properties rarely 3): deeper is that plot's error,
+#: found by an iterative walk (no recursion to exhaust, nothing to write back).
+MAX_DEPTH = 32
 #: The largest plot checked (hectares; ``CACAOMAP_MAX_PLOT_HA``): a larger one is that
 #: plot's error, found before any circle is built or any window read, so one plot's
 #: work is bounded (1,000 ha: a window of about 3,200² pixels at 10 m).
@@ -223,6 +227,10 @@ def _plot(index: int, feature: Any, point_area_ha: float, max_plot_ha: float = M
     """
     if not isinstance(feature, dict):
         return Plot(index, str(index), {}, error="the feature is not a JSON object"), [], [], 0
+    if nested_deeper_than(feature, MAX_DEPTH):
+        stub = {"type": "Feature", "geometry": None, "properties": {}}
+        return Plot(index, str(index), stub, error=f"the feature is nested deeper than "
+                    f"{MAX_DEPTH} levels (a plot's geometry and properties are not)"), [], [], 0
     raw_props = feature.get("properties")
     props: dict[str, Any] = raw_props if isinstance(raw_props, dict) else {}
     plot = Plot(index, _plot_id(index, feature, props), feature)
@@ -262,6 +270,20 @@ def _plot(index: int, feature: Any, point_area_ha: float, max_plot_ha: float = M
         plot.error = str(err)
         return none
     return plot, polygons, points, each
+
+
+def nested_deeper_than(obj: Any, limit: int) -> bool:
+    """Whether ``obj`` nests lists and dicts deeper than ``limit``, walked without recursion."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
 
 
 def _plot_id(index: int, feature: dict[str, Any], props: dict[str, Any]) -> str:

@@ -336,3 +336,19 @@ def test_the_page_is_never_framed_runs_only_its_own_scripts_and_is_not_sniffed(
         assert r.headers["x-content-type-options"] == "nosniff"
         assert r.headers["x-frame-options"] == "DENY"
         assert r.headers["referrer-policy"] == "no-referrer"
+
+
+def test_the_token_covers_the_pages_write_route(client: TestClient) -> None:
+    from serving.http.map_page import new_result_folder
+
+    rid, _ = new_result_folder(current())
+    labels = json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [-76.0, -8.0]},
+         "properties": {"label": 1}}]})
+    geo = {"content-type": "application/geo+json"}
+    anonymous = client.post(f"/ui/results/{rid}/labels", content=labels,
+                            headers=geo | {"authorization": ""})
+    assert anonymous.status_code == 401, anonymous.text
+    assert client.get("/ui/", headers={"authorization": ""}).status_code == 200  # reads
+    saved = client.post(f"/ui/results/{rid}/labels", content=labels, headers=geo)
+    assert saved.status_code == 200 and saved.json()["labelled"] == 1
