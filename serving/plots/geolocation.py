@@ -228,7 +228,7 @@ def _plot(index: int, feature: Any, point_area_ha: float, max_plot_ha: float = M
     if not isinstance(feature, dict):
         return Plot(index, str(index), {}, error="the feature is not a JSON object"), [], [], 0
     if nested_deeper_than(feature, MAX_DEPTH):
-        stub = {"type": "Feature", "geometry": None, "properties": {}}
+        stub: dict[str, Any] = {"type": "Feature", "geometry": None, "properties": {}}
         return Plot(index, str(index), stub, error=f"the feature is nested deeper than "
                     f"{MAX_DEPTH} levels (a plot's geometry and properties are not)"), [], [], 0
     raw_props = feature.get("properties")
