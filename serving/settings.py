@@ -14,6 +14,7 @@ with a message naming the variable, never a silent default.
 | ``CACAOMAP_SCENE_ORT_THREADS`` | ``scene_ort_threads`` | half the cores |
 | ``CACAOMAP_MAX_PIXELS`` | ``max_pixels`` | 121,000,000 (a full S2 tile) |
 | ``CACAOMAP_MAX_UPLOAD_MB`` | ``max_upload_mb`` | 2048 |
+| ``CACAOMAP_MAX_JSON_MB`` | ``max_json_mb`` | 128 (a JSON body is parsed in memory) |
 | ``CACAOMAP_MAX_BATCH_SIZE`` | ``max_batch_size`` | 32 |
 | ``CACAOMAP_MAX_LATENCY_MS`` | ``max_latency_ms`` | 10000 |
 | ``CACAOMAP_BATCHING`` | ``batching`` | on |
@@ -84,6 +85,7 @@ class Settings:
             the cores), so that tile requests keep cores while a scene runs.
         max_pixels: Largest scene (or class map) accepted, in pixels.
         max_upload_mb: Largest request body, in MiB.
+        max_json_mb: Largest JSON body, in MiB (parsed whole in memory, unlike files).
         max_batch_size: Adaptive batching: most tiles requests in one batch.
         max_latency_ms: Adaptive batching: a request queued longer gets 503.
         batching: Adaptive batching of ``/classify_tiles`` on or off.
@@ -125,6 +127,7 @@ class Settings:
     scene_ort_threads: int = 0
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_upload_mb: float = 2048.0
+    max_json_mb: float = 128.0
     max_batch_size: int = 32
     max_latency_ms: int = 10_000
     batching: bool = True
@@ -155,6 +158,11 @@ class Settings:
         """The request body limit in bytes."""
         return int(self.max_upload_mb * 2**20)
 
+    @property
+    def max_json_bytes(self) -> int:
+        """The limit of a JSON body in bytes (parsed whole in memory)."""
+        return int(self.max_json_mb * 2**20)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read the ``CACAOMAP_*`` variables of ``env`` (default: ``os.environ``).
@@ -184,6 +192,7 @@ class Settings:
             SettingsError: Naming the setting.
         """
         positive = {"max_pixels": self.max_pixels, "max_upload_mb": self.max_upload_mb,
+                    "max_json_mb": self.max_json_mb,
                     "max_batch_size": self.max_batch_size,
                     "max_latency_ms": self.max_latency_ms,
                     "max_in_flight": self.max_in_flight, "ui_keep": self.ui_keep,

@@ -80,12 +80,19 @@ class MediaTypeGuard:
 
 
 class BodyLimit:
-    """Refuse bodies over the limit (413) or of unknown length (411), before reading."""
+    """Refuse bodies over the limit (413) or of unknown length (411), before reading.
 
-    def __init__(self, app: ASGIApp, max_bytes: int | None = None) -> None:
-        """Wrap ``app``; ``max_bytes`` defaults to ``CACAOMAP_MAX_UPLOAD_MB`` (2048 MB)."""
+    A JSON body (parsed whole in memory) has a limit of its own, far below the upload
+    limit of multipart files (spooled to disk): ``CACAOMAP_MAX_JSON_MB``.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int | None = None,
+                 max_json_bytes: int | None = None) -> None:
+        """Wrap ``app`` with the limits (default: the settings' upload and JSON limits)."""
         self.app = app
         self.max_bytes = max_bytes if max_bytes is not None else current().max_upload_bytes
+        self.max_json_bytes = (max_json_bytes if max_json_bytes is not None
+                               else current().max_json_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check ``Content-Length`` of requests that carry a body."""
@@ -108,6 +115,12 @@ class BodyLimit:
             return await send_error(
                 send, 413, f"request body of {int(length):,} bytes is over the limit of "
                 f"{self.max_bytes:,} bytes (CACAOMAP_MAX_UPLOAD_MB)")
+        kind = (header(scope, b"content-type") or "").split(";")[0].strip().lower()
+        if kind.endswith("json") and int(length) > self.max_json_bytes:
+            return await send_error(
+                send, 413, f"JSON body of {int(length):,} bytes is over the limit of "
+                f"{self.max_json_bytes:,} bytes for JSON (CACAOMAP_MAX_JSON_MB); send "
+                "large inputs as files (multipart)")
         return await self.app(scope, receive, send)
 
 

@@ -91,21 +91,44 @@ def check_request(doc: bytes | dict[str, Any], source: MapSource | None, setting
     options = CheckOptions(Thresholds(**kept) if kept else Thresholds(),
                            float(meta.get("min_forest_ha", 0.5)),
                            workers=settings.plot_workers)
+    # The evidence cap before any work: a body over it is refused at its parse.
+    limit = min(settings.max_plots, settings.max_evidence) if evidence else settings.max_plots
     try:
         plots, records, summary = run_checks(
             doc, source, options, name="plots", point_area_ha=point_area_ha,
-            max_plots=settings.max_plots, max_vertices=settings.max_zone_vertices,
+            max_plots=limit, max_vertices=settings.max_zone_vertices,
             references=references, review_rule=settings.review_rule,  # type: ignore[arg-type]
             max_plot_ha=settings.max_plot_ha)
     except PlotsError as err:
-        raise PlotsRequestError(str(err)) from err
-    if evidence and source is not None:
-        if len(plots) > settings.max_evidence:
+        if evidence and "plots" in str(err) and "split the statement" in str(err):
             raise PlotsRequestError(
                 f"evidence is drawn for at most {settings.max_evidence} plots "
-                f"(CACAOMAP_MAX_EVIDENCE); this request has {len(plots)}")
+                "(CACAOMAP_MAX_EVIDENCE); send fewer plots with evidence=true") from err
+        raise PlotsRequestError(str(err)) from err
+    if evidence and source is not None:
         for plot, record in zip(plots, records, strict=True):
             if plot.geometry is not None and record["verdict"] != "error":
                 png = evidence_png(plot, record, source, references)
                 record["evidence_png"] = base64.b64encode(png).decode()
-    return feature_collection(plots, records) | summary
+    return feature_collection(plots, records) | without_paths(summary)
+
+
+#: Keys whose values are files or folders of the server (answers give their names).
+PATH_KEYS = ("path", "source")
+
+
+def without_paths(answer: Any) -> Any:
+    """``answer`` with the server's file and folder paths reduced to their names.
+
+    What a caller gets says which store, model and layers (by name, version and
+    sha256) without telling where they lie on the server; files written locally keep
+    whole paths.
+    """
+    from pathlib import PurePath
+
+    if isinstance(answer, dict):
+        return {k: (PurePath(v).name if k in PATH_KEYS and isinstance(v, str)
+                    else without_paths(v)) for k, v in answer.items()}
+    if isinstance(answer, list):
+        return [without_paths(v) for v in answer]
+    return answer

@@ -408,7 +408,9 @@ class CacaoMap:
         """The store plots are checked against: periods, cutoff, model, cells, landscape."""
         if self.store is None:
             raise NotFound("this service has no baseline store (CACAOMAP_STORE)")
-        meta = self.store.meta
+        from serving.http.plots_api import without_paths
+
+        meta = without_paths(self.store.meta)
         return {k: meta.get(k) for k in ("created", "periods", "cutoff",
                                          "reference_ends_by_cutoff", "model", "thresholds",
                                          "min_forest_ha", "grid", "region", "landscape")} | {

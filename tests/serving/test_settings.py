@@ -46,6 +46,11 @@ def test_every_variable_is_read_as_its_type() -> None:
         "CACAOMAP_MAX_PLOTS": "500",
         "CACAOMAP_MAX_EVIDENCE": "3",
         "CACAOMAP_PLOT_WORKERS": "4",
+        "CACAOMAP_MAX_JSON_MB": "64",
+        "CACAOMAP_MODEL_SHA256": "ab" * 32,
+        "CACAOMAP_REFERENCE_LAYERS": "radd=/srv/layers/radd",
+        "CACAOMAP_REVIEW_RULE": "majority",
+        "CACAOMAP_MAX_PLOT_HA": "250",
         "UNRELATED": "ignored",
     })
     assert settings == Settings(
@@ -57,7 +62,8 @@ def test_every_variable_is_read_as_its_type() -> None:
         ui_keep=5, ui_keep_mb=512.0, max_zone_vertices=5000, scene_ort_threads=1,
         scene_threads=2, scene_nice=19, body_timeout_s=7.5,
         store=Path("/srv/stores/tocache"), max_plots=500, max_evidence=3, plot_workers=4,
-        gpus=1, drain_s=12.5, tta="flips")
+        gpus=1, drain_s=12.5, tta="flips", max_json_mb=64.0, model_sha256="ab" * 32,
+        reference_layers="radd=/srv/layers/radd", review_rule="majority", max_plot_ha=250.0)
     unset = [f.name for f in fields(Settings)
              if getattr(settings, f.name) == getattr(Settings(), f.name)]
     assert unset == [], f"settings this test does not set: {unset}"

@@ -107,12 +107,14 @@ def test_evidence_comes_back_as_pictures(url: ServerURL, statement: dict[str, An
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_store_describes_what_plots_are_checked_against(url: ServerURL) -> None:
+def test_store_describes_what_plots_are_checked_against(
+        url: ServerURL, built_store: Path, store_model: Path) -> None:
     r = httpx.post(f"{url}/store", json={}, timeout=60)
     assert r.status_code == 200
     info = r.json()
     assert info["cutoff"] == "2020-12-31" and info["reference_ends_by_cutoff"] is True
     assert info["cells"] >= 4 and info["failed_cells"] == []
+    assert str(built_store) not in r.text and str(store_model) not in r.text  # names only
 
 
 def test_reference_layers_beside_the_store_over_http(
@@ -144,3 +146,7 @@ def test_reference_layers_beside_the_store_over_http(
     assert [x["spec"] for x in answer["lineage"]["references"]] == [
         "jrc_gfc2020", "hansen_gfc", "radd"]
     assert answer["lineage"]["review_rule"] == "any"
+    # the answer names the store, model and layers, never where they lie on the server
+    for where in (built_store, store_model, region_data):
+        assert str(where) not in raw.text
+    assert answer["lineage"]["references"][0]["files"][0]["sha256"]
