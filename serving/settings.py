@@ -37,6 +37,9 @@ with a message naming the variable, never a silent default.
 | ``CACAOMAP_MAX_PLOT_HA`` | ``max_plot_ha`` | 1,000 (a larger plot is its own error) |
 | ``CACAOMAP_MAX_EVIDENCE`` | ``max_evidence`` | 20 |
 | ``CACAOMAP_PLOT_WORKERS`` | ``plot_workers`` | 2 |
+| ``CACAOMAP_PLOT_THREADS`` | ``plot_threads`` | 1 (``/plots`` at once, apart from scenes) |
+| ``CACAOMAP_MAX_QUEUED_SCENES`` | ``max_queued_scenes`` | 4 (more: 503 + ``Retry-After``) |
+| ``CACAOMAP_MAX_QUEUED_PLOTS`` | ``max_queued_plots`` | 8 (more: 503 + ``Retry-After``) |
 | ``CACAOMAP_DRAIN_S`` | ``drain_s`` | 30 (0: stop at once) |
 | ``CACAOMAP_TTA`` | ``tta`` | none (``flips``: 4 runs a tile, ``d4``: 8) |
 """
@@ -114,6 +117,9 @@ class Settings:
             declaring more) is that plot's error, before any work on it.
         max_evidence: Most plots of a ``/plots`` request with ``evidence=true``.
         plot_workers: Chunks of plots measured at once per request.
+        plot_threads: ``/plots`` requests checked at once (threads apart from scenes').
+        max_queued_scenes: Scene requests queued or running at once; more get 503.
+        max_queued_plots: ``/plots`` requests queued or running at once; more get 503.
         drain_s: On ``SIGTERM``, longest wait for requests in flight to finish while
             new ones are refused (503); 0 stops at once.
         tta: Test-time augmentation of every classification (tiles, scenes, plots'
@@ -150,6 +156,9 @@ class Settings:
     max_plot_ha: float = 1_000.0
     max_evidence: int = 20
     plot_workers: int = 2
+    plot_threads: int = 1
+    max_queued_scenes: int = 4
+    max_queued_plots: int = 8
     drain_s: float = 30.0
     tta: str = "none"
 
@@ -201,7 +210,10 @@ class Settings:
                     "body_timeout_s": self.body_timeout_s,
                     "scene_threads": self.scene_threads, "max_plots": self.max_plots,
                     "max_plot_ha": self.max_plot_ha,
-                    "max_evidence": self.max_evidence, "plot_workers": self.plot_workers}
+                    "max_evidence": self.max_evidence, "plot_workers": self.plot_workers,
+                    "plot_threads": self.plot_threads,
+                    "max_queued_scenes": self.max_queued_scenes,
+                    "max_queued_plots": self.max_queued_plots}
         for name, value in positive.items():
             if not value > 0:  # NaN too
                 raise SettingsError(f"{PREFIX}{name.upper()} must be positive; got {value}")

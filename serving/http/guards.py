@@ -104,6 +104,13 @@ GUARD_RESPONSES = {
 }
 
 
+#: BentoML's text for any 5xx raised in an API (it hides their messages).
+BENTOML_HIDDEN = "An unexpected error has occurred"
+#: What a 503 of the service means (a full queue of its work, BentoML's overload).
+BUSY = (f"the service is busy: a queue of its work is full or it is overloaded; retry "
+        f"after {RETRY_AFTER_S} s")
+
+
 class ErrorShape:
     """One error shape, ``{"error": "<what is wrong>"}``; guard statuses in the docs.
 
@@ -138,7 +145,7 @@ class ErrorShape:
             chunks.append(message.get("body", b""))
             if message.get("more_body"):
                 return None
-            body = self._rewrite(path, b"".join(chunks))
+            body = self._rewrite(path, b"".join(chunks), int(start["status"]))
             headers = [(k, v) for k, v in start.get("headers", [])
                        if k.lower() != b"content-length"]
             await send({**start, "headers": [*headers,
@@ -148,11 +155,14 @@ class ErrorShape:
         await self.app(scope, receive, capture)
 
     @staticmethod
-    def _rewrite(path: str, body: bytes) -> bytes:
+    def _rewrite(path: str, body: bytes, status: int = 400) -> bytes:
         try:
             payload = json.loads(body)
         except ValueError:
             return body
+        if status == 503 and BENTOML_HIDDEN in json.dumps(payload):
+            # BentoML hides every 5xx message; a 503 of the service says it is busy
+            return json.dumps({"error": BUSY}).encode()
         if path == "/docs.json":
             for item in payload.get("paths", {}).values():
                 for operation in item.values():

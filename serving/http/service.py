@@ -23,23 +23,20 @@ request's files live in BentoML's per-request folder, emptied after the response
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
-import functools
 import json
 import logging
 import os
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import bentoml
 import numpy as np
-from bentoml.exceptions import InvalidArgument, NotFound
+from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
 from bentoml.validators import ContentType, DType
 from pydantic import BeforeValidator, WithJsonSchema
 from rasterio.errors import RasterioError
@@ -49,6 +46,7 @@ from serving.areas import AreaError
 from serving.http import bentoml_fixes, body_guards, drain, execution_provider, guards
 from serving.http.map_page import ui_app
 from serving.http.tile_payload import CLIENT_SCHEMA, TILES_SCHEMA, tiles_from_payload
+from serving.http.work_queues import BoundedPool, DeadlinePassed, QueueFull
 from serving.inference.contract import ContractError, ModelContract, load_model_dir
 from serving.inference.model_store import resolve_model_dir
 from serving.inference.scene import SceneResult, class_map_of, classify_scene
@@ -177,7 +175,12 @@ def _open_with_mask(stack: contextlib.ExitStack, upload: Path, mask: Path | None
 RESOURCES: dict[str, Any] = {"resources": {"gpu": SETTINGS.gpus}} if SETTINGS.gpus else {}
 
 
-@bentoml.service(name="cacaomap", traffic={"timeout": 900}, workers=1, **RESOURCES)
+#: Seconds a request may take (BentoML's traffic timeout); queued work waits no longer.
+REQUEST_TIMEOUT_S = 900
+
+
+@bentoml.service(name="cacaomap", traffic={"timeout": REQUEST_TIMEOUT_S}, workers=1,
+                 **RESOURCES)
 class CacaoMap:
     """Land-cover classification of Sentinel-2 tiles and scenes."""
 
@@ -218,9 +221,12 @@ class CacaoMap:
 
         self.store = open_store(SETTINGS.store) if SETTINGS.store is not None else None
         self.references = open_layers(SETTINGS.reference_layers)
-        self._scene_pool = ThreadPoolExecutor(SETTINGS.scene_threads,
-                                              thread_name_prefix="scene",
-                                              initializer=yield_cpu_to_tiles)
+        self._scenes = BoundedPool("scenes", SETTINGS.scene_threads,
+                                   SETTINGS.max_queued_scenes, "CACAOMAP_MAX_QUEUED_SCENES",
+                                   initializer=yield_cpu_to_tiles)
+        # plots have threads of their own: they never wait behind a scene
+        self._plots = BoundedPool("plots", SETTINGS.plot_threads, SETTINGS.max_queued_plots,
+                                  "CACAOMAP_MAX_QUEUED_PLOTS")
         execution_provider.record_runtime(self.classifier.provider, contract.name, contract.version)
         log.info("model %s %s on %s", self.contract.name, self.contract.version,
                  self.classifier.provider)
@@ -259,8 +265,14 @@ class CacaoMap:
         Sentinel-2 tile) there would hold every queued tile request past its deadline.
         The scene threads also run at a lower CPU priority (:func:`yield_cpu_to_tiles`).
         """
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._scene_pool, functools.partial(work, *args))
+        return await self._in_pool(self._scenes, work, *args)
+
+    async def _in_pool(self, pool: BoundedPool, work: Callable[..., T], *args: Any) -> T:
+        """Run work in a bounded pool: a full queue, or a deadline passed, is 503."""
+        try:
+            return await pool.run(work, *args, deadline_s=REQUEST_TIMEOUT_S)
+        except (QueueFull, DeadlinePassed) as err:
+            raise ServiceUnavailable(str(err)) from err
 
     @bentoml.api
     async def classify_scene(self, scene: GeoTiff, ctx: bentoml.Context,
@@ -398,7 +410,7 @@ class CacaoMap:
         if raw is not None and doc is body:
             doc = raw  # decimals counted as the client wrote them
         try:
-            return await self._in_scene_pool(check_request, doc, self.store, SETTINGS,
+            return await self._in_pool(self._plots, check_request, doc, self.store, SETTINGS,
                                              evidence, area, self.references)
         except PlotsRequestError as err:
             raise InvalidArgument(str(err)) from err

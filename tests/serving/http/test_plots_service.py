@@ -150,3 +150,42 @@ def test_reference_layers_beside_the_store_over_http(
     for where in (built_store, store_model, region_data):
         assert str(where) not in raw.text
     assert answer["lineage"]["references"][0]["files"][0]["sha256"]
+
+
+def test_plots_do_not_wait_behind_scenes_and_a_full_queue_is_refused_at_once(
+        built_store: Path, store_model: Path, statement: dict[str, Any],
+        tmp_path: Path) -> None:
+    """Before, plots shared the one scene thread and queued scenes had no bound."""
+    import threading
+    import time
+
+    from tests.serving.http.test_shutdown import write_scene
+
+    scene = write_scene(tmp_path / "scene.tif", 4096)  # ~8 s of work on 2 cores
+    finished: dict[str, tuple[float, int]] = {}
+
+    def classify(name: str) -> None:
+        with open(scene, "rb") as f:
+            r = httpx.post(f"{served}/classify_scene", timeout=300,
+                           files={"scene": (scene.name, f, "image/tiff")})
+        finished[name] = (time.monotonic(), r.status_code)
+
+    with served_model(store_model, log_path=tmp_path / "serve.log", extra_env={
+            "CACAOMAP_STORE": str(built_store), "CACAOMAP_MAX_QUEUED_SCENES": "1"}) as served:
+        running = threading.Thread(target=classify, args=("first",))
+        running.start()
+        time.sleep(3)  # received and being classified
+        asked = time.monotonic()
+        with open(scene, "rb") as f:
+            second = httpx.post(f"{served}/classify_scene", timeout=300,
+                                files={"scene": (scene.name, f, "image/tiff")})
+        refused_after = time.monotonic() - asked
+        plots = httpx.post(f"{served}/plots", json=statement, timeout=300)
+        plots_done = time.monotonic()
+        running.join()
+    assert second.status_code == 503 and "retry-after" in second.headers, second.text
+    assert "the service is busy" in second.json()["error"]
+    assert refused_after < 3  # at once (seconds to upload), not after the first scene
+    assert plots.status_code == 200
+    assert finished["first"][1] == 200
+    assert plots_done < finished["first"][0]  # plots answered while the scene ran
