@@ -39,6 +39,12 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from serving.areas import M2_PER_HA, pixel_areas
+from serving.references.decode import (
+    alert_dates,
+    forest_at_cutoff,
+    loss_sides,
+    spec_period_starting,
+)
 from serving.references.spec import CUTOFF, LayerSpec, Period, SpecError, load_spec
 
 #: Pixels per side of the chunks plots are grouped in, on a layer's grid.
@@ -270,11 +276,11 @@ def _measure_chunk(spec: LayerSpec, tile: Tile, sources: dict[str, Any],
                           np.float64)
 
     covered = per_plot(ok)
-    forest = per_plot(ok & _forest(spec, values, cutoff)[at]) if spec.forest else None
+    forest = per_plot(ok & forest_at_cutoff(spec, values, cutoff)[at]) if spec.forest else None
     loss: dict[str, NDArray[np.float64]] = {}
     first_loss = None
     if spec.loss:
-        side_u, start_u = _loss(spec, values, cutoff)
+        side_u, start_u = loss_sides(spec, values, cutoff)
         side, start = side_u[at], start_u[at]
         for code, name in enumerate(("before", "straddles", "after"), start=1):
             loss[name] = per_plot(ok & (side == code))
@@ -284,7 +290,7 @@ def _measure_chunk(spec: LayerSpec, tile: Tile, sources: dict[str, Any],
     alerts: dict[str, NDArray[np.float64]] = {}
     first_alert: dict[int, tuple[dt.date, str]] = {}
     if spec.alert:
-        dates_u, conf_u = _alerts(spec, values)
+        dates_u, conf_u = alert_dates(spec, values)
         dates, conf = dates_u[at], conf_u[at]
         after = ok & (dates > cutoff.toordinal()) & (conf > 0)
         alerts = {"low": per_plot(after & (conf == 1)), "high": per_plot(after & (conf == 2))}
@@ -359,69 +365,6 @@ def _areas(tile: Tile, window: Window, transform: Any, h: int, w: int,
     return np.asarray(pixel_areas(tile.crs, transform, h, w).ravel()[touched], np.float64)
 
 
-def spec_period_starting(spec: LayerSpec, start: dt.date) -> Period:
-    """The loss period of ``spec`` that starts on ``start`` (for the record)."""
-    for period in spec.loss_periods().values():
-        if period.start == start:
-            return period
-    return spec.year_period(start.year if (start.month, start.day) == (1, 1)
-                            else start.year + 1)
-
-
-def _forest(spec: LayerSpec, data: dict[str, NDArray[Any]], cutoff: dt.date
-            ) -> NDArray[np.bool_]:
-    rule = spec.forest or {}
-    values = data[rule["role"]]
-    forest = (np.isin(values, rule["values"]) if "values" in rule
-              else values >= float(rule["min_value"]))
-    if spec.loss and "min_value" in rule:
-        # tree cover of an earlier year, less what was lost by the cutoff (Hansen)
-        side, _ = _loss(spec, data, cutoff)
-        forest &= side != 1
-    return np.asarray(forest, bool)
-
-
-def _loss(spec: LayerSpec, data: dict[str, NDArray[Any]], cutoff: dt.date
-          ) -> tuple[NDArray[np.int8], NDArray[np.int64]]:
-    """Per pixel: 0 no loss, 1 before, 2 straddling, 3 after the cutoff; and its start."""
-    rule = spec.loss or {}
-    values = np.asarray(data[rule["role"]]).astype(np.int64)
-    side = np.zeros(values.shape, np.int8)
-    start = np.zeros(values.shape, np.int64)
-    if "year_offset" in rule:
-        table = {int(v): spec.year_period(int(rule["year_offset"]) + int(v))
-                 for v in np.unique(values) if v > 0}
-    else:
-        table = spec.loss_periods()
-    codes = {"before": 1, "straddles": 2, "after": 3}
-    for value, period in table.items():
-        here = values == value
-        if here.any():
-            side[here] = codes[period.side(cutoff)]
-            start[here] = period.start.toordinal()
-    return side, start
-
-
-def _alerts(spec: LayerSpec, data: dict[str, NDArray[Any]]
-            ) -> tuple[NDArray[np.int64], NDArray[np.int8]]:
-    """Per pixel: the alert's date (ordinal, 0 none) and confidence (1 low, 2 high)."""
-    rule = spec.alert or {}
-    date_rule, conf_rule = rule["date"], rule.get("confidence") or {}
-    raw_date = np.asarray(data[date_rule["role"]]).astype(np.int64)
-    days = raw_date % int(date_rule["modulo"]) if "modulo" in date_rule else raw_date
-    epoch = dt.date.fromisoformat(str(date_rule["epoch"])).toordinal()
-    raw_conf = np.asarray(data[conf_rule.get("role", date_rule["role"])]).astype(np.int64)
-    if "divide" in conf_rule:
-        raw_conf = raw_conf // int(conf_rule["divide"])
-    conf = np.zeros(raw_conf.shape, np.int8)
-    for code, label in (conf_rule.get("values") or {}).items():
-        conf[raw_conf == int(code)] = 2 if str(label) == "high" else 1
-    if not conf_rule:
-        conf[:] = 2  # an alert without a confidence is taken as it is
-    has = (days > 0) & (conf > 0)
-    return np.where(has, epoch + days, 0), np.where(has, conf, 0).astype(np.int8)
-
-
 def _record(layer: ReferenceLayer, s: _Sums, area_ha: float, cutoff: dt.date
             ) -> dict[str, Any]:
     spec = layer.spec
@@ -488,13 +431,13 @@ def masks_on_grid(layer: ReferenceLayer, crs: str, transform: Any, shape: tuple[
             data = {role: src.read(1, window=window) for role, src in sources.items()}
         codes = np.zeros(next(iter(data.values())).shape, np.uint8)  # 1 forest 2 loss 3 str.
         if spec.forest:
-            codes[_forest(spec, data, cutoff)] = 1
+            codes[forest_at_cutoff(spec, data, cutoff)] = 1
         if spec.loss:
-            side, _ = _loss(spec, data, cutoff)
+            side, _ = loss_sides(spec, data, cutoff)
             codes[side == 3] = 2
             codes[side == 2] = 3
         if spec.alert:
-            dates, conf = _alerts(spec, data)
+            dates, conf = alert_dates(spec, data)
             codes[(dates > cutoff.toordinal()) & (conf > 0)] = 2
         target = np.zeros(shape, np.uint8)
         reproject(codes, target, src_transform=rasterio.windows.transform(window,

@@ -68,14 +68,18 @@ def test_a_point_without_area_is_checked_at_4_ha(cleared: tuple[Path, Path]) -> 
 def test_declared_areas_far_from_the_plot_or_any_farm_are_flagged() -> None:
     square = mapping(to_lonlat(pixel_box(0, 0, 100, 100), CRS))  # 100 ha
     features = [{"type": "Feature", "properties": {"plot_id": pid, "Area": area},
-                 "geometry": square} for pid, area in (("ok", 101), ("half", 50))]
-    features.append({"type": "Feature", "properties": {"plot_id": "m2", "Area": 1e6},
+                 "geometry": square} for pid, area in (("ok", 101), ("half", 50),
+                                                       ("m2", 1e6))]
+    features.append({"type": "Feature", "properties": {"plot_id": "point", "Area": 1e6},
                      "geometry": mapping(to_lonlat(pixel_box(0, 0, 0, 0).centroid, CRS))})
-    ok, half, m2 = read_plots(json.dumps({"type": "FeatureCollection",
-                                          "features": features}))
+    ok, half, m2, point = read_plots(json.dumps({"type": "FeatureCollection",
+                                                 "features": features}))
     assert "area_mismatch" not in ok.flags and "implausible_area" not in ok.flags
     assert "area_mismatch" in half.flags
-    assert "implausible_area" in m2.flags
+    # a polygon whose Area is in m²: checked as drawn, both flags raised
+    assert {"area_mismatch", "implausible_area"} <= set(m2.flags) and m2.error is None
+    # a point whose Area is in m²: its circle would be 1,000,000 ha, refused before work
+    assert point.error is not None and "over the largest plot checked" in point.error
 
 
 def test_the_csv_shows_our_fields_and_never_runs_the_producers(
