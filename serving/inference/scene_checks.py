@@ -69,6 +69,12 @@ def _check_layout(src: DatasetReader) -> None:
             f"({block_bytes / 2**20:,.0f} MiB each decoded, over "
             f"{MAX_STRIP_BYTES / 2**20:.0f} MiB): every window would inflate whole strips. "
             "Store it tiled, e.g. gdal_translate -of COG scene.tif scene_cog.tif")
+    if block_bytes > MAX_STRIP_BYTES:  # tiled, but in tiles as large as strips
+        raise InputError(
+            f"the scene is stored in compressed tiles of {block_w} x {block_h} px "
+            f"({block_bytes / 2**20:,.0f} MiB each decoded, over "
+            f"{MAX_STRIP_BYTES / 2**20:.0f} MiB): every window would inflate whole tiles. "
+            "Store it in small tiles, e.g. gdal_translate -of COG scene.tif scene_cog.tif")
 
 
 def _check_place(src: DatasetReader, what: str) -> None:

@@ -153,6 +153,14 @@ def read_plots(data: bytes | str | dict[str, Any], *, name: str = "plots",
                              f"(RFC 7946); the file declares {crs_name}")
     parsed = [_plot(i, feature, point_area_ha, max_plot_ha)
               for i, feature in enumerate(features)]
+    # Vertices counted before any circle is built (each point becomes CIRCLE_VERTICES).
+    expected = sum(int(shapely.get_num_coordinates(polygons).sum()) if polygons else 0
+                   for _, polygons, _, _ in parsed)
+    expected += CIRCLE_VERTICES * sum(len(points) for _, _, points, _ in parsed)
+    if expected > max_vertices:
+        raise PlotsError(f"{name}: the plots would have {expected:,} vertices, more than "
+                         f"{max_vertices:,} (each point is a circle of {CIRCLE_VERTICES}; "
+                         "simplify them or split the file)")
     # Every point's circle in one vectorised call (10,000 points: one Geod.fwd).
     centres = [(c, area) for _, _, points, area in parsed for c in points]
     circles = iter(circles_of_area([c for c, _ in centres], [a for _, a in centres]))

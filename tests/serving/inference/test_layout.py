@@ -47,3 +47,17 @@ def test_huge_compressed_strips_are_refused(classifier: TileClassifier, tmp_path
                 check_scene(src, classifier)
         else:
             check_scene(src, classifier)
+
+
+def test_huge_compressed_tiles_are_refused_too(classifier: TileClassifier,
+                                               tmp_path: Path) -> None:
+    """Before, only strips were checked: tiles of 1024² x 10 bands (20 MiB) passed."""
+    path = tmp_path / "big_tiles.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=2048, height=2048, count=10,
+                       dtype="uint16", crs="EPSG:32718", tiled=True, blockxsize=1024,
+                       blockysize=1024, compress="deflate", interleave="pixel",
+                       transform=from_origin(300000, 9100000, 10, 10)) as dst:
+        dst.write(np.full((10, 2048, 2048), 900, np.uint16))
+    with rasterio.open(path) as src, pytest.raises(
+            InputError, match=r"compressed tiles of 1024 x 1024 px \(20 MiB"):
+        check_scene(src, classifier)

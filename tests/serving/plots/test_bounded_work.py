@@ -93,3 +93,17 @@ def test_a_request_made_only_of_plots_too_large_is_refused() -> None:
         read_plots(json.dumps(body))
     with pytest.raises(PlotsError, match="default point area"):
         read_plots(json.dumps(body), point_area_ha=MAX_PLOT_HA * 2)
+
+
+def test_vertices_are_counted_before_any_circle_is_built(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, a 0.8 MB MultiPoint built every circle (seconds, 250 MB), then got 400."""
+    def must_not_run(*args: object) -> None:
+        raise AssertionError("circles were built before the vertex limit applied")
+
+    monkeypatch.setattr("serving.plots.geolocation.circles_of_area", must_not_run)
+    points = [[-76 + i * 1e-4, -8.0] for i in range(20_000)]  # 20,000 x 64 > 1,000,000
+    body = {"type": "Feature", "properties": {"Area": 0.5},
+            "geometry": {"type": "MultiPoint", "coordinates": points}}
+    with pytest.raises(PlotsError, match="would have 1,280,000 vertices"):
+        read_plots(json.dumps(body))
