@@ -22,7 +22,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from serving.store.reader import (
     PERIODS,
     STORE_FILE,
     STORE_VERSION,
+    StoreError,
     cell_dir,
     source_from_meta,
 )
@@ -193,15 +195,63 @@ def build_store(
         scheduler: A ``dask.distributed`` scheduler address instead.
         on_task: Called with (tasks finished, tasks in all).
     """
-    import dask
-
-    from serving.imagery.sources import in_period
-
     options = options or BuildOptions()
     out = Path(out)
     if set(periods) != set(PERIODS):
         raise ValueError(f"periods must be {PERIODS}; got {sorted(periods)}")
     onnx_path, contract = load_model_dir(model_dir)
+    with build_lock(out):
+        return _build(out, region, periods, items, model_dir, options, workers, scheduler,
+                      on_task, onnx_path, contract)
+
+
+#: The lock file a build holds in the store's folder (one build of a store at a time).
+BUILD_LOCK = ".build.lock"
+
+
+@contextmanager
+def build_lock(out: Path) -> Iterator[None]:
+    """Hold the store's build lock, or refuse.
+
+    Two builds into one store at once would delete each other's temporary files, and
+    the last ``store.json`` would win. The lock is the operating system's (``flock``):
+    it goes with the process holding it, so a killed build never leaves it locked.
+
+    Raises:
+        StoreError: Naming the build that holds it.
+    """
+    import fcntl
+    import os
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / BUILD_LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise StoreError(f"another build of the store {out} is running ({holder}): wait "
+                             "for it to end, or build into another folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} since "
+                     f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build(out: Path, region: BaseGeometry, periods: dict[str, str], items: list[Any],
+           model_dir: str | Path, options: BuildOptions, workers: int,
+           scheduler: str | None, on_task: Callable[[int, int], None] | None,
+           onnx_path: Path, contract: Any) -> BuildReport:
+    """The build itself, under the store's lock."""
+    import dask
+
+    from serving.imagery.sources import in_period
+
     cells = plan_cells(region, options.cell_size_m, options.resolution)
     report = BuildReport(out)
     tasks = []

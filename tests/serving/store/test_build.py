@@ -154,3 +154,24 @@ def test_a_build_on_a_dask_cluster_writes_the_same_maps(built_store: Path, regio
         remote = tmp_path / "store" / local.relative_to(built_store)
         with rasterio.open(local) as a, rasterio.open(remote) as b:
             assert np.array_equal(a.read(), b.read()), local
+
+
+def test_a_second_build_into_one_store_is_refused_while_the_first_runs(
+        region_data: Path, store_model: Path, tmp_path: Path) -> None:
+    """Before, two builds deleted each other's temporary files; the last store.json won."""
+    from serving.store.build import build_lock
+
+    store = tmp_path / "store"
+    command = [sys.executable, "-m", "cacaomap", "store", "build",
+               "--region", str(region_data / "region.geojson"),
+               "--reference-period", PERIODS["reference"],
+               "--current-period", PERIODS["current"],
+               "--stac", str(region_data / "stac" / "catalog.json"),
+               "--model", str(store_model), "--out", str(store)]
+    with build_lock(store):  # a first build holds the store
+        second = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 1
+    line = second.stderr.strip().splitlines()[-1]
+    assert line.startswith("cacaomap store build: another build of the store")
+    assert f"pid {os.getpid()}" in line
+    assert not (store / STORE_FILE).exists() and not (store / "cells").exists()
