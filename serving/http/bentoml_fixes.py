@@ -24,6 +24,7 @@ BentoML is upgraded; each docstring names the BentoML code it replaces.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -405,8 +406,33 @@ def bound_metric_labels() -> None:
     RunnerTrafficMetricsMiddleware.__call__ = labelled_call  # type: ignore[method-assign]
 
 
+#: A result id in a path: a capability (who has it may read the result).
+RESULT_ID_IN_PATH = re.compile(r"(/ui/results/)[0-9a-f]{32}")
+
+
+class RedactResultIds(logging.Filter):
+    """Write ``/ui/results/<id>`` in log records: the ids are capability URLs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact the ids of a record's message and arguments; keep the record."""
+        if isinstance(record.msg, str):
+            record.msg = RESULT_ID_IN_PATH.sub(r"\1<id>", record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(RESULT_ID_IN_PATH.sub(r"\1<id>", a) if isinstance(a, str)
+                                else a for a in record.args)
+        return True
+
+
+def redact_result_ids() -> None:
+    """BentoML's access log writes every path at INFO: result ids must not be in it."""
+    access = logging.getLogger("bentoml.access")
+    if not any(isinstance(f, RedactResultIds) for f in access.filters):
+        access.addFilter(RedactResultIds())
+
+
 def apply() -> None:
     """Apply every fix (idempotent)."""
+    redact_result_ids()
     harden_multipart()
     cancel_timeout_timers()
     bound_cork_wait()

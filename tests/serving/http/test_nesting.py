@@ -35,6 +35,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     with served_model(model, log_path=work / "serve.log", extra_env=env) as url, \
             httpx.Client(base_url=str(url), timeout=120) as http:
         http.results_dir = work / "results"  # type: ignore[attr-defined]
+        http.log_path = work / "serve.log"  # type: ignore[attr-defined]
         yield http
 
 
@@ -94,3 +95,18 @@ def test_the_labels_route_answers_400_to_bodies_of_another_shape(
                     headers={"content-type": "application/geo+json"})
     assert r.status_code == 400, r.text[:300]
     assert "error" in r.json()
+
+
+def test_result_ids_are_not_written_to_the_access_log(client: httpx.Client) -> None:
+    """Before, every result URL (a capability) was logged at INFO by BentoML's access log."""
+    import time
+
+    from serving.http.map_page import new_result_folder
+
+    rid, _ = new_result_folder(Settings(results_dir=client.results_dir))  # type: ignore[attr-defined]
+    assert client.get(f"/ui/results/{rid}/map.png").status_code == 404  # no such file yet
+    assert client.get("/livez").status_code == 200
+    time.sleep(1)  # the access log is written by the server process
+    log = client.log_path.read_text()  # type: ignore[attr-defined]
+    assert "/ui/results/<id>/map.png" in log, log[-2000:]
+    assert rid not in log
