@@ -105,7 +105,7 @@ def composite(
                         bounds=tuple(bounds) if bounds else first.bounds)  # type: ignore[arg-type]
         loaded = load_items(items, band_names, mask=mask, grid=grid, chunk=chunk,
                             snow_is_clear=snow_is_clear, min_items=min_items,
-                            cloud_buffer=cloud_buffer)
+                            cloud_buffer=cloud_buffer, remote=source.remote)
     for item_id, why in loaded.skipped.items():
         print(f"skipped {item_id}: {why}")
     if loaded.reprojected:

@@ -31,6 +31,8 @@ class ImagerySource:
         max_items: The most items a search may match (more is refused: narrow it).
         sign: Sign searched items' hrefs: ``planetary-computer`` for Planetary
             Computer's private blobs.
+        remote_assets: Read ``http(s)``/``s3`` asset hrefs of a catalogue on disk (a
+            search's items always may be); GDAL paths and VRTs are never opened.
     """
 
     stac: Path | None = None
@@ -40,6 +42,12 @@ class ImagerySource:
     max_cloud: float | None = None
     max_items: int = 1000
     sign: Literal["none", "planetary-computer"] = "none"
+    remote_assets: bool = False
+
+    @property
+    def remote(self) -> bool:
+        """Whether remote asset hrefs may be read."""
+        return self.search is not None or self.remote_assets
 
     def given(self) -> int:
         """How many of --stac, --safe and --search were given."""

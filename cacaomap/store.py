@@ -98,6 +98,7 @@ def build(
         cell_size_m=cell_size_m, resolution=resolution, mask=mask, method=method,
         cloud_buffer=cloud_buffer, snow_is_clear=snow_is_clear, chunk=chunk,
         min_items=min_items, min_forest_ha=min_forest_ha, cutoff=cutoff,
+        remote_assets=source.remote,
         thresholds=Thresholds(min_loss_ha, min_loss_fraction, min_valid_fraction))
     with Progress() as bar:
         task = bar.add_task("store: cells x periods", total=None)

@@ -27,6 +27,7 @@ import numpy as np
 import rasterio
 
 from serving.imagery.harmonise import boa_offset, harmonised, processing_baseline
+from serving.imagery.hrefs import check_items
 from serving.imagery.masks import MaskSource, csmask_clear, scl_clear_buffered
 from serving.imagery.safe import COMMON_NAMES, safe_to_item
 
@@ -301,6 +302,7 @@ def load_items(
     snow_is_clear: bool = False,
     min_items: int = 1,
     cloud_buffer: int = DEFAULT_CLOUD_BUFFER,
+    remote: bool = False,
 ) -> Loaded:
     """STAC items as acquisitions on one grid, lazily (dask), harmonised and masked.
 
@@ -314,6 +316,8 @@ def load_items(
         min_items: Fewest readable items to go on with.
         cloud_buffer: Pixels of the target grid by which SCL clouds and shadows are
             grown (their faint edges are not flagged); the cloud model buffers its own.
+        remote: Whether remote (``http(s)``, ``s3``) asset hrefs may be read
+            (:mod:`serving.imagery.hrefs`); local raster files always may.
 
     Returns:
         The acquisitions in time order, the grid, the items skipped (id → why) and the
@@ -321,7 +325,9 @@ def load_items(
 
     Raises:
         ImageryError: No items, a band missing from an item, no SCL with ``mask=scl``,
-            fewer than ``min_items`` readable items. An item without an asset for
+            fewer than ``min_items`` readable items.
+        HrefError: An asset href imagery does not open (a VRT, a ``/vsi`` path, a
+            remote asset not asked for). An item without an asset for
             one of the bands is skipped and listed (an error only if all are).
     """
     import odc.stac
@@ -351,6 +357,7 @@ def load_items(
             raise ImageryError(f"item {missing[0]} has no SCL asset: choose --mask csmask "
                                f"(the cloud model) or --mask none")
         scl = scl_key(items[0])
+    check_items(items, keys + ([scl] if scl else []), remote)  # before GDAL opens any
     usable = []
     for item in items:
         why = readable(item, keys + ([scl] if scl else []))

@@ -68,6 +68,8 @@ class BuildOptions:
         min_forest_ha: Forest definition's minimum patch (the landscape summary).
         thresholds: Verdict thresholds recorded with the store.
         cutoff: The reference date the store answers for.
+        remote_assets: Whether remote (``http(s)``, ``s3``) asset hrefs may be read (a
+            STAC API search's items, or when asked for).
     """
 
     cell_size_m: float = DEFAULT_CELL_SIZE_M
@@ -81,11 +83,13 @@ class BuildOptions:
     min_forest_ha: float = DEFAULT_MIN_FOREST_HA
     thresholds: Thresholds = field(default_factory=Thresholds)
     cutoff: str = EUDR_CUTOFF
+    remote_assets: bool = False
 
     def imagery(self) -> dict[str, Any]:
         """The options the files depend on (part of each cell's content key)."""
         return {k: v for k, v in asdict(self).items()
-                if k not in ("min_forest_ha", "thresholds", "cutoff", "cell_size_m")}
+                if k not in ("min_forest_ha", "thresholds", "cutoff", "cell_size_m",
+                             "remote_assets")}
 
 
 @dataclass
@@ -148,7 +152,8 @@ def build_cell(store: str, cell_record: dict[str, Any], name: str, period: str,
                             list(classifier.contract.bands), mask=options.mask,  # type: ignore[arg-type]
                             grid=Grid(cell.utm.crs, cell.resolution, cell.bounds),
                             chunk=options.chunk, snow_is_clear=options.snow_is_clear,
-                            min_items=options.min_items, cloud_buffer=options.cloud_buffer)
+                            min_items=options.min_items, cloud_buffer=options.cloud_buffer,
+                            remote=options.remote_assets)
         with dask.config.set(scheduler="synchronous"):  # the cells are the parallelism
             result = write_composite(loaded, folder / "composite.tif",
                                      method=options.method, period=period)  # type: ignore[arg-type]
