@@ -48,5 +48,5 @@ def test_an_item_pointing_gdal_elsewhere_is_refused_before_gdal_opens_it(
             "assets": {b: {"href": str(vrt)} for b in ("B04", "B08", "SCL")}}
     path = tmp_path / "item.json"
     path.write_text(json.dumps(item))
-    with pytest.raises(HrefError, match="item evil, asset B04: .*a VRT is never opened"):
+    with pytest.raises(HrefError, match=r"item evil, asset B04: .*a VRT is never opened"):
         load_items(items_from_file(path), ["B04", "B08"])
