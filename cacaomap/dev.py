@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def demo(experiment: str = "cacaomap-demo") -> None:
     """Export the newest demo run, build its store, serve it and check the demo's plots.
@@ -81,3 +83,53 @@ def mlflow_ui() -> None:
         cacaomap dev mlflow-ui
     """
     print(f"Open the MLflow UI on the runs:\n  {mlflow_ui_command()}")
+
+
+#: The Bento's requirements: the serving floor's closure, pinned as tested.
+SERVE_LOCK = Path("serving/http/requirements-serve.lock")
+
+
+def serve_lock(out: Path = SERVE_LOCK, lock: Path = Path("requirements.lock")) -> None:
+    """Write the Bento's requirements: the ``serve`` extra resolved within the lock.
+
+    pip resolves the serving floor's dependencies (``pyproject.toml``: the project's own
+    and the ``service`` extra's, with ONNX Runtime's CPU build) constrained by
+    ``requirements.lock``, the environment the tests run in: the Bento installs exactly
+    the tested versions. Pins without hashes: BentoML appends its own unhashed
+    ``bentoml`` pin to a Bento's requirements, and pip's hash mode refuses a file with
+    one line unhashed.
+
+    Args:
+        out: The Bento's requirements file.
+        lock: The project's lock (``pip freeze`` of the tested environment).
+
+    Writes:
+        OUT: one ``name==version`` line per package, sorted.
+
+    Examples:
+        cacaomap dev serve-lock
+    """
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    import tomllib
+
+    from serving.files import write_bytes_atomic
+
+    project = tomllib.loads(Path("pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    wanted = [*project["dependencies"], *extras["service"],
+              *(r for r in extras["serve"] if not r.startswith("cacaomap"))]
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet",
+                        "--ignore-installed", "--report", str(report), "-c", str(lock),
+                        *wanted], check=True)
+        installs = json.loads(report.read_text())["install"]
+    lines = sorted(f"{i['metadata']['name'].lower()}=={i['metadata']['version']}"
+                   for i in installs)
+    header = ("# The Bento's requirements (cacaomap dev serve-lock): the serving floor "
+              "resolved within requirements.lock.\n# Do not edit: run the command.\n")
+    write_bytes_atomic(out, (header + "\n".join(lines) + "\n").encode())
+    print(f"wrote {out}: {len(lines)} packages")

@@ -79,6 +79,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("dev", "demo", "cacaomap.dev:demo"),
     Command("dev", "bench", "cacaomap.dev:bench"),
     Command("dev", "mlflow-ui", "cacaomap.dev:mlflow_ui"),
+    Command("dev", "serve-lock", "cacaomap.dev:serve_lock"),
 )
 
 #: LightningCLI's subcommands of ``cacaomap train``.

@@ -76,14 +76,26 @@ def save_model(model_dir: Path, contract: ModelContract | None = None,
     return str(bento_model.tag)
 
 
-def gpu_bentofile(bentofile: Path = BENTOFILE) -> dict[str, Any]:
-    """The GPU Bento's build options: the CPU bentofile with the changes above."""
+def locked_requirements(bentofile: Path = BENTOFILE) -> list[str]:
+    """The CPU Bento's requirement lines (exact pins), from its requirements file."""
     spec: dict[str, Any] = yaml.safe_load(bentofile.read_text())
-    packages = [GPU_RUNTIME if p.split("==")[0].strip() == "onnxruntime" else p
-                for p in spec["python"]["packages"]]
+    path = Path(serving.__file__).resolve().parent.parent / spec["python"]["requirements_txt"]
+    return [line.strip() for line in path.read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
+def gpu_bentofile(bentofile: Path = BENTOFILE) -> dict[str, Any]:
+    """The GPU Bento's build options: the CPU bentofile with the changes above.
+
+    Its packages are the CPU Bento's pins with onnxruntime-gpu for onnxruntime (whose
+    CUDA wheels are resolved in the image).
+    """
+    spec: dict[str, Any] = yaml.safe_load(bentofile.read_text())
+    pins = [line.split()[0] for line in locked_requirements(bentofile)]
+    packages = [GPU_RUNTIME if p.split("==")[0].strip() == "onnxruntime" else p for p in pins]
     if GPU_RUNTIME not in packages:
         raise ValueError(f"{bentofile} lists no onnxruntime to replace")
-    spec["python"]["packages"] = packages
+    spec["python"] = {"packages": packages, "lock_packages": False}
     spec["docker"] = {**spec.get("docker", {}), "distro": "debian",
                       "cuda_version": CUDA_VERSION}
     spec["labels"] = {**spec.get("labels", {}), "accelerator": "nvidia-gpu"}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from serving.http.bento import CUDA_VERSION, GPU_RUNTIME, gpu_bentofile
+from serving.http.bento import CUDA_VERSION, GPU_RUNTIME, gpu_bentofile, locked_requirements
 from tests.model_factory import write_local_model
 from tests.service_helpers import REPO
 
@@ -33,7 +33,7 @@ def test_cacaomap_bento_gpu_builds_a_cuda_bento(tmp_path: Path) -> None:
                         "BENTOML_DO_NOT_TRACK": "true"}
     env.pop("CACAOMAP_GPUS", None)
     proc = subprocess.run([str(REPO / ".venv" / "bin" / "cacaomap"), "service", "bento", "--model",
-                           str(model), "--gpu", "true"], cwd=REPO, env=env,
+                           str(model), "--gpu"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "built GPU Bento cacaomap:" in proc.stdout
@@ -47,6 +47,11 @@ def test_cacaomap_bento_gpu_builds_a_cuda_bento(tmp_path: Path) -> None:
     requirements = (folder / "env" / "python" / "requirements.txt").read_text()
     assert GPU_RUNTIME in requirements.splitlines()
     assert "onnxruntime==" not in requirements
+    # every other pin is the CPU Bento's, the tested one
+    pins = {line.split()[0] for line in locked_requirements()} - {
+        p for p in (line.split()[0] for line in locked_requirements())
+        if p.startswith("onnxruntime==")}
+    assert pins <= set(requirements.splitlines())
     dockerfile = (folder / "env" / "docker" / "Dockerfile").read_text()
     assert f"FROM nvidia/cuda:{CUDA_VERSION}-cudnn-runtime" in dockerfile
     assert (folder / "src" / "serving" / "http" / "service.py").is_file()

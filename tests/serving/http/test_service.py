@@ -186,6 +186,13 @@ def test_bento_builds_without_torch(model_dir: Path, tmp_path: Path) -> None:
     requirements = "\n".join(p.read_text() for p in (bento / "env").rglob("requirements*.txt"))
     assert "onnxruntime" in requirements
     assert "torch" not in requirements.lower()
+    # the deployed image installs exactly the tested pins (BentoML adds its own, the same)
+    from serving.http.bento import locked_requirements
+
+    text = (bento / "env" / "python" / "requirements.txt").read_text().replace("\\\n", " ")
+    built = {line.split()[0] for line in text.splitlines()
+             if line.strip() and not line.startswith("#")}
+    assert built == set(locked_requirements())
     shutil.rmtree(tmp_path / "home", ignore_errors=True)
 
 
