@@ -216,9 +216,9 @@ def _label_in_page(browser: Any, server: str, name: str, scene: Path, points: Pa
         page.keyboard.press(key)
     assert "10 labelled, 0 can't tell, 0 to go, of 10" in page.inner_text("#label-progress")
     # The RGB composite around the point (one date here), drawn once its image loads.
-    page.wait_for_function("(() => { const c = [...document.querySelectorAll("
-                           "'#label-views canvas')]; return c.length === 1 && "
-                           "c[0].dataset.drawn === '1'; })()", timeout=10_000)
+    # (a selector, not a script: the page's CSP allows no evaluated strings)
+    page.wait_for_selector("#label-views canvas[data-drawn='1']", timeout=10_000)
+    assert page.locator("#label-views canvas").count() == 1
     page.click("#label-save")
     page.wait_for_selector("#label-download:not([hidden])", timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / f"label_mode_{name}.png"), full_page=True)
