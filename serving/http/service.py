@@ -175,6 +175,47 @@ def _open_with_mask(stack: contextlib.ExitStack, upload: Path, mask: Path | None
 RESOURCES: dict[str, Any] = {"resources": {"gpu": SETTINGS.gpus}} if SETTINGS.gpus else {}
 
 
+class StoreVersions:
+    """The store the service answers from: the version ``store.json`` names now.
+
+    A rebuild replaces ``store.json`` in one atomic rename once its new files are
+    written (:mod:`serving.store.reader`); each request takes the version it starts
+    with (a ``stat`` tells whether it changed), so every answer comes from one
+    consistent version and names it in its lineage. No restart is needed.
+    """
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+        self.lock = threading.Lock()
+        self.stamp: tuple[int, int] | None = None
+        self.source: Any = None
+        self.current()
+
+    def current(self) -> Any:
+        """The store (a :class:`~serving.store.reader.MapSource`), or None without one."""
+        if self.root is None:
+            return None
+        from serving.store.reader import STORE_FILE, StoreError, open_store
+
+        try:
+            info = (self.root / STORE_FILE).stat()
+        except OSError:
+            return self.source
+        stamp = (info.st_mtime_ns, info.st_ino)
+        with self.lock:
+            if stamp != self.stamp:
+                try:
+                    self.source, self.stamp = open_store(self.root), stamp
+                    log.info("store %s: version %s", self.root,
+                             self.source.lineage["store"]["version"])
+                except StoreError as err:  # keep answering from the version in hand
+                    if self.source is None:
+                        raise
+                    log.warning("store %s changed but cannot be read (%s); still "
+                                "answering from the version in hand", self.root, err)
+            return self.source
+
+
 #: Seconds a request may take (BentoML's traffic timeout); queued work waits no longer.
 REQUEST_TIMEOUT_S = 900
 
@@ -217,9 +258,8 @@ class CacaoMap:
         self.contract = contract
         LoadedModel.contract = self.contract
         from serving.references.layers import open_layers
-        from serving.store.reader import open_store
 
-        self.store = open_store(SETTINGS.store) if SETTINGS.store is not None else None
+        self._stores = StoreVersions(SETTINGS.store)
         self.references = open_layers(SETTINGS.reference_layers)
         self._scenes = BoundedPool("scenes", SETTINGS.scene_threads,
                                    SETTINGS.max_queued_scenes, "CACAOMAP_MAX_QUEUED_SCENES",
@@ -398,7 +438,8 @@ class CacaoMap:
         """
         from serving.http.plots_api import PlotsRequestError, check_request, request_options
 
-        if self.store is None and not self.references:
+        store = self._stores.current()
+        if store is None and not self.references:
             raise NotFound("this service has no baseline store: start it with "
                            "CACAOMAP_STORE=<store folder> (cacaomap store build) or "
                            "CACAOMAP_REFERENCE_LAYERS=spec=path")
@@ -410,7 +451,7 @@ class CacaoMap:
         if raw is not None and doc is body:
             doc = raw  # decimals counted as the client wrote them
         try:
-            return await self._in_pool(self._plots, check_request, doc, self.store, SETTINGS,
+            return await self._in_pool(self._plots, check_request, doc, store, SETTINGS,
                                              evidence, area, self.references)
         except PlotsRequestError as err:
             raise InvalidArgument(str(err)) from err
@@ -418,12 +459,13 @@ class CacaoMap:
     @bentoml.api(route="/store")
     def store_info(self) -> dict[str, Any]:
         """The store plots are checked against: periods, cutoff, model, cells, landscape."""
-        if self.store is None:
+        store = self._stores.current()
+        if store is None:
             raise NotFound("this service has no baseline store (CACAOMAP_STORE)")
         from serving.http.plots_api import without_paths
 
-        meta = without_paths(self.store.meta)
-        return {k: meta.get(k) for k in ("created", "periods", "cutoff",
+        meta = without_paths(store.meta) | {"version": store.lineage["store"]["version"]}
+        return {k: meta.get(k) for k in ("created", "version", "periods", "cutoff",
                                          "reference_ends_by_cutoff", "model", "thresholds",
                                          "min_forest_ha", "grid", "region", "landscape")} | {
             "cells": len(meta.get("cells", [])),

@@ -116,12 +116,13 @@ def content_key(cell: Cell, period: str, items: list[dict[str, Any]], model_sha:
 
 def build_cell(store: str, cell_record: dict[str, Any], name: str, period: str,
                items: list[dict[str, Any]], model_dir: str, options: BuildOptions,
-               ) -> tuple[str, str, str, str]:
+               ) -> tuple[str, str, str, str, str]:
     """One task: a cell's composite, class map and confidence for one period.
 
     Returns:
-        (cell id, period name, status, detail); status is ``done``, ``skipped``,
-        ``empty`` (no imagery over the cell) or ``failed`` (detail says why).
+        (cell id, period name, status, detail, folder key); status is ``done``,
+        ``skipped``, ``empty`` (no imagery over the cell) or ``failed`` (detail says
+        why). The files go to the content key's own folder, never over another's.
     """
     import dask
     import pystac
@@ -133,13 +134,14 @@ def build_cell(store: str, cell_record: dict[str, Any], name: str, period: str,
     from serving.inference.scene import classify_scene
 
     cell = Cell.from_dict(cell_record)
-    folder = cell_dir(Path(store), cell.id, name)
     classifier = cached_classifier(model_dir)
     key = content_key(cell, period, items, classifier.contract.onnx_sha256, options)
+    folder = cell_dir(Path(store), cell.id, name, key)
+    short = folder.name
     marker = folder / "done.json"
     try:
         if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
-            return cell.id, name, "skipped", ""
+            return cell.id, name, "skipped", "", short
         folder.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(folder)
         record: dict[str, Any] = {"key": key, "cell": cell.id, "period": period,
@@ -147,7 +149,8 @@ def build_cell(store: str, cell_record: dict[str, Any], name: str, period: str,
         if not items:
             record["status"] = "empty"
             write_bytes_atomic(marker, json.dumps(record, indent=1).encode())
-            return cell.id, name, "empty", "no acquisition of the period covers the cell"
+            return (cell.id, name, "empty", "no acquisition of the period covers the cell",
+                    short)
         loaded = load_items([pystac.Item.from_dict(i) for i in items],
                             list(classifier.contract.bands), mask=options.mask,  # type: ignore[arg-type]
                             grid=Grid(cell.utm.crs, cell.resolution, cell.bounds),
@@ -166,8 +169,8 @@ def build_cell(store: str, cell_record: dict[str, Any], name: str, period: str,
                    "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         write_bytes_atomic(marker, json.dumps(record, indent=1).encode())
     except Exception as err:  # one cell's failure must not stop the region
-        return cell.id, name, "failed", f"{type(err).__name__}: {err}"
-    return cell.id, name, "done", ""
+        return cell.id, name, "failed", f"{type(err).__name__}: {err}", short
+    return cell.id, name, "done", "", short
 
 
 def _remove_leftovers(folder: Path) -> None:
@@ -272,12 +275,14 @@ def _build(out: Path, region: BaseGeometry, periods: dict[str, str], items: list
                 options))
     outcomes = _run(tasks, workers, scheduler, on_task)
     failed: dict[str, dict[str, str]] = {}
-    for cell_id, name, status, detail in outcomes:
+    versions: dict[str, dict[str, str]] = {}
+    for cell_id, name, status, detail, short in outcomes:
         label = f"{cell_id}/{name}"
         if status == "failed":
             report.failed[label] = detail
             failed.setdefault(cell_id, {})[name] = detail
         else:
+            versions.setdefault(cell_id, {})[name] = short
             {"done": report.done, "skipped": report.skipped, "empty": report.empty}[
                 status].append(label)
     meta = {
@@ -296,8 +301,9 @@ def _build(out: Path, region: BaseGeometry, periods: dict[str, str], items: list
         "grid": {"resolution": options.resolution, "cell_size_m": options.cell_size_m,
                  "kind": "UTM zone grid"},
         "options": options.imagery(),
-        "cells": [cell.to_dict() | ({"failed": failed[cell.id]} if cell.id in failed
-                                    else {}) for cell in cells],
+        "cells": [cell.to_dict() | {"versions": versions.get(cell.id, {})}
+                  | ({"failed": failed[cell.id]} if cell.id in failed else {})
+                  for cell in cells],
     }
     from serving.store.catalog import write_catalog
     from serving.store.landscape import store_landscape
@@ -305,16 +311,43 @@ def _build(out: Path, region: BaseGeometry, periods: dict[str, str], items: list
     write_catalog(out, meta, cells)
     source = source_from_meta(out, meta)
     meta["landscape"] = store_landscape(source, region, options.min_forest_ha)
-    write_bytes_atomic(out / STORE_FILE, json.dumps(meta, indent=1).encode())
+    previous = _read_meta(out)
+    write_bytes_atomic(out / STORE_FILE, json.dumps(meta, indent=1).encode())  # the switch
+    _prune(out, [meta, previous])
     return report
 
 
+def _read_meta(out: Path) -> dict[str, Any] | None:
+    """The store's description now (None: none yet, or unreadable)."""
+    try:
+        return dict(json.loads((out / STORE_FILE).read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def _prune(out: Path, keep: list[dict[str, Any] | None]) -> None:
+    """Remove the cells' version folders neither the new nor the previous version uses.
+
+    A service may still answer from the previous ``store.json`` while it notices the new
+    one, so that version's folders stay until the next build.
+    """
+    import re
+    import shutil
+
+    used = {(c["id"], period, key) for meta in keep if meta
+            for c in meta.get("cells", []) for period, key in (c.get("versions") or {}).items()}
+    for folder in out.glob("cells/*/*/*"):
+        if folder.is_dir() and re.fullmatch(r"[0-9a-f]{16}", folder.name) and (
+                folder.parent.parent.name, folder.parent.name, folder.name) not in used:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _run(tasks: list[Any], workers: int, scheduler: str | None,
-         on_task: Callable[[int, int], None] | None) -> list[tuple[str, str, str, str]]:
+         on_task: Callable[[int, int], None] | None) -> list[tuple[str, str, str, str, str]]:
     """Compute the tasks locally or on a cluster, reporting each as it finishes."""
     import dask
 
-    outcomes: list[tuple[str, str, str, str]] = []
+    outcomes: list[tuple[str, str, str, str, str]] = []
     if scheduler:
         from distributed import Client, as_completed
 

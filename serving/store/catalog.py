@@ -43,8 +43,9 @@ def write_catalog(store: Path, meta: dict[str, Any], cells: list[Cell]) -> Path:
     for name in PERIODS:
         start, end = _period_bounds(meta["periods"][name])
         items = []
+        versions = {c["id"]: c.get("versions") or {} for c in meta["cells"]}
         for cell in cells:
-            folder = cell_dir(store, cell.id, name)
+            folder = cell_dir(store, cell.id, name, versions.get(cell.id, {}).get(name))
             marker = folder / "done.json"
             if not marker.is_file() or not (folder / "classes.tif").is_file():
                 continue

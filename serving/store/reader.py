@@ -4,10 +4,17 @@ A store is a folder::
 
     store.json                       periods, model, thresholds, grid, cells, landscape
     catalog.json, reference/, current/   a static STAC catalogue of the cells
-    cells/<cell>/<period>/composite.tif  the period's composite (bands + clear_count)
-    cells/<cell>/<period>/classes.tif    its class map (COG, uint8, 0 = nodata)
-    cells/<cell>/<period>/confidence.tif its per-pixel confidence (percent)
-    cells/<cell>/<period>/done.json      the content key and lineage of the above
+    cells/<cell>/<period>/<key>/composite.tif  the period's composite (bands + clear_count)
+    cells/<cell>/<period>/<key>/classes.tif    its class map (COG, uint8, 0 = nodata)
+    cells/<cell>/<period>/<key>/confidence.tif its per-pixel confidence (percent)
+    cells/<cell>/<period>/<key>/done.json      the content key and lineage of the above
+
+A cell's files for a period lie in a folder named by their content key (imagery,
+model, options) and are never rewritten: a rebuild writes new folders, then replaces
+``store.json``, which names the folder of each cell and period (``versions``), in one
+atomic rename. Whoever read one ``store.json`` reads one consistent version, however
+the store is rebuilt meanwhile (a service re-reads ``store.json`` when it changes).
+Stores of the first layout (files right under ``<period>/``) are read as they are.
 
 :class:`MapSource` is what plot checks read: one or more :class:`ZoneMaps` (a zone's
 lattice and the cells on it). :meth:`ZoneMaps.read` assembles any window of the lattice
@@ -54,9 +61,14 @@ class StoreError(ValueError):
     """A store that cannot be read (missing, unfinished, or of another version)."""
 
 
-def cell_dir(store: Path, cell_id: str, period: str) -> Path:
-    """Folder of one cell's files for one period."""
-    return store / "cells" / cell_id / period
+#: Characters of the content key that name a cell's folder of one version.
+KEY_CHARS = 16
+
+
+def cell_dir(store: Path, cell_id: str, period: str, key: str | None = None) -> Path:
+    """Folder of one cell's files for one period (of one content key, if given)."""
+    folder = store / "cells" / cell_id / period
+    return folder / key[:KEY_CHARS] if key else folder
 
 
 @dataclass
@@ -242,6 +254,14 @@ def open_store(root: str | Path) -> MapSource:
     return source_from_meta(root, meta)
 
 
+def store_version(meta: dict[str, Any]) -> str:
+    """The version of a store: the sha256 (16 hex) of its description, cells included."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()
+                          ).hexdigest()[:KEY_CHARS]
+
+
 def source_from_meta(root: Path, meta: dict[str, Any]) -> MapSource:
     """The store at ``root`` described by ``meta`` (``store.json``) as a source."""
     by_zone: dict[tuple[int, bool], list[CellMaps]] = {}
@@ -251,9 +271,11 @@ def source_from_meta(root: Path, meta: dict[str, Any]) -> MapSource:
         maps = CellMaps(cell.id, cell.row_off, cell.col_off, cell.size, cell.size,
                         failed="; ".join(f"{k}: {v}" for k, v in failed.items())
                         if isinstance(failed, dict) and failed else None)
+        versions = record.get("versions") or {}
         for period in PERIODS:
+            folder = cell_dir(root, cell.id, period, versions.get(period))
             for layer in ("classes", "confidence", "composite"):
-                path = cell_dir(root, cell.id, period) / f"{layer}.tif"
+                path = folder / f"{layer}.tif"
                 if path.is_file():
                     maps.files[(layer, period)] = path
         by_zone.setdefault((cell.zone, cell.south), []).append(maps)
@@ -262,6 +284,7 @@ def source_from_meta(root: Path, meta: dict[str, Any]) -> MapSource:
                       Zone(n, s).band_polygon(), Zone(n, s).name)
              for (n, s), cells in sorted(by_zone.items())]
     lineage = {"store": {"path": str(root), "created": meta.get("created"),
+                         "version": store_version(meta),
                          "periods": meta.get("periods"), "cutoff": meta.get("cutoff"),
                          "model": meta.get("model"),
                          "cells": len(meta["cells"])}}

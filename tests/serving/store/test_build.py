@@ -17,7 +17,7 @@ import rasterio
 
 from serving.inference.confidence import CONFIDENCE_NODATA, CONFIDENCE_SCALE
 from serving.plots.check import CheckOptions, run_checks
-from serving.store.reader import STORE_FILE, open_store
+from serving.store.reader import STORE_FILE, cell_dir, open_store
 from tests.store_fixtures import CELL_SIZE_M, PERIODS
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ def test_every_cell_has_a_class_map_and_its_confidence_on_one_grid(built_store: 
     assert len(meta["cells"]) >= 4  # the 2.56 km landscape over 1.28 km cells
     for cell in meta["cells"]:
         for period in PERIODS:
-            folder = built_store / "cells" / cell["id"] / period
+            folder = cell_dir(built_store, cell["id"], period, cell["versions"][period])
             with rasterio.open(folder / "classes.tif") as classes, \
                     rasterio.open(folder / "confidence.tif") as confidence, \
                     rasterio.open(folder / "composite.tif") as composite:
@@ -86,14 +86,14 @@ def test_a_build_killed_midway_resumes_and_redoes_nothing_done(
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 300
-    while not len(list(store.glob("cells/*/*/done.json"))) >= 2:
+    while not len(list(store.glob("cells/*/*/*/done.json"))) >= 2:
         assert proc.poll() is None, "the build ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (store / STORE_FILE).exists()  # unfinished: no store to read
-    done_before = {p.parent: p.stat().st_mtime_ns for p in store.glob("cells/*/*/done.json")}
+    done_before = {p.parent: p.stat().st_mtime_ns for p in store.glob("cells/*/*/*/done.json")}
     for folder in done_before:  # what is marked done is whole
         assert all((folder / f).is_file() for f in ("composite.tif", "classes.tif",
                                                     "confidence.tif"))
@@ -103,8 +103,8 @@ def test_a_build_killed_midway_resumes_and_redoes_nothing_done(
     for folder, mtime in done_before.items():
         assert (folder / "done.json").stat().st_mtime_ns == mtime  # not redone
     meta = json.loads((store / STORE_FILE).read_text())
-    assert len(list(store.glob("cells/*/*/done.json"))) == 2 * len(meta["cells"])
-    assert not list(store.glob("cells/*/*/.*"))  # no temporary leftovers
+    assert len(list(store.glob("cells/*/*/*/done.json"))) == 2 * len(meta["cells"])
+    assert not list(store.glob("cells/*/*/*/.*"))  # no temporary leftovers
 
 
 def test_a_cell_whose_imagery_fails_is_reported_and_the_rest_built(
@@ -150,7 +150,9 @@ def test_a_build_on_a_dask_cluster_writes_the_same_maps(built_store: Path, regio
                              store_model, BuildOptions(cell_size_m=CELL_SIZE_M),
                              scheduler=cluster.scheduler_address)
     assert not report.failed and report.done
-    for local in built_store.glob("cells/*/*/classes.tif"):
+    compared = list(built_store.glob("cells/*/*/*/classes.tif"))
+    assert len(compared) >= 8  # every cell and period (the same content keys: same folders)
+    for local in compared:
         remote = tmp_path / "store" / local.relative_to(built_store)
         with rasterio.open(local) as a, rasterio.open(remote) as b:
             assert np.array_equal(a.read(), b.read()), local
