@@ -110,3 +110,10 @@ def test_result_ids_are_not_written_to_the_access_log(client: httpx.Client) -> N
     log = client.log_path.read_text()  # type: ignore[attr-defined]
     assert "/ui/results/<id>/map.png" in log, log[-2000:]
     assert rid not in log
+
+
+def test_after_these_bodies_the_servers_log_holds_no_traceback(client: httpx.Client) -> None:
+    """Runs last in this module: every body above was answered without a traceback."""
+    assert client.get("/livez").status_code == 200
+    log = client.log_path.read_text()  # type: ignore[attr-defined]
+    assert "Traceback" not in log, log[log.find("Traceback") - 300:][:3000]
