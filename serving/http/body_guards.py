@@ -12,8 +12,10 @@
 from __future__ import annotations
 
 import tempfile
+from typing import Any
 
 from serving.http.asgi import (
+    RETRY_AFTER_S,
     ASGIApp,
     Message,
     Receive,
@@ -133,13 +135,23 @@ class BodyReader:
     :data:`SPOOL_BYTES` and to a temporary file beyond, with at most
     ``CACAOMAP_BODY_TIMEOUT_S`` seconds between two received chunks; a stalled body gets
     408 and never reaches the service. The body is then replayed to the app.
+
+    Bodies large enough to be spooled to disk (over :data:`SPOOL_BYTES`) count against
+    a limit of their own before a byte is written (``CACAOMAP_MAX_IN_FLIGHT``, the same
+    number): past it, 503 with ``Retry-After`` at once, so concurrent uploads cannot
+    fill the disk without bound. Small bodies are not counted: stalled uploads never
+    shut out a small request.
     """
 
-    def __init__(self, app: ASGIApp, idle_timeout_s: float | None = None) -> None:
-        """Wrap ``app``; ``idle_timeout_s`` defaults to ``CACAOMAP_BODY_TIMEOUT_S``."""
+    def __init__(self, app: ASGIApp, idle_timeout_s: float | None = None,
+                 max_spooling: int | None = None) -> None:
+        """Wrap ``app`` (defaults: ``CACAOMAP_BODY_TIMEOUT_S``, ``CACAOMAP_MAX_IN_FLIGHT``)."""
         self.app = app
         self.idle_timeout_s = (idle_timeout_s if idle_timeout_s is not None
                                else current().body_timeout_s)
+        self.max_spooling = (max_spooling if max_spooling is not None
+                             else current().max_in_flight)
+        self.spooling = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Spool the body of API requests that carry one, then call the app."""
@@ -148,6 +160,22 @@ class BodyReader:
 
         import anyio
 
+        length = header(scope, b"content-length") or "0"
+        if not (length.isdigit() and int(length) > SPOOL_BYTES):
+            return await self._spooled(scope, receive, send, anyio)
+        if self.spooling >= self.max_spooling:
+            return await send_error(
+                send, 503, f"{self.spooling} large request bodies are being received, the "
+                f"most this worker spools at once (CACAOMAP_MAX_IN_FLIGHT); retry after "
+                f"{RETRY_AFTER_S} s", [(b"retry-after", str(RETRY_AFTER_S).encode())])
+        self.spooling += 1
+        try:
+            return await self._spooled(scope, receive, send, anyio)
+        finally:
+            self.spooling -= 1
+
+    async def _spooled(self, scope: Scope, receive: Receive, send: Send, anyio: Any
+                       ) -> None:
         with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as body:
             while True:
                 with anyio.move_on_after(self.idle_timeout_s) as waited:

@@ -55,3 +55,35 @@ def test_a_json_body_has_a_limit_far_below_the_upload_limit() -> None:
     assert status(b"application/json", 100 * 2**20) == 200
     assert status(b"multipart/form-data; boundary=x", 200 * 2**20) == 200  # files spool
     assert Settings().max_json_bytes < Settings().max_upload_bytes / 10
+
+
+def test_bodies_being_received_count_before_a_byte_is_spooled() -> None:
+    """Before, any number of large uploads could spool to disk at once, uncounted."""
+    import asyncio
+
+    from serving.http.body_guards import BodyReader
+    from tests.serving.http.test_drain import _call, _ok, _scope, _whole_body
+
+    reader = BodyReader(_ok, idle_timeout_s=30, max_spooling=2)
+    release = asyncio.Event()
+
+    async def stalled() -> dict[str, object]:
+        await release.wait()
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def scenario() -> tuple[list[int], tuple[int, dict[bytes, bytes]], int]:
+        big = 8 * 2**20  # over SPOOL_BYTES: spooled to disk
+        slow = [asyncio.ensure_future(_call(reader, _scope("/plots", big), stalled))
+                for _ in range(2)]
+        await asyncio.sleep(0.05)
+        refused = await _call(reader, _scope("/plots", big), _whole_body)  # a third, at once
+        small = await _call(reader, _scope("/plots", 2), _whole_body)  # never shut out
+        assert small[0] == 200
+        release.set()
+        done = await asyncio.gather(*slow)
+        after = await _call(reader, _scope("/plots", 2), _whole_body)
+        return [status for status, _ in done], refused, after[0]
+
+    slow, refused, after = asyncio.run(scenario())
+    assert slow == [200, 200] and after == 200 and reader.spooling == 0
+    assert refused[0] == 503 and refused[1][b"retry-after"] == b"1"
