@@ -299,6 +299,35 @@ def reject_bad_root_json() -> None:
     IORootModel.model_validate_json = classmethod(model_validate_json)  # type: ignore[assignment,method-assign]
 
 
+def parse_json_off_the_loop() -> None:
+    """Parse JSON request bodies in a thread, not on the event loop.
+
+    ``JSONSerde.parse_request`` (``_bentoml_impl/serde.py``) reads the body, then
+    parses and validates it on the event loop: a large JSON body stalls every other
+    request of the worker, ``/livez`` included, for as long as it parses. The
+    replacement reads the body the same way and runs the same parse
+    (``deserialize_model``) in a worker thread. Bodies of multipart-field models (a URL
+    given for a file) keep BentoML's own path.
+    """
+    import anyio
+    from _bentoml_impl.serde import JSONSerde, Payload
+    from _bentoml_sdk.io_models import IORootModel
+
+    original = JSONSerde.parse_request
+    if getattr(original, "cacaomap_fixed", False):
+        return
+
+    async def parse_request(self: Any, request: Any, cls: Any) -> Any:
+        if issubclass(cls, IORootModel) and cls.multipart_fields:
+            return await original(self, request, cls)
+        body = await request.body()
+        payload = Payload((body,), metadata=request.headers)
+        return await anyio.to_thread.run_sync(self.deserialize_model, payload, cls)
+
+    parse_request.cacaomap_fixed = True  # type: ignore[attr-defined]
+    JSONSerde.parse_request = parse_request  # type: ignore[method-assign]
+
+
 def client_error_status(exc: BaseException | None) -> int | None:
     """The 4xx status BentoML answers an exception with, or None for a fault (5xx)."""
     from bentoml.exceptions import BentoMLException
@@ -433,6 +462,7 @@ def redact_result_ids() -> None:
 def apply() -> None:
     """Apply every fix (idempotent)."""
     redact_result_ids()
+    parse_json_off_the_loop()
     harden_multipart()
     cancel_timeout_timers()
     bound_cork_wait()
