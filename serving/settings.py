@@ -38,7 +38,7 @@ with a message naming the variable, never a silent default.
 | ``CACAOMAP_MAX_EVIDENCE`` | ``max_evidence`` | 20 |
 | ``CACAOMAP_PLOT_WORKERS`` | ``plot_workers`` | 2 |
 | ``CACAOMAP_PLOT_THREADS`` | ``plot_threads`` | 1 (``/plots`` at once, apart from scenes) |
-| ``CACAOMAP_MAX_QUEUED_SCENES`` | ``max_queued_scenes`` | 4 (more: 503 + ``Retry-After``) |
+| ``CACAOMAP_MAX_QUEUED_SCENES`` | ``max_queued_scenes`` | 16 (more: 503 + ``Retry-After``) |
 | ``CACAOMAP_MAX_QUEUED_PLOTS`` | ``max_queued_plots`` | 8 (more: 503 + ``Retry-After``) |
 | ``CACAOMAP_DRAIN_S`` | ``drain_s`` | 30 (0: stop at once) |
 | ``CACAOMAP_TTA`` | ``tta`` | none (``flips``: 4 runs a tile, ``d4``: 8) |
@@ -118,7 +118,9 @@ class Settings:
         max_evidence: Most plots of a ``/plots`` request with ``evidence=true``.
         plot_workers: Chunks of plots measured at once per request.
         plot_threads: ``/plots`` requests checked at once (threads apart from scenes').
-        max_queued_scenes: Scene requests queued or running at once; more get 503.
+        max_queued_scenes: Scene requests queued or running at once; more get 503 (16
+            full Sentinel-2 tiles, ~41 s each on 2 cores, finish within the 900 s
+            timeout: what waits longer would time out anyway).
         max_queued_plots: ``/plots`` requests queued or running at once; more get 503.
         drain_s: On ``SIGTERM``, longest wait for requests in flight to finish while
             new ones are refused (503); 0 stops at once.
@@ -157,7 +159,7 @@ class Settings:
     max_evidence: int = 20
     plot_workers: int = 2
     plot_threads: int = 1
-    max_queued_scenes: int = 4
+    max_queued_scenes: int = 16
     max_queued_plots: int = 8
     drain_s: float = 30.0
     tta: str = "none"
