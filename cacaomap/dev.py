@@ -115,17 +115,25 @@ def serve_lock(out: Path = SERVE_LOCK, lock: Path = Path("requirements.lock")) -
     import tempfile
     import tomllib
 
+    from cacaomap.grammar import CommandError
     from serving.files import write_bytes_atomic
 
+    if not lock.is_file():
+        raise CommandError(f"no lock file at {lock}")
+    if not Path("pyproject.toml").is_file():
+        raise CommandError("no pyproject.toml here: run it at the repository's root")
     project = tomllib.loads(Path("pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     wanted = [*project["dependencies"], *extras["service"],
               *(r for r in extras["serve"] if not r.startswith("cacaomap"))]
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
-        subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet",
-                        "--ignore-installed", "--report", str(report), "-c", str(lock),
-                        *wanted], check=True)
+        run = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run",
+                              "--quiet", "--ignore-installed", "--report", str(report),
+                              "-c", str(lock), *wanted], capture_output=True, text=True)
+        if run.returncode != 0:
+            why = (run.stderr.strip().splitlines() or ["pip failed"])[-1]
+            raise CommandError(f"pip cannot resolve the serving floor within {lock}: {why}")
         installs = json.loads(report.read_text())["install"]
     lines = sorted(f"{i['metadata']['name'].lower()}=={i['metadata']['version']}"
                    for i in installs)

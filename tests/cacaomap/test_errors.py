@@ -55,6 +55,7 @@ def bad_inputs(tmp: Path) -> dict[str, list[str]]:
         "service bento": ["--model", str(tmp / "nomodel")],
         "dev demo": ["--experiment", "no-such-experiment"],
         "dev bench": ["--experiment", "no-such-experiment", "--redo", "nothing"],
+        "dev serve-lock": ["--lock", str(tmp / "missing.lock"), "--out", str(tmp / "x.lock")],
         # mlflow-ui takes no input: its only user error is an argument one (below)
     }
 
