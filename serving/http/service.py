@@ -175,47 +175,6 @@ def _open_with_mask(stack: contextlib.ExitStack, upload: Path, mask: Path | None
 RESOURCES: dict[str, Any] = {"resources": {"gpu": SETTINGS.gpus}} if SETTINGS.gpus else {}
 
 
-class StoreVersions:
-    """The store the service answers from: the version ``store.json`` names now.
-
-    A rebuild replaces ``store.json`` in one atomic rename once its new files are
-    written (:mod:`serving.store.reader`); each request takes the version it starts
-    with (a ``stat`` tells whether it changed), so every answer comes from one
-    consistent version and names it in its lineage. No restart is needed.
-    """
-
-    def __init__(self, root: Path | None) -> None:
-        self.root = root
-        self.lock = threading.Lock()
-        self.stamp: tuple[int, int] | None = None
-        self.source: Any = None
-        self.current()
-
-    def current(self) -> Any:
-        """The store (a :class:`~serving.store.reader.MapSource`), or None without one."""
-        if self.root is None:
-            return None
-        from serving.store.reader import STORE_FILE, StoreError, open_store
-
-        try:
-            info = (self.root / STORE_FILE).stat()
-        except OSError:
-            return self.source
-        stamp = (info.st_mtime_ns, info.st_ino)
-        with self.lock:
-            if stamp != self.stamp:
-                try:
-                    self.source, self.stamp = open_store(self.root), stamp
-                    log.info("store %s: version %s", self.root,
-                             self.source.lineage["store"]["version"])
-                except StoreError as err:  # keep answering from the version in hand
-                    if self.source is None:
-                        raise
-                    log.warning("store %s changed but cannot be read (%s); still "
-                                "answering from the version in hand", self.root, err)
-            return self.source
-
-
 #: Seconds a request may take (BentoML's traffic timeout); queued work waits no longer.
 REQUEST_TIMEOUT_S = 900
 
@@ -258,6 +217,7 @@ class CacaoMap:
         self.contract = contract
         LoadedModel.contract = self.contract
         from serving.references.layers import open_layers
+        from serving.store.reader import StoreVersions
 
         self._stores = StoreVersions(SETTINGS.store)
         self.references = open_layers(SETTINGS.reference_layers)

@@ -28,6 +28,8 @@ map's own grid, the current map warped onto it if its grid differs.
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -47,6 +49,8 @@ from shapely.geometry.base import BaseGeometry
 from serving.classes import ClassSchema
 from serving.inference.confidence import CONFIDENCE_NODATA, confidence_path
 from serving.store.grid import Cell, Zone, lattice
+
+log = logging.getLogger(__name__)
 
 STORE_FILE = "store.json"
 STORE_VERSION = 1
@@ -348,3 +352,42 @@ def pair_of_maps(reference: str | Path, current: str | Path, schema: ClassSchema
 def region_of(meta: dict[str, Any]) -> BaseGeometry:
     """The store's region as a lon/lat geometry."""
     return shape(meta["region"])
+
+
+class StoreVersions:
+    """The store the service answers from: the version ``store.json`` names now.
+
+    A rebuild replaces ``store.json`` in one atomic rename once its new files are
+    written (:mod:`serving.store.reader`); each request takes the version it starts
+    with (a ``stat`` tells whether it changed), so every answer comes from one
+    consistent version and names it in its lineage. No restart is needed.
+    """
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+        self.lock = threading.Lock()
+        self.stamp: tuple[int, int] | None = None
+        self.source: MapSource | None = None
+        self.current()
+
+    def current(self) -> MapSource | None:
+        """The store, or None without one."""
+        if self.root is None:
+            return None
+        try:
+            info = (self.root / STORE_FILE).stat()
+        except OSError:
+            return self.source
+        stamp = (info.st_mtime_ns, info.st_ino)
+        with self.lock:
+            if stamp != self.stamp:
+                try:
+                    self.source, self.stamp = open_store(self.root), stamp
+                    log.info("store %s: version %s", self.root,
+                             self.source.lineage["store"]["version"])
+                except StoreError as err:  # keep answering from the version in hand
+                    if self.source is None:
+                        raise
+                    log.warning("store %s changed but cannot be read (%s); still "
+                                "answering from the version in hand", self.root, err)
+            return self.source
