@@ -28,6 +28,7 @@ with a message naming the variable, never a silent default.
 | ``CACAOMAP_RESULTS_DIR`` | ``results_dir`` | ``<tmp>/cacaomap-results-<uid>`` |
 | ``CACAOMAP_UI_KEEP`` | ``ui_keep`` | 20 |
 | ``CACAOMAP_UI_KEEP_MB`` | ``ui_keep_mb`` | 4096 |
+| ``CACAOMAP_UI_KEEP_PER_CALLER`` | ``ui_keep_per_caller`` | 5 (per client address) |
 | ``CACAOMAP_MAX_ZONE_VERTICES`` | ``max_zone_vertices`` | 1,000,000 |
 | ``CACAOMAP_MODEL_SHA256`` | ``model_sha256`` | none (a model of another sha256 is refused) |
 | ``CACAOMAP_STORE`` | ``store`` | none (``/plots`` answers 404) |
@@ -105,6 +106,9 @@ class Settings:
         results_dir: Where the map page keeps result folders (None: under the temp dir).
         ui_keep: Result folders of the map page kept.
         ui_keep_mb: MiB of result folders of the map page kept.
+        ui_keep_per_caller: Result folders kept per caller (client address): a
+            caller's new result evicts its own oldest, never another caller's while
+            that one holds fewer.
         max_zone_vertices: Most vertices over all zones of one request.
         model_sha256: The sha256 the served model's ONNX file must have (pinned: any
             other model is refused at start with one line).
@@ -149,6 +153,7 @@ class Settings:
     results_dir: Path | None = None
     ui_keep: int = 20
     ui_keep_mb: float = 4096.0
+    ui_keep_per_caller: int = 5
     max_zone_vertices: int = 1_000_000
     model_sha256: str = ""
     store: Path | None = None
@@ -208,6 +213,7 @@ class Settings:
                     "max_latency_ms": self.max_latency_ms,
                     "max_in_flight": self.max_in_flight, "ui_keep": self.ui_keep,
                     "ui_keep_mb": self.ui_keep_mb,
+                    "ui_keep_per_caller": self.ui_keep_per_caller,
                     "max_zone_vertices": self.max_zone_vertices,
                     "body_timeout_s": self.body_timeout_s,
                     "scene_threads": self.scene_threads, "max_plots": self.max_plots,

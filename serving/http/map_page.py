@@ -7,13 +7,16 @@ written into a result folder named by a random id. :func:`ui_app` is the Starlet
 mounted at ``/ui``: the page, its vendored scripts (Leaflet from npm, no CDN) and the
 result files. Result folders live in ``CACAOMAP_RESULTS_DIR`` (default
 ``<tmp>/cacaomap-results-<uid>``, private to the user); the newest are kept, at most
-``CACAOMAP_UI_KEEP`` (20) folders and ``CACAOMAP_UI_KEEP_MB`` (4096) MiB. A result's
+``CACAOMAP_UI_KEEP`` (20) folders and ``CACAOMAP_UI_KEEP_MB`` (4096) MiB, and at most
+``CACAOMAP_UI_KEEP_PER_CALLER`` (5) per client address, so that one caller cannot evict
+the others' results. A result's
 id is 128 random bits: its files are readable by whoever holds the link.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -21,6 +24,7 @@ import secrets
 import shutil
 import stat
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,6 +50,8 @@ RESULT_FILES = frozenset({
 })
 #: Largest labels upload (``POST /ui/results/<id>/labels``), in bytes.
 MAX_LABELS_BYTES = 16 * 2**20
+#: Whose a result folder is (never served: not in RESULT_FILES).
+CALLER_FILE = ".caller"
 _RESULT_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -80,31 +86,60 @@ def _folder_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
 
 
-def new_result_folder(settings: Settings | None = None) -> tuple[str, Path]:
-    """A fresh result folder; the oldest go while over ``CACAOMAP_UI_KEEP`` or its MB.
+def caller_key(address: str | None) -> str:
+    """The name a caller's result folders are counted under: a hash of its address."""
+    return hashlib.sha256((address or "unknown").encode()).hexdigest()[:16]
 
-    Several workers may prune at once: a folder another worker removed is skipped.
+
+def _owner(folder: Path) -> str:
+    try:
+        return (folder / CALLER_FILE).read_text().strip()
+    except OSError:
+        return ""
+
+
+def new_result_folder(settings: Settings | None = None, caller: str = "local"
+                      ) -> tuple[str, Path]:
+    """A fresh result folder for ``caller``, after pruning what is over the bounds.
+
+    A caller's own oldest go first while it holds ``CACAOMAP_UI_KEEP_PER_CALLER``;
+    then, while over ``CACAOMAP_UI_KEEP`` folders or its MiB, the oldest of whichever
+    caller holds the most: one caller calling in a loop evicts its own results, never
+    those of a caller holding fewer. Several workers may prune at once: a folder
+    another worker removed is skipped.
+
+    Args:
+        settings: The service's settings (default: the environment's).
+        caller: Whom the folder is for (:func:`caller_key` of the client's address).
     """
     settings = settings or current()
     root = results_root(settings)
-    folders: list[tuple[float, int, Path]] = []
+    folders: list[tuple[float, int, Path, str]] = []
     for path in root.iterdir():
         if not _RESULT_ID.match(path.name):
             continue
         try:
-            folders.append((path.stat().st_mtime, _folder_bytes(path), path))
+            folders.append((path.stat().st_mtime, _folder_bytes(path), path, _owner(path)))
         except FileNotFoundError:  # pruned by another worker meanwhile
             continue
     folders.sort()
-    total = sum(size for _, size, _ in folders)
+
+    def evict(entry: tuple[float, int, Path, str]) -> None:
+        folders.remove(entry)
+        shutil.rmtree(entry[2], ignore_errors=True)
+
+    while (own := [f for f in folders if f[3] == caller]) and \
+            len(own) >= settings.ui_keep_per_caller:
+        evict(own[0])
     while folders and (len(folders) >= settings.ui_keep
-                       or total > settings.ui_keep_mb * 2**20):
-        _, size, oldest = folders.pop(0)
-        shutil.rmtree(oldest, ignore_errors=True)
-        total -= size
+                       or sum(f[1] for f in folders) > settings.ui_keep_mb * 2**20):
+        held = Counter(f[3] for f in folders)
+        most = max(held.values())
+        evict(next(f for f in folders if held[f[3]] == most))
     result_id = secrets.token_hex(16)
     folder = root / result_id
     folder.mkdir()
+    (folder / CALLER_FILE).write_text(caller)
     return result_id, folder
 
 
@@ -143,7 +178,8 @@ def _one_date(src: DatasetReader, upload: Path, name: str, folder: Path,
 
 def analyze(uploads: dict[str, Path], classifier: TileClassifier, max_pixels: int,
             lineage: dict[str, Any] | None = None,
-            open_upload: Callable[[Path], MemoryFile] | None = None) -> dict[str, Any]:
+            open_upload: Callable[[Path], MemoryFile] | None = None,
+            caller: str = "local") -> dict[str, Any]:
     """Classify ``current`` (and ``reference`` with ``zones``) for the map page.
 
     Args:
@@ -153,6 +189,7 @@ def analyze(uploads: dict[str, Path], classifier: TileClassifier, max_pixels: in
         lineage: Model lineage for the baseline report.
         open_upload: Opens an upload in memory (the service's, which checks its size);
             default: the bytes as they are.
+        caller: Whose result this is (:func:`caller_key`; bounds per caller).
 
     Returns:
         JSON for the page: classes, per-date hectares and image bounds, the baseline
@@ -166,7 +203,7 @@ def analyze(uploads: dict[str, Path], classifier: TileClassifier, max_pixels: in
     opener = open_upload or (lambda path: MemoryFile(path.read_bytes()))
 
     schema = classifier.contract.schema
-    result_id, folder = new_result_folder()
+    result_id, folder = new_result_folder(caller=caller)
     try:
         dates: dict[str, Any] = {}
         for name in ("reference", "current"):

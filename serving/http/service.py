@@ -128,6 +128,14 @@ PlotsBody = Annotated[dict[str, Any], WithJsonSchema({
     "with an Area in ha, Polygons, MultiPolygons)"})]
 
 
+def _caller(ctx: bentoml.Context) -> str:
+    """Whom a result is counted against: the client's address, hashed."""
+    from serving.http.map_page import caller_key
+
+    client = ctx.request.client
+    return caller_key(client.host if client else None)
+
+
 def _raw_json_body(ctx: bentoml.Context) -> bytes | None:
     """The request's JSON bytes as the client sent them (kept by the body reader)."""
     try:
@@ -356,21 +364,21 @@ class CacaoMap:
                           "onnx_sha256": self.contract.onnx_sha256,
                           "mlflow_run_id": self.contract.mlflow_run_id}}
 
-    def _analyze(self, uploads: dict[str, Path]) -> dict[str, Any]:
+    def _analyze(self, uploads: dict[str, Path], caller: str) -> dict[str, Any]:
         from serving.baseline.change import BaselineError
         from serving.http.map_page import analyze
 
         try:
             return analyze(uploads, self.scene_classifier, SETTINGS.max_pixels, self._lineage(),
-                           open_upload=_open_upload)
+                           open_upload=_open_upload, caller=caller)
         except (BaselineError, AreaError, InputError, ValueError) as err:
             raise InvalidArgument(str(err)) from err
         except RasterioError as err:
             raise InvalidArgument(f"an upload is not a readable GeoTIFF: {err}") from err
 
     @bentoml.api(route="/analyze")
-    async def analyze(self, reference: GeoTiff, current: GeoTiff, zones: Path
-                      ) -> dict[str, Any]:
+    async def analyze(self, reference: GeoTiff, current: GeoTiff, zones: Path,
+                      ctx: bentoml.Context) -> dict[str, Any]:
         """For the map page: two dates and plots, classified, compared and rendered.
 
         Each date is a scene or a class map; the JSON carries the URLs of every file.
@@ -378,13 +386,14 @@ class CacaoMap:
         for upload in (reference, current):
             _check_size(upload)
         return await self._in_scene_pool(
-            self._analyze, {"reference": reference, "current": current, "zones": zones})
+            self._analyze, {"reference": reference, "current": current, "zones": zones},
+            _caller(ctx))
 
     @bentoml.api(route="/analyze_scene")
-    async def analyze_scene(self, scene: GeoTiff) -> dict[str, Any]:
+    async def analyze_scene(self, scene: GeoTiff, ctx: bentoml.Context) -> dict[str, Any]:
         """For the map page: one scene (or class map) classified and rendered."""
         _check_size(scene)
-        return await self._in_scene_pool(self._analyze, {"current": scene})
+        return await self._in_scene_pool(self._analyze, {"current": scene}, _caller(ctx))
 
     @bentoml.api(route="/plots")
     async def plots(self, body: PlotsBody, /, ctx: bentoml.Context) -> dict[str, Any]:

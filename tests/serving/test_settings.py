@@ -54,6 +54,7 @@ def test_every_variable_is_read_as_its_type() -> None:
         "CACAOMAP_PLOT_THREADS": "2",
         "CACAOMAP_MAX_QUEUED_SCENES": "2",
         "CACAOMAP_MAX_QUEUED_PLOTS": "3",
+        "CACAOMAP_UI_KEEP_PER_CALLER": "2",
         "UNRELATED": "ignored",
     })
     assert settings == Settings(
@@ -67,7 +68,7 @@ def test_every_variable_is_read_as_its_type() -> None:
         store=Path("/srv/stores/tocache"), max_plots=500, max_evidence=3, plot_workers=4,
         gpus=1, drain_s=12.5, tta="flips", max_json_mb=64.0, model_sha256="ab" * 32,
         reference_layers="radd=/srv/layers/radd", review_rule="majority", max_plot_ha=250.0,
-        plot_threads=2, max_queued_scenes=2, max_queued_plots=3)
+        plot_threads=2, max_queued_scenes=2, max_queued_plots=3, ui_keep_per_caller=2)
     unset = [f.name for f in fields(Settings)
              if getattr(settings, f.name) == getattr(Settings(), f.name)]
     assert unset == [], f"settings this test does not set: {unset}"

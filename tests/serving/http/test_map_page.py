@@ -437,3 +437,24 @@ def test_map_page_checks_plots_against_the_store(store_server: ServerURL,
                 page.close()
         finally:
             browser.close()
+
+
+@pytest.mark.server
+def test_a_caller_in_a_loop_cannot_evict_another_callers_result(server: ServerURL,
+                                                                 landscape: Path) -> None:
+    """Twenty ``/analyze_scene`` calls from one address leave another address's result."""
+    body = {"scene": ("c.tif", (landscape / "labels" / "labels_20240820.tif").read_bytes(),
+                      "image/tiff")}
+
+    def client(address: str) -> httpx.Client:
+        return httpx.Client(transport=httpx.HTTPTransport(local_address=address),
+                            timeout=300)
+
+    with client("127.0.0.2") as other, client("127.0.0.1") as looping:
+        theirs = other.post(f"{server}/analyze_scene", files=body).json()["id"]
+        mine = [looping.post(f"{server}/analyze_scene", files=body).json()["id"]
+                for _ in range(20)]
+        report = "/classes_current.png"
+        assert other.get(f"{server}/ui/results/{theirs}{report}").status_code == 200
+        assert looping.get(f"{server}/ui/results/{mine[-1]}{report}").status_code == 200
+        assert looping.get(f"{server}/ui/results/{mine[0]}{report}").status_code == 404

@@ -74,3 +74,16 @@ def test_the_default_folder_is_private_and_a_planted_one_is_refused(
     root.chmod(0o777)
     with pytest.raises(PermissionError, match="not a private folder"):
         results_root(Settings())
+
+
+def test_one_caller_in_a_loop_evicts_its_own_results_not_anothers(tmp_path: Path) -> None:
+    settings = Settings(results_dir=tmp_path, ui_keep=4, ui_keep_per_caller=2)
+    _, theirs = new_result_folder(settings, caller="b")
+    mine = [new_result_folder(settings, caller="a")[1] for _ in range(20)]
+    kept = {p.name for p in tmp_path.iterdir()}
+    assert kept == {theirs.name, mine[-2].name, mine[-1].name}
+    # Over the total bound, the caller holding the most loses its oldest.
+    others = [new_result_folder(settings, caller=c)[1] for c in ("c", "d")]
+    kept = {p.name for p in tmp_path.iterdir()}
+    assert kept == {theirs.name, mine[-1].name, *(o.name for o in others)}
+    assert not (tmp_path / mine[-2].name).exists()
