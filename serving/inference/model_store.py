@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from serving.inference.contract import CONTRACT_FILE, ContractError
@@ -10,15 +12,28 @@ from serving.settings import current
 DEFAULT_NAME = "cacaomap"
 
 
-def default_models_dir() -> Path:
+def default_models_dir(env: Mapping[str, str] | None = None,
+                       checkout: Path | None = None) -> Path:
     """The default root of exported model folders (``models/README.md`` says more).
 
-    The repository's committed ``models/`` folder when the package runs from a checkout,
-    whatever the working directory; elsewhere (an installed package, a Bento) the
-    ``models/`` of the working directory, and a Bento serves from the BentoML store.
+    Always absolute, so that the working directory never decides which model is served
+    (a ``models/v999`` planted where the service happens to start is not read): the
+    repository's committed ``models/`` folder when the package runs from a checkout;
+    elsewhere (an installed package) ``$XDG_DATA_HOME/cacaomap/models`` (by default
+    ``~/.local/share/cacaomap/models``). A Bento serves from the BentoML store.
+
+    Args:
+        env: The environment to read ``XDG_DATA_HOME`` and ``HOME`` from (default: ours).
+        checkout: The checkout's ``models/`` (default: beside this package).
     """
-    checkout = Path(__file__).resolve().parents[2] / "models"
-    return checkout if (checkout / "README.md").is_file() else Path("models")
+    checkout = checkout or Path(__file__).resolve().parents[2] / "models"
+    if (checkout / "README.md").is_file():
+        return checkout
+    env = os.environ if env is None else env
+    data = env.get("XDG_DATA_HOME", "")
+    base = Path(data) if data and Path(data).is_absolute() else \
+        Path(env.get("HOME") or Path.home()) / ".local" / "share"
+    return (base / "cacaomap" / "models").absolute()
 
 
 #: Default root of exported model folders: ``models/<name>/v<N>/``.

@@ -45,3 +45,24 @@ def test_a_command_refuses_a_model_that_is_not_the_pinned_one(model: Path,
     assert run.returncode == 1
     assert run.stderr.strip().startswith("cacaomap maps classify: the model at ")
     assert "not the pinned CACAOMAP_MODEL_SHA256 ffffffffffff" in run.stderr
+
+
+def test_the_default_model_root_is_absolute_wherever_the_service_starts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``models/cacaomap/v999`` planted in the working directory is never served."""
+    from serving.inference import model_store
+    from tests.service_helpers import REPO
+
+    assert model_store.MODELS_DIR == REPO / "models"  # a checkout: its committed folder
+    installed = tmp_path / "site-packages" / "models"  # no README: not a checkout
+    assert model_store.default_models_dir({"XDG_DATA_HOME": "/srv/data"}, installed) == \
+        Path("/srv/data/cacaomap/models")
+    assert model_store.default_models_dir({"XDG_DATA_HOME": "relative", "HOME": "/home/u"},
+                                          installed) == \
+        Path("/home/u/.local/share/cacaomap/models")
+    write_local_model(tmp_path / "models" / "cacaomap" / "v999")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(model_store, "MODELS_DIR", tmp_path / "empty")
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))  # an empty store
+    with pytest.raises(ContractError, match="empty"):
+        model_store.resolve_model_dir(None)
