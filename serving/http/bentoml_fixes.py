@@ -272,12 +272,16 @@ def reject_bad_root_json() -> None:
     ``IORootModel.model_validate_json`` (``_bentoml_sdk/io_models.py``) parses with
     ``json.loads`` and lets its ``JSONDecodeError`` escape; BentoML's endpoint turns
     pydantic's ``ValidationError`` into 400 but anything else into 500 with a traceback.
-    The replacement parses the same way and raises ``BadInput`` (400) naming the error.
+    The replacement parses the same way and raises ``BadInput`` (400) naming the error;
+    large bodies are parsed by :func:`serving.json_bodies.loads`, which lets the event
+    loop run meanwhile (``json.loads`` holds the interpreter lock throughout).
     """
     import json
 
     from _bentoml_sdk.io_models import IORootModel
     from bentoml.exceptions import BadInput
+
+    from serving import json_bodies
 
     current = IORootModel.model_validate_json.__func__  # type: ignore[attr-defined]
     if getattr(current, "cacaomap_fixed", False):
@@ -288,7 +292,7 @@ def reject_bad_root_json() -> None:
         if cls.model_json_schema().get("type") in ("string", "file"):
             return cls.model_validate(json_data, **kwargs)
         try:
-            parsed = json.loads(json_data)
+            parsed = json_bodies.loads(json_data)  # other threads run meanwhile
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise BadInput(f"the body is not JSON: {err}") from err
         except RecursionError as err:

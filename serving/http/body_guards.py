@@ -14,6 +14,7 @@ from __future__ import annotations
 import tempfile
 from typing import Any
 
+from serving import json_bodies
 from serving.http.asgi import (
     RETRY_AFTER_S,
     ASGIApp,
@@ -209,7 +210,15 @@ class BodyReader:
                 return {"type": "http.request", "body": chunk,
                         "more_body": body.tell() < size}
 
-            await self.app(scope, replay, send)
+            if size >= json_bodies.WALK_FROM_BYTES and (
+                    header(scope, b"content-type") or "").split(";")[0].strip().endswith("json"):
+                # What a large JSON body parses into is freed (by reference counting)
+                # when the request ends: with the cyclic collector paused until then,
+                # no collection walks those millions of objects, holding every thread.
+                with json_bodies.collector_paused():
+                    await self.app(scope, replay, send)
+            else:
+                await self.app(scope, replay, send)
         return None
 
 

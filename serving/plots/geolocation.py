@@ -43,6 +43,8 @@ from shapely.geometry import MultiPolygon, Polygon, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
+from serving import json_bodies
+
 #: Largest plot the regulation lets one declare as a single point, in hectares.
 POINT_MAX_HA = 4.0
 #: Area checked around a point that declares none: the EU information system's 4 ha.
@@ -220,7 +222,7 @@ GEOMETRY_TYPES = ("Point", "MultiPoint", "Polygon", "MultiPolygon", "GeometryCol
 
 def _parse(data: bytes | str, name: str) -> Any:
     try:
-        return json.loads(data, parse_float=Decimal)
+        return json_bodies.loads(data, parse_float=Decimal)  # other threads run meanwhile
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise PlotsError(f"{name}: not GeoJSON text ({err})") from err
     except RecursionError as err:

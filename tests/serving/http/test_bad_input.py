@@ -431,3 +431,4 @@ def test_stalled_uploads_neither_hold_slots_nor_stay(server: ServerURL) -> None:
     assert statuses == {408}, answers[:2]
     assert b"stalled" in answers[0]
     assert httpx.post(f"{server}/model", json={}, timeout=30).status_code == 200
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -229,3 +230,54 @@ def test_tile_requests_are_not_held_behind_a_scene(server: str, tmp_path: Path) 
     worker.join()
     assert scene_done and tiles_done[-1] < scene_done[0], (
         "tile requests waited for the scene to finish")
+
+
+def test_livez_answers_within_a_probe_timeout_while_a_large_json_body_is_parsed(
+    server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A kubelet-style probe (1 s timeout) never fails while 45 MB of JSON is parsed.
+
+    JSON bodies are parsed in a worker thread: parsed on the event loop, a body this
+    large held every other request, ``/livez`` included, for seconds.
+    """
+    import threading
+    import time
+
+    feature = {"type": "Feature", "properties": {"ProducerName": "x" * 40, "Area": 1.0},
+               "geometry": {"type": "Point", "coordinates": [-76.5123456, -8.2123456]}}
+    body = json.dumps({"type": "FeatureCollection", "features": [feature] * 300_000}
+                      ).encode()
+    assert 40 * 2**20 < len(body) < 128 * 2**20  # under the JSON limit: it is parsed
+    probes: list[float | str] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        with httpx.Client(timeout=1.0) as client:
+            while not done.is_set():
+                start = time.perf_counter()
+                try:
+                    status = client.get(f"{server}/livez").status_code
+                    probes.append(time.perf_counter() - start if status == 200
+                                  else f"status {status}")
+                except httpx.TimeoutException:
+                    probes.append("no answer within 1 s")
+                time.sleep(0.05)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        start = time.perf_counter()
+        answers = [httpx.post(f"{server}/plots", content=body, timeout=300,
+                              headers={"content-type": "application/json"}).status_code
+                   for _ in range(2)]
+        took = time.perf_counter() - start
+    finally:
+        done.set()
+        prober.join()
+    failed = [p for p in probes if isinstance(p, str)]
+    slowest = max((p for p in probes if isinstance(p, float)), default=0.0)
+    with capsys.disabled():
+        print(f"\n/livez during two 45 MB JSON bodies: {len(probes)} probes, slowest "
+              f"{slowest:.3f} s, failed {len(failed)}; /plots answered {answers} in {took:.1f} s")
+    assert all(a in (400, 404) for a in answers), answers  # parsed, then refused
+    assert len(probes) >= 5 and not failed, failed
