@@ -40,6 +40,7 @@ from training.bench.model import (
     tta_cost,
 )
 from training.bench.plot_checks import plots_bench
+from training.bench.queues import queues_before_after
 from training.bench.service import (
     SENTINEL2_TILE,
     build_scene,
@@ -101,7 +102,7 @@ def run_bench(
     Sections already measured today with the same model are reused unless named in
     ``redo`` (``ceiling``, ``gflop_per_tile``, ``model_throughput``,
     ``session_options``, ``tta``, ``scene``, ``service``, ``client``, ``tiles_during_scene``,
-    ``composite``, ``plots``).
+    ``composite``, ``plots``, ``queues``).
     """
     console = Console()
     torch.set_num_threads(cpu_facts()["cores"])
@@ -182,6 +183,7 @@ def run_bench(
         service_seconds, work))
     section("composite", lambda: composite_bench(work / "composite"))
     section("plots", lambda: plots_bench(work / "plots", fp32_dir))
+    section("queues", lambda: queues_before_after(int8_dir, tile, work / "queues"))
     path = out_dir / f"{result['date']}.json"
     path.write_text(json.dumps(result, indent=2))
     partial.unlink(missing_ok=True)
@@ -369,6 +371,13 @@ def update_performance_page(r: dict[str, Any], s: dict[str, Any],
                 f"{refs['seconds']:.1f} s, {refs['peak_rss_mb']:.0f} MB; "
                 f"{plots['references_time_ratio']:.2f}x the time, "
                 f"{refs['peak_rss_mb'] / one['peak_rss_mb']:.2f}x the peak RSS |")
+    queues = r.get("queues")
+    if queues:
+        lines.append(
+            f"| separate bounded queues, same run: tiles/s ({queues['clients']} clients) "
+            f"and plots/s ({queues['plots']:,} plots) after ÷ before "
+            f"({queues['before_revision']}) | {queues['tiles_ratio']:.2f}x, "
+            f"{queues['plots_ratio']:.2f}x |")
     tta = r.get("tta")
     if tta:
         lines.append(
