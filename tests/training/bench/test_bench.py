@@ -161,3 +161,23 @@ def test_plots_bench_checks_every_plot_on_both_stores_and_the_service(
     assert result["baseline_before"]["plots"] == 40
     assert result["service"]["status"] == 200
     assert result["service"]["verdicts"] == result["store_1x1"]["verdicts"]
+
+
+def test_queues_bench_serves_both_trees_and_gives_ratios(model_dir: Path, tmp_path: Path
+                                                         ) -> None:
+    import subprocess
+
+    from training.bench.queues import BEFORE, queues_before_after
+
+    if subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{BEFORE}^{{commit}}"],
+                      capture_output=True).returncode:
+        pytest.skip(f"this clone does not hold {BEFORE} (a shallow clone)")
+    tile = np.random.default_rng(0).integers(100, 4000, (10, 64, 64)).astype(np.uint16)
+    result = queues_before_after(model_dir, tile, tmp_path, clients=2, seconds=1.0,
+                                 plots=20, side=600, rounds=1)
+    before, after = result["rounds"]["before"][0], result["rounds"]["after"][0]
+    # Each tree is really the one served: only the newer store names its version.
+    assert not before["store_version_reported"] and after["store_version_reported"]
+    for run in (before, after):
+        assert run["tiles_per_s"] > 0 and run["plots_per_s"] > 0
+    assert result["tiles_ratio"] == after["tiles_per_s"] / before["tiles_per_s"]
