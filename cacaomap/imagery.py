@@ -121,6 +121,71 @@ def composite(
           f"{result.never_clear_fraction:.1%} of pixels never seen clearly")
 
 
+def stack_radar(
+    *,
+    optical: Path,
+    radar: list[Path],
+    out: Path,
+    period: str = "",
+    radar_units: Literal["linear", "db", "auto"] = "auto",
+) -> None:
+    r"""Stack a period's Sentinel-1 statistics onto its optical composite, as one COG.
+
+    Per pixel over the period's radar acquisitions (VV and VH backscatter, gamma0 or
+    sigma0): the mean of linear power, the standard deviation and the 10th and 90th
+    percentiles of the dB values, and the VH/VV ratio, all in dB, with a last band
+    ``radar_count``. Every file is read onto the optical composite's grid and resampled
+    in linear power (a dB file is converted first); nodata, zero power (border noise)
+    and a band described ``mask``/``layover``/``shadow`` are dropped. Units come from
+    ``--radar-units``, else the file's tags or name, and are checked against the values:
+    a "linear" file whose values look like dB is refused.
+
+    Args:
+        optical: The period's optical composite (``cacaomap imagery composite``); its
+            grid is the stack's.
+        radar: Sentinel-1 GeoTIFFs, one per acquisition: VV and VH bands (described
+            ``VV``/``VH``, else in that order), or a ``*_VV.tif`` with its ``*_VH.tif``
+            beside it, or VV alone.
+        out: Output COG.
+        period: ``START/END`` (ISO dates): acquisitions dated (by a ``YYYYMMDD`` in the
+            file name) outside it are left out; default: every file.
+        radar_units: ``linear`` power, ``db``, or ``auto`` (the file's tags or name, else
+            its values).
+
+    Writes:
+        OUT: the optical composite's bands unchanged, then ``VV_mean_db``,
+        ``VV_std_db``, ``VV_p10_db``, ``VV_p90_db``, the same for VH, ``VHVV_ratio_db``
+        (uint16, dB = DN / 100 - 50, 0 = not seen by radar) and ``radar_count``; the
+        radar files and the units they were read in are in its tags. Written whole or
+        not at all.
+
+    Examples:
+        cacaomap imagery stack-radar --optical s2_2024.tif \
+            --radar s1/S1A_*_2024*.tif --period 2024-01-01/2024-12-31 --out s1s2_2024.tif
+        cacaomap imagery stack-radar --optical c.tif --radar img_radar.tif \
+            --radar-units linear --out stacked.tif
+    """
+    from rich.progress import Progress
+
+    from serving.radar.acquisitions import describe
+    from serving.radar.stack import stack_radar as stack
+
+    if not optical.is_file():
+        raise CommandError(f"--optical {optical}: no such file")
+    files = [describe(path, radar_units) for path in radar]
+    with Progress() as bar:
+        task = bar.add_task(f"radar statistics of {len(files)} acquisitions", total=None)
+        result = stack(optical, files, out, period=period,
+                       on_block=lambda done, total: bar.update(task, completed=done,
+                                                               total=total))
+    for note in result.notes:
+        print(f"note: {note}")
+    units = sorted({f"{f.name}: {f.units}" for f in files if f.name in result.radar_items})
+    print(f"wrote {result.path}: {len(result.radar_items)} radar acquisitions "
+          f"({'; '.join(units) or 'none'}), {result.radar_seen_fraction:.0%} of pixels "
+          f"seen by radar, {result.radar_only_fraction:.1%} by radar alone")
+
+
 def synth(
     out: Path = Path("datasets/synthetic/data/demo"),
     size: int = 512,

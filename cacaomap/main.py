@@ -62,6 +62,7 @@ GROUPS: dict[str, str] = {
 
 COMMANDS: tuple[Command, ...] = (
     Command("imagery", "composite", "cacaomap.imagery:composite"),
+    Command("imagery", "stack-radar", "cacaomap.imagery:stack_radar"),
     Command("imagery", "synth", "cacaomap.imagery:synth"),
     Command("imagery", "array-chips", "cacaomap.imagery:array_chips"),
     Command("model", "export", "cacaomap.model:export"),

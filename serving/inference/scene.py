@@ -101,7 +101,7 @@ def class_map_or_scene(src: DatasetReader, classifier: TileClassifier, name: str
     """
     if is_class_map(src):
         return "class map"
-    if scene_bands(src, classifier.contract.num_bands) is not None:
+    if scene_bands(src, classifier.contract.bands) is not None:
         return "scene"
     raise InputError(f"the {name} upload must be a one-band uint8 class map or a scene of "
                      f"{classifier.contract.num_bands} bands; got {src.count} band(s) of "
@@ -237,7 +237,7 @@ def _blend_groups(src: DatasetReader, out: DatasetWriter, classifier: TileClassi
     row_starts = window_starts(height, tile, tile - overlap)
     groups = column_groups(window_starts(width, tile, tile - overlap), tw, block_px)
     carry: Carry | None = None
-    bands = scene_bands(src, classifier.contract.num_bands) or []
+    bands = scene_bands(src, classifier.contract.bands) or []
     image_nodata = classifier.contract.image_nodata
     fill = image_nodata if image_nodata is not None else float("nan")
     if mask is not None and image_nodata is None and "float" not in src.dtypes[0]:

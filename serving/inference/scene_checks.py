@@ -9,6 +9,8 @@ ground pixel size near the training imagery's. Each refusal is an
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from rasterio.enums import Interleaving
 from rasterio.io import DatasetReader
@@ -95,7 +97,7 @@ def check_scene(
     """
     c = classifier.contract
     _check_size(src, "the scene", max_pixels)
-    if scene_bands(src, c.num_bands) is None:
+    if scene_bands(src, c.bands) is None:
         raise InputError(f"expected {c.num_bands} bands ({', '.join(c.bands)}), or those "
                          f"and a last band '{COUNT_BAND}' (a composite); the scene has "
                          f"{src.count}")
@@ -119,16 +121,25 @@ def check_scene(
                 f"trained on {trained:,.1f} m pixels: resample the scene first")
 
 
-def scene_bands(src: DatasetReader, num_bands: int) -> list[int] | None:
+def scene_bands(src: DatasetReader, bands: int | Sequence[str]) -> list[int] | None:
     """1-based indexes of the bands a model reads from a raster, None if it has not them.
 
-    A scene has exactly the model's bands; a composite (:mod:`serving.imagery.composite`)
-    has them and, last, the count of clear observations, which classification skips
-    (a pixel never seen clearly is already 0, no data, in every reflectance band).
+    Named bands (a model's contract) are found by the raster's band descriptions when
+    it has them all: a stacked optical + radar composite serves an optical-only model
+    and an optical + radar one alike. Otherwise a scene has exactly the model's bands,
+    and a composite (:mod:`serving.imagery.composite`) has them and, last, the count of
+    clear observations, which classification skips (a pixel never seen clearly is
+    already 0, no data, in every reflectance band).
     """
-    if src.count == num_bands:
-        return list(range(1, num_bands + 1))
-    return composite_band_indexes(src, num_bands)
+    if not isinstance(bands, int):
+        names = list(bands)
+        descriptions = list(src.descriptions or ())
+        if names and all(name in descriptions for name in names):
+            return [descriptions.index(name) + 1 for name in names]
+        bands = len(names)
+    if src.count == bands:
+        return list(range(1, bands + 1))
+    return composite_band_indexes(src, bands)
 
 
 def check_mask(mask: DatasetReader, src: DatasetReader) -> None:

@@ -17,7 +17,12 @@ from serving.inference.fixed_shape_runner import FIXED_SHAPE_PROVIDERS, FixedSha
 from serving.inference.session import create_session
 from serving.inference.tta import TTA, transforms
 from serving.inference.tta import averaged_logits as tta_logits
-from serving.inference.validity import is_floating, observed
+from serving.inference.validity import (
+    is_floating,
+    observed,
+    observed_by_sensor,
+    sensor_groups,
+)
 from serving.settings import current
 
 
@@ -88,6 +93,7 @@ class TileClassifier:
         if inputs[0].name != contract.input_name:
             raise ValueError(f"ONNX input is {inputs[0].name!r}, contract says "
                              f"{contract.input_name!r}")
+        self._groups = sensor_groups(contract.bands)
         self._mean = np.asarray(contract.mean, np.float32)[None, :, None, None]
         self._inv_std = (1 / np.asarray(contract.std, np.float32))[None, :, None, None]
         self.num_classes = contract.schema.num_classes
@@ -122,7 +128,9 @@ class TileClassifier:
         """What the ONNX graph is given for raw ``tiles``: normalised, filled, padded.
 
         Invalid input pixels are filled with the band mean (as in training) and the
-        tiles are padded with it to a multiple of the contract's ``size_multiple``.
+        tiles are padded with it to a multiple of the contract's ``size_multiple``. With
+        optical and radar bands, each sensor's bands are also filled where that sensor
+        alone saw nothing (a pixel under cloud keeps its radar bands).
         """
         if valid is None:
             valid = self.valid_mask(tiles)
@@ -131,6 +139,13 @@ class TileClassifier:
         x *= self._inv_std
         if not valid.all():
             np.copyto(x, np.float32(0), where=~valid[:, None])  # 0 = the band mean
+        if len(self._groups) > 1:
+            for group, seen in zip(self._groups, observed_by_sensor(
+                    tiles, self.contract.image_nodata, self._groups), strict=True):
+                if not seen.all():
+                    view = x[:, group]
+                    np.copyto(view, np.float32(0), where=~np.asarray(seen, bool)[:, None])
+                    x[:, group] = view
         h, w = x.shape[2:]
         multiple = self.contract.size_multiple
         ph, pw = (-h) % multiple, (-w) % multiple

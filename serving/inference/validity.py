@@ -1,7 +1,9 @@
 """Which input pixels are observed: one definition for training, serving and pictures.
 
 A pixel is observed when every band holds a finite number and not all bands equal the
-imagery's nodata value. The same rule masks the loss in training
+imagery's nodata value. With optical and radar bands stacked (:func:`sensor_groups`),
+each sensor's bands are filled where that sensor saw nothing, and a pixel is unobserved
+only where neither did. The same rule masks the loss in training
 (:mod:`training.data.datamodule`), fills and marks nodata when tiles and scenes are
 classified (:mod:`serving.inference.tiles`), and makes unobserved pixels transparent on
 the map page (:mod:`serving.http.browser_maps`). It works on NumPy arrays and on torch
@@ -10,7 +12,10 @@ tensors alike (nothing here imports torch).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar
+
+from serving.radar.statistics import RADAR_BANDS
 
 Array = TypeVar("Array", bound=Any)
 
@@ -47,3 +52,22 @@ def observed(image: Array, nodata: float | None) -> Array:
             unobserved &= image[..., band, :, :] == nodata
         valid &= ~unobserved
     return valid
+
+
+def sensor_groups(bands: Sequence[str]) -> list[list[int]]:
+    """Indexes of a model's bands by sensor: ``[optical]``, or ``[optical, radar]``.
+
+    Radar bands are the radar statistics (:data:`serving.radar.statistics.RADAR_BANDS`);
+    every other band is optical. A group is left out when the model reads none of it.
+    """
+    radar = [i for i, b in enumerate(bands) if b in RADAR_BANDS]
+    optical = [i for i, b in enumerate(bands) if b not in RADAR_BANDS]
+    return [g for g in (optical, radar) if g]
+
+
+def observed_by_sensor(image: Array, nodata: float | None, groups: list[list[int]]
+                       ) -> list[Array]:
+    """Per sensor group, the (..., H, W) pixels that sensor observed (:func:`observed`)."""
+    if len(groups) == 1:
+        return [observed(image, nodata)]
+    return [observed(image[..., group, :, :], nodata) for group in groups]

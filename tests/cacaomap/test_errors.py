@@ -38,6 +38,8 @@ def bad_inputs(tmp: Path) -> dict[str, list[str]]:
         "imagery array-chips": [str(tmp / "missing.npz"), str(tmp / "chips")],
         "imagery composite": ["--stac", str(tmp / "none.json"), "--period",
                               "2020-01-01/2020-12-31", "--out", str(tmp / "c.tif")],
+        "imagery stack-radar": ["--optical", str(not_a_tif), "--radar", str(not_a_tif),
+                                "--out", str(tmp / "s.tif")],
         "model export": ["--checkpoint", str(tmp / "none.ckpt")],
         "model evaluate": ["--model", str(tmp / "nomodel"), "--images", missing,
                            "--labels", missing],

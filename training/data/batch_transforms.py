@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from serving.classes import ClassSchema
-from serving.inference.validity import observed
+from serving.inference.validity import observed, observed_by_sensor, sensor_groups
 
 
 class BatchTransforms:
@@ -28,6 +28,7 @@ class BatchTransforms:
     schema: ClassSchema
     aug: Any
     train_aug: Any
+    bands: list[str]
 
     def _valid_pixels(self, image: Tensor) -> Tensor:
         """Boolean (…, H, W): observed pixels (:func:`serving.inference.validity.observed`)."""
@@ -54,13 +55,33 @@ class BatchTransforms:
         """Mask nodata pixels out of the loss, fill them with the mean, normalise."""
         assert self.mean is not None
         image = batch["image"]
-        valid = self._valid_pixels(image)
         trainer = getattr(self, "trainer", None)
-        if trainer is not None and trainer.training:
-            image = self._jitter(image, valid)
-            valid = valid & ~self._holes(valid)
+        training = trainer is not None and trainer.training
         fill = self.mean.to(image.device)[None, :, None, None].expand_as(image)
-        batch["image"] = torch.where(valid[:, None], image, fill)
+        groups = sensor_groups(self.bands)
+        if len(groups) == 1:
+            valid = self._valid_pixels(image)
+            if training:
+                image = self._jitter(image, valid)
+                valid = valid & ~self._holes(valid)
+            image = torch.where(valid[:, None], image, fill)
+        else:
+            # Optical and radar stacked: clouds (the holes) hide optical bands only, and
+            # jitter is a reflectance change: the model learns to classify from radar
+            # where no clear optical observation is left. A pixel is unobserved (out of
+            # the loss) only where neither sensor saw it.
+            optical = groups[0]
+            seen = observed_by_sensor(image, self.hparams["image_nodata"], groups)
+            if training:
+                image = image.clone()
+                image[:, optical] = self._jitter(image[:, optical], seen[0])
+                seen[0] = seen[0] & ~self._holes(seen[0])
+            valid = seen[0] | seen[1]
+            image = image.clone()
+            for group, group_seen in zip(groups, seen, strict=True):
+                image[:, group] = torch.where(group_seen[:, None], image[:, group],
+                                              fill[:, group])
+        batch["image"] = image
         if "mask" in batch:
             batch["mask"] = torch.where(
                 valid, batch["mask"], torch.full_like(batch["mask"], self.schema.nodata)

@@ -23,6 +23,7 @@ from torchgeo.samplers import GeoSampler, GridGeoSampler, RandomGeoSampler
 from serving.areas import ground_pixel_size
 from serving.bands import DEFAULT_BANDS
 from serving.classes import ClassSchema, load_classes
+from serving.inference.validity import observed_by_sensor, sensor_groups
 from training.data.batch_transforms import BatchTransforms
 from training.data.datasets import (
     DATED_FILENAME_REGEX,
@@ -371,6 +372,8 @@ class LandCoverDataModule(BatchTransforms, GeoDataModule):
         n_bands = len(self.bands)
         total = torch.zeros(n_bands, dtype=torch.float64)
         total_sq = torch.zeros(n_bands, dtype=torch.float64)
+        per_band = torch.zeros(n_bands, dtype=torch.float64)  # each band over its sensor's
+        groups = sensor_groups(self.bands)
         count = 0
         classes = torch.zeros(self.num_classes, dtype=torch.float64)
         patches = len(sampler) if limit is None else min(limit, len(sampler))
@@ -382,8 +385,12 @@ class LandCoverDataModule(BatchTransforms, GeoDataModule):
             sample = train[query]
             image = sample["image"].double().flatten(1)
             valid = self._valid_pixels(sample["image"]).flatten()
-            total += image[:, valid].sum(1)
-            total_sq += (image[:, valid] ** 2).sum(1)
+            for group, seen in zip(groups, observed_by_sensor(
+                    sample["image"], self.hparams["image_nodata"], groups), strict=True):
+                seen = seen.flatten()
+                total[group] += image[group][:, seen].sum(1)
+                total_sq[group] += (image[group][:, seen] ** 2).sum(1)
+                per_band[group] += int(seen.sum())
             count += int(valid.sum())
             mask = sample["mask"].flatten()[valid].clamp(0, self.num_classes - 1)
             classes += torch.bincount(mask, minlength=self.num_classes).double()
@@ -391,8 +398,9 @@ class LandCoverDataModule(BatchTransforms, GeoDataModule):
             raise ValueError("the training split has no valid image pixels")
         CONSOLE.print(f"[bold]normalisation statistics[/]: {patches} training patches "
                       f"({time.perf_counter() - start:.1f} s)")
-        mean = total / count
-        std = (total_sq / count - mean**2).clamp_min(1e-12).sqrt()
+        per_band = per_band.clamp_min(1)
+        mean = total / per_band
+        std = (total_sq / per_band - mean**2).clamp_min(1e-12).sqrt()
         self.mean, self.std = mean.float(), std.float()
         self.class_pixels = classes
         images, labels = self.files()

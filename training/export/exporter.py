@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,9 +85,14 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
 
 
 def real_tiles(
-    images: str | Path, dtype: str, bands: int, tile: int, count: int, seed: int = 0
+    images: str | Path, dtype: str, bands: int | Sequence[str], tile: int, count: int,
+    seed: int = 0
 ) -> np.ndarray:
-    """Read ``count`` random tiles from the imagery the model was trained on."""
+    """Read ``count`` random tiles from the imagery the model was trained on.
+
+    ``bands``: the model's band names (found by the files' band descriptions), or their
+    number.
+    """
     root = Path(images)
     files = sorted(root.rglob("*.tif")) if root.is_dir() else [root]
     if not files:
@@ -102,7 +108,7 @@ def real_tiles(
             if indexes is None:
                 raise ExportError(f"{files[0]} has {src.count} bands, model {bands}")
             data = src.read(indexes, window=Window(col, row, size, size))
-        padded = np.zeros((bands, tile, tile), data.dtype)
+        padded = np.zeros((len(data), tile, tile), data.dtype)
         padded[:, :size, :size] = data
         out.append(padded)
     return np.stack(out).astype(dtype)
@@ -275,7 +281,7 @@ def export_model(
         images = parity_images or loaded.data_hparams.get("images")
         if images is None:
             raise ExportError("no imagery for the parity check: pass parity_images")
-        real = real_tiles(images, contract.input_dtype, len(bands), tile_size, parity_tiles)
+        real = real_tiles(images, contract.input_dtype, list(bands), tile_size, parity_tiles)
         random_parity = measure_parity(task, classifier, random)
         real_parity = measure_parity(task, classifier, real)
         contract.parity = {f"random_{k}": v for k, v in random_parity.items()} | {

@@ -1,0 +1,153 @@
+"""Sentinel-1 acquisitions on disk, read onto another raster's grid in linear power.
+
+An acquisition is one GeoTIFF with VV and VH bands, or a ``*_VV.tif`` whose
+``*_VH.tif`` lies beside it (BigEarthNet's layout), or a VV-only file (pyroSAR's).
+Bands are found by their descriptions (``VV``, ``VH``), else by a ``_VV``/``_VH`` name,
+else by order (1 = VV, 2 = VH). A band described ``mask``, ``layover``, ``shadow`` or
+``border`` marks pixels to drop (non-zero = drop), as RTC products ship them; the
+file's nodata and non-positive power (the zeros of GRD border noise) are dropped too.
+
+Values are read in the window of the source that covers the target block, converted
+to linear power, and only then resampled onto the target grid (bilinear, or average
+where the source is finer): resampling in dB would average logarithms.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import rasterio
+from numpy.typing import NDArray
+from rasterio.errors import RasterioIOError
+from rasterio.warp import Resampling, reproject, transform_bounds
+from rasterio.windows import Window, from_bounds
+
+from serving.radar.units import Units, resolve_units, to_linear, units_from_tags
+
+_DATE = re.compile(r"(20\d{2})(\d{2})(\d{2})T?\d{0,6}")
+_DROP_WORDS = ("mask", "layover", "shadow", "border")
+#: Linear power below this (-50 dB) is thermal/border noise, not backscatter.
+NOISE_FLOOR = 1e-5
+
+
+class RadarInputError(ValueError):
+    """A radar file that cannot be read as Sentinel-1 backscatter; names the file."""
+
+
+@dataclass(frozen=True)
+class RadarFile:
+    """One acquisition: where its VV (and VH, and drop mask) bands are, and in what units."""
+
+    name: str
+    vv: tuple[Path, int]
+    vh: tuple[Path, int] | None
+    mask: tuple[Path, int] | None
+    units: Literal["linear", "db"]
+    date: str | None
+
+
+def _band_named(descriptions: tuple[str | None, ...], pol: str) -> int | None:
+    for i, d in enumerate(descriptions, start=1):
+        if d and re.search(rf"(^|[^a-z]){pol}([^a-z]|$)", d.lower()):
+            return i
+    return None
+
+
+def describe(path: str | Path, units: Units = "auto") -> RadarFile:
+    """Find an acquisition's bands and units, checking the units against its values.
+
+    Raises:
+        RadarInputError: No such file, not a raster, or no VV band.
+        serving.radar.units.RadarUnitsError: Units contradicted by the values.
+    """
+    path = Path(path)
+    try:
+        src = rasterio.open(path)
+    except (OSError, RasterioIOError) as err:
+        raise RadarInputError(f"{path}: not a readable raster ({err})") from err
+    with src:
+        descriptions = src.descriptions or ()
+        lower = path.name.lower()
+        vv_band = _band_named(descriptions, "vv")
+        vh_band = _band_named(descriptions, "vh")
+        mask_band = next((i for i, d in enumerate(descriptions, start=1)
+                          if d and any(w in d.lower() for w in _DROP_WORDS)), None)
+        vh: tuple[Path, int] | None = None
+        if vv_band is None and "_vh" in lower:
+            raise RadarInputError(f"{path}: a VH file; give its VV file (the VH beside it "
+                                  "is found)")
+        if vv_band is None and ("_vv" in lower or src.count == 1):
+            vv_band = 1
+            twin = path.with_name(re.sub("_VV", "_VH", path.name, flags=re.IGNORECASE))
+            if twin != path and twin.is_file():
+                vh = (twin, 1)
+        elif vv_band is None:
+            vv_band = 1
+            vh_band = vh_band or (2 if src.count >= 2 and mask_band != 2 else None)
+        if vh is None and vh_band is not None:
+            vh = (path, vh_band)
+        sample = _sample(src, vv_band)
+        said = units_from_tags(src.tags() | src.tags(vv_band), descriptions, path.name)
+    resolved = resolve_units(sample, units, said, path.name)
+    found = _DATE.search(path.name)
+    date = "-".join(found.groups()) if found else None
+    return RadarFile(path.name, (path, vv_band), vh,
+                     (path, mask_band) if mask_band else None, resolved, date)
+
+
+def _sample(src: Any, band: int, side: int = 256) -> NDArray[np.float32]:
+    """Finite, non-nodata values of a decimated read of one band."""
+    out_shape = (min(side, src.height), min(side, src.width))
+    values = src.read(band, out_shape=out_shape, masked=True).astype(np.float32)
+    return np.asarray(values.filled(np.nan))[np.isfinite(values.filled(np.nan))]
+
+
+def read_onto(pair: tuple[Path, int], units: Literal["linear", "db"],
+              mask: tuple[Path, int] | None, crs: Any, transform: Any, height: int,
+              width: int) -> NDArray[np.float32]:
+    """One band as linear power on a target block; NaN where it saw nothing usable.
+
+    Args:
+        pair: (file, 1-based band).
+        units: The band's units.
+        mask: (file, band) of a drop mask (non-zero = drop), or None.
+        crs: Target CRS.
+        transform: Target block's transform.
+        height: Target block's rows.
+        width: Target block's columns.
+    """
+    path, band = pair
+    out = np.full((height, width), np.nan, np.float32)
+    with rasterio.open(path) as src:
+        bounds = rasterio.transform.array_bounds(height, width, transform)
+        try:
+            left, bottom, right, top = transform_bounds(crs, src.crs, *bounds, densify_pts=21)
+        except (rasterio.errors.CRSError, ValueError):
+            return out
+        window = from_bounds(left, bottom, right, top, src.transform)
+        window = Window(math.floor(window.col_off) - 2, math.floor(window.row_off) - 2,
+                        math.ceil(window.width) + 5, math.ceil(window.height) + 5)
+        try:
+            window = window.intersection(Window(0, 0, src.width, src.height))
+        except rasterio.errors.WindowError:
+            return out  # this acquisition does not reach the block
+        data = src.read(band, window=window, masked=True).astype(np.float32)
+        values = np.asarray(data.filled(np.nan))
+        if mask is not None:
+            with rasterio.open(mask[0]) as m:
+                drop = m.read(mask[1], window=window) != 0
+            values[drop] = np.nan
+        src_transform = src.window_transform(window)
+        src_crs = src.crs
+        finer = abs(src.res[0]) < 0.5 * abs(transform.a) if src_crs == crs else False
+    linear = to_linear(values) if units == "db" else values
+    linear = np.where(np.isfinite(linear) & (linear > NOISE_FLOOR), linear, np.nan)
+    reproject(linear.astype(np.float32), out, src_transform=src_transform, src_crs=src_crs,
+              src_nodata=np.nan, dst_transform=transform, dst_crs=crs, dst_nodata=np.nan,
+              resampling=Resampling.average if finer else Resampling.bilinear)
+    return out
