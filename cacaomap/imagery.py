@@ -180,9 +180,10 @@ def stack_radar(
                                                                total=total))
     for note in result.notes:
         print(f"note: {note}")
-    units = sorted({f"{f.name}: {f.units}" for f in files if f.name in result.radar_items})
+    read = [f.units for f in files if f.name in result.radar_items]
+    units = ", ".join(f"{read.count(u)} in {u}" for u in sorted(set(read))) or "none"
     print(f"wrote {result.path}: {len(result.radar_items)} radar acquisitions "
-          f"({'; '.join(units) or 'none'}), {result.radar_seen_fraction:.0%} of pixels "
+          f"({units}), {result.radar_seen_fraction:.0%} of pixels "
           f"seen by radar, {result.radar_only_fraction:.1%} by radar alone")
 
 

@@ -50,6 +50,8 @@ class LandscapeConfig:
         acquisition_cloud_cover: Range of the cloud fraction of one acquisition.
         persistent_cloud_plots: Share of plots under a cloud that stays over them in
             every acquisition of one period (their truth: not observed enough).
+        radar: Also write Sentinel-1 acquisitions every 12 days
+            (:mod:`training.synthetic.radar`; time series only).
     """
 
     size: int = 512
@@ -64,6 +66,7 @@ class LandscapeConfig:
     acquisitions: int = 6
     acquisition_cloud_cover: tuple[float, float] = (0.2, 0.6)
     persistent_cloud_plots: float = 0.12
+    radar: bool = True
 
 
 @dataclass

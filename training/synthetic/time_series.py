@@ -13,6 +13,9 @@ Layout under the output folder::
     stac/<item id>/<band>.tif         per-band COGs, SCL.tif
     labels/labels_<date>.tif          truth land cover of each period where at least
                                       one acquisition saw the ground clearly, else 0
+    labels/cover_<date>.tif           the true land cover everywhere (under clouds too)
+    radar/S1X_IW_GRDH_<date>...tif    Sentinel-1 gamma0 VV, VH every 12 days (20 m,
+                                      linear power; :mod:`training.synthetic.radar`)
     plots.geojson                     farm plots with their truth (valid fraction,
                                       forest loss by driver) from those labels
     plots_eudr.geojson                the same plots as a statement declares them
@@ -56,6 +59,7 @@ from training.synthetic.landscape import (
     LandscapeConfig,
     Strip,
 )
+from training.synthetic.radar import write_radar_series
 from training.synthetic.reference_layers import write_reference_layers
 from training.synthetic.writer import STRIP_ROWS, _write_plots, raster_profile
 
@@ -200,6 +204,16 @@ def _write_series(out: Path, config: LandscapeConfig, classes: ClassSchema,
                 asset.href = str(target)
         catalog.make_all_asset_hrefs_relative()
         catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    profile = raster_profile(config, 1, "uint8")
+    for period, date in enumerate(config.dates):  # the land cover, clouds or not
+        with rasterio.open(out / "labels" / f"cover_{date}.tif", "w", **profile) as dst:
+            dst.write(covers[period], 1)
+            dst.write_colormap(1, classes.colormap())
+            dst.update_tags(DATE=date, PERIOD=period_of(date),
+                            NOTE="true land cover, observed or not (truth under clouds)")
+    radar_files = write_radar_series(
+        out / "radar", covers, [int(d[:4]) for d in config.dates], config.crs,
+        profile["transform"], config.seed) if config.radar else []
     _write_plots(out, land, config)
     write_eudr_plots(out / "plots.geojson", out / "plots_eudr.geojson")
     left, top = config.origin
@@ -221,6 +235,7 @@ def _write_series(out: Path, config: LandscapeConfig, classes: ClassSchema,
         "class_pixels": {d: counts[i].tolist() for i, d in enumerate(config.dates)},
         "transition_pixels": transitions.tolist(),
         "note": "transition_pixels[ref][current]; code 0: never seen clearly in a period",
+        "radar_acquisitions": [p.name for p in radar_files],
         "reference_layers": write_reference_layers(
             out / "reference_layers", covers[0], covers[1], config.crs,
             raster_profile(config, 1, "uint8")["transform"], config.seed),
