@@ -35,6 +35,8 @@ def build(
     cutoff: str = "2020-12-31",
     workers: int = 2,
     scheduler: str | None = None,
+    radar: list[Path] | None = None,
+    radar_units: Literal["linear", "db", "auto"] = "auto",
 ) -> None:
     r"""Build (or resume) a region's baseline store: composites and class maps per cell.
 
@@ -66,6 +68,11 @@ def build(
         cutoff: The reference date plots are judged against (EUDR: 2020-12-31).
         workers: Tasks in flight on the local scheduler.
         scheduler: A dask.distributed scheduler address (``tcp://host:8786``).
+        radar: Sentinel-1 GeoTIFFs of both periods, one per acquisition (as for
+            ``cacaomap imagery stack-radar``): each period's are stacked onto its
+            composites, for a model trained on optical + radar bands.
+        radar_units: ``linear`` power, ``db``, or ``auto`` (the files' tags or names,
+            else their values; checked against the values either way).
 
     Writes:
         OUT/store.json (grid, periods, model sha256, thresholds, lineage), per cell and
@@ -80,16 +87,21 @@ def build(
         cacaomap store build --region tocache.gpkg --safe products/ --mask csmask \
             --reference-period 2020-01-01/2020-12-31 \
             --current-period 2024-01-01/2024-12-31 --out store/ --workers 2
+        cacaomap store build --region region.geojson --stac catalog.json \
+            --radar s1/*.tif --reference-period 2020-01-01/2020-12-31 \
+            --current-period 2024-01-01/2024-12-31 --out store-s1s2/
     """
     from serving.baseline.change import Thresholds
     from serving.imagery.sources import ImageryError, in_period
     from serving.inference.model_store import resolve_model_dir
+    from serving.radar.acquisitions import describe
     from serving.store.build import BuildOptions, build_store
 
     if source.given() != 1:
         raise CommandError("give exactly one of --stac, --safe or --search")
     shape = _region(region)
     model_dir = resolve_model_dir(model)
+    radar_files = [describe(path, radar_units) for path in radar or []]
     items = source.items([reference_period, current_period], list(shape.bounds))
     for name, period in (("reference", reference_period), ("current", current_period)):
         if not in_period(items, period):
@@ -105,7 +117,8 @@ def build(
         report = build_store(
             out, shape, {"reference": reference_period, "current": current_period},
             items, model_dir, options, workers=workers, scheduler=scheduler,
-            on_task=lambda done, total: bar.update(task, completed=done, total=total))
+            on_task=lambda done, total: bar.update(task, completed=done, total=total),
+            radar=radar_files)
     print(f"store {out}: {len(report.done)} cell-periods built, {len(report.skipped)} "
           f"already done, {len(report.empty)} without imagery, {len(report.failed)} failed")
     for label, why in report.failed.items():

@@ -51,25 +51,30 @@ class SymmetricConvNet(LocalConvNet):
 def write_local_model(folder: Path, tile_size: int = 64, overlap: int = 16,
                       mean: float = 1500.0, std: float = 1000.0,
                       pixel_size_m: float | None = None,
-                      net: torch.nn.Module | None = None) -> Path:
+                      net: torch.nn.Module | None = None,
+                      bands: list[str] | None = None) -> Path:
     """A model folder (model.onnx + contract.json) for the default bands and classes.
 
     ``net``: the network to export (default: :class:`LocalConvNet`), with the default
-    bands in and the default classes out.
+    bands in and the default classes out. ``bands``: other input bands (radar bands
+    get the mean and std of their stored dB, about -14 dB +- 5).
     """
     folder.mkdir(parents=True, exist_ok=True)
     schema = load_classes()
-    net = (net or LocalConvNet(len(S2_BANDS), schema.num_classes)).eval()
+    names = list(bands or S2_BANDS)
+    means = [3600.0 if b.endswith("_db") else mean for b in names]
+    stds = [500.0 if b.endswith("_db") else std for b in names]
+    net = (net or LocalConvNet(len(names), schema.num_classes)).eval()
     torch.onnx.export(
-        net, (torch.zeros(1, len(S2_BANDS), tile_size, tile_size),),
+        net, (torch.zeros(1, len(names), tile_size, tile_size),),
         str(folder / "model.onnx"), input_names=["image"], output_names=["logits"],
         opset_version=OPSET, dynamo=False,
         dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
                       "logits": {0: "batch", 2: "height", 3: "width"}},
     )
     contract = ModelContract(
-        name="local-test", version="v1", classes=schema.to_dict(), bands=list(S2_BANDS),
-        input_dtype="uint16", mean=[mean] * len(S2_BANDS), std=[std] * len(S2_BANDS),
+        name="local-test", version="v1", classes=schema.to_dict(), bands=names,
+        input_dtype="uint16", mean=means, std=stds,
         tile_size=tile_size, overlap=overlap, opset=OPSET, created="2026-01-01T00:00:00",
         pixel_size_m=pixel_size_m,
     )

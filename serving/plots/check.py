@@ -43,6 +43,7 @@ from serving.baseline.change import DRIVERS, FOREST, Thresholds, verdict
 from serving.baseline.forest_patches import DEFAULT_MIN_FOREST_HA, forest_in_patches, margin_px
 from serving.inference.confidence import decode_confidence
 from serving.plots.geolocation import DEFAULT_POINT_AREA_HA, MAX_PLOT_HA, Plot
+from serving.plots.sensors import sensor_masks
 from serving.references.convergence import Rule
 from serving.references.layers import ReferenceLayer
 from serving.references.spec import CUTOFF
@@ -96,6 +97,7 @@ class _Sums:
         self.cells: set[str] = set()
         self.failed_cells: set[str] = set()
         self.zones: set[str] = set()
+        self.sensors: list[float] | None = None  # ha seen optically, by radar alone
 
     def add(self, other: _Sums) -> None:
         """Add another part's sums."""
@@ -111,6 +113,9 @@ class _Sums:
         self.cells |= other.cells
         self.failed_cells |= other.failed_cells
         self.zones |= other.zones
+        if other.sensors is not None:
+            mine = self.sensors or [0.0, 0.0]
+            self.sensors = [mine[0] + other.sensors[0], mine[1] + other.sensors[1]]
 
 
 @dataclass
@@ -275,6 +280,10 @@ def _measure_chunk(zone: ZoneMaps, reader: ZoneReader, parts: list[_Part],
                                       minlength=count), np.float64)
 
     in_store, valid_ha = per_part(here), per_part(valid)
+    sensors = sensor_masks(zone, reader, window)
+    if sensors is not None:
+        optical_ha = per_part(valid & sensors[0].ravel()[idx])
+        radar_ha = per_part(valid & sensors[1].ravel()[idx])
     small = per_part(valid & (r == forest) & ~patch)
     to = np.bincount(owner * n + c, weights=np.where(patch, ha, 0.0),
                      minlength=count * n).reshape(count, n)
@@ -291,6 +300,8 @@ def _measure_chunk(zone: ZoneMaps, reader: ZoneReader, parts: list[_Part],
         s.in_store_ha, s.valid_ha, s.small_forest_ha = (
             float(in_store[k]), float(valid_ha[k]), float(small[k]))
         s.to = to[k].copy()
+        if sensors is not None:
+            s.sensors = [float(optical_ha[k]), float(radar_ha[k])]
         if conf_sums:
             (fw, fh), (lw, lh), (mw, mh) = conf_sums
             s.forest_conf = [float(fw[k]), float(fh[k])]
@@ -343,6 +354,11 @@ def _record(plot: Plot, s: _Sums | None, source: MapSource, options: CheckOption
         loss += ha
     record["forest_loss_ha"] = loss
     record["forest_loss_fraction"] = loss / area
+    if s.sensors is not None:  # a store with radar: what the classes rest on
+        record["seen_optically_fraction"] = min(1.0, s.sensors[0] / area)
+        record["radar_only_fraction"] = min(1.0, s.sensors[1] / area)
+        if s.sensors[1] > 0:
+            flags.append("classified_from_radar")
     record["forest_confidence"] = (s.forest_conf[0] / s.forest_conf[1]
                                    if s.forest_conf[1] > 0 else None)
     record["loss_confidence"] = (s.loss_conf[0] / s.loss_conf[1]

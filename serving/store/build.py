@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +36,8 @@ from serving.baseline.change import Thresholds
 from serving.baseline.forest_patches import DEFAULT_MIN_FOREST_HA
 from serving.files import write_bytes_atomic
 from serving.inference.contract import load_model_dir
+from serving.radar.acquisitions import RadarFile
+from serving.radar.statistics import RADAR_BANDS
 from serving.store.grid import Cell, footprint_lonlat, plan_cells
 from serving.store.reader import (
     PERIODS,
@@ -104,20 +106,27 @@ class BuildReport:
 
 
 def content_key(cell: Cell, period: str, items: list[dict[str, Any]], model_sha: str,
-                options: BuildOptions) -> str:
+                options: BuildOptions, radar: Sequence[RadarFile] = ()) -> str:
     """sha256 of everything a cell's files for one period depend on."""
     assets = sorted((i["id"], sorted((k, a.get("href", "")) for k, a in
                                      i.get("assets", {}).items())) for i in items)
-    blob = json.dumps({"cell": cell.to_dict(), "period": period, "items": assets,
-                       "model": model_sha, "options": options.imagery()},
-                      sort_keys=True, default=str)
+    content = {"cell": cell.to_dict(), "period": period, "items": assets,
+               "model": model_sha, "options": options.imagery()}
+    if radar:
+        content["radar"] = sorted((f.name, f.units) for f in radar)
+    blob = json.dumps(content, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def build_cell(store: str, cell_record: dict[str, Any], name: str, period: str,
                items: list[dict[str, Any]], model_dir: str, options: BuildOptions,
+               radar: Sequence[RadarFile] = (),
                ) -> tuple[str, str, str, str, str]:
     """One task: a cell's composite, class map and confidence for one period.
+
+    With ``radar`` acquisitions of the period, or a model that reads radar bands, the
+    composite is the optical one with the radar statistics stacked on it
+    (:func:`serving.radar.stack.stack_radar`).
 
     Returns:
         (cell id, period name, status, detail, folder key); status is ``done``,
@@ -132,10 +141,11 @@ def build_cell(store: str, cell_record: dict[str, Any], name: str, period: str,
     from serving.imagery.sources import Grid, load_items
     from serving.inference.many_scenes import cached_classifier
     from serving.inference.scene import classify_scene
+    from serving.radar.stack import stack_radar
 
     cell = Cell.from_dict(cell_record)
     classifier = cached_classifier(model_dir)
-    key = content_key(cell, period, items, classifier.contract.onnx_sha256, options)
+    key = content_key(cell, period, items, classifier.contract.onnx_sha256, options, radar)
     folder = cell_dir(Path(store), cell.id, name, key)
     short = folder.name
     marker = folder / "done.json"
@@ -152,15 +162,25 @@ def build_cell(store: str, cell_record: dict[str, Any], name: str, period: str,
             return (cell.id, name, "empty", "no acquisition of the period covers the cell",
                     short)
         loaded = load_items([pystac.Item.from_dict(i) for i in items],
-                            list(classifier.contract.bands), mask=options.mask,  # type: ignore[arg-type]
+                            [b for b in classifier.contract.bands if b not in RADAR_BANDS],
+                            mask=options.mask,  # type: ignore[arg-type]
                             grid=Grid(cell.utm.crs, cell.resolution, cell.bounds),
                             chunk=options.chunk, snow_is_clear=options.snow_is_clear,
                             min_items=options.min_items, cloud_buffer=options.cloud_buffer,
                             remote=options.remote_assets)
+        with_radar = bool(radar) or any(b in RADAR_BANDS for b in classifier.contract.bands)
+        optical = folder / (".optical.tif" if with_radar else "composite.tif")
         with dask.config.set(scheduler="synchronous"):  # the cells are the parallelism
-            result = write_composite(loaded, folder / "composite.tif",
+            result = write_composite(loaded, optical,
                                      method=options.method, period=period)  # type: ignore[arg-type]
-        with rasterio.open(result.path) as src:
+        if with_radar:
+            stacked = stack_radar(optical, radar, folder / "composite.tif", period=period)
+            optical.unlink()
+            record |= {"radar_items": stacked.radar_items,
+                       "radar_seen_fraction": stacked.radar_seen_fraction,
+                       "radar_only_fraction": stacked.radar_only_fraction,
+                       "radar_notes": stacked.notes}
+        with rasterio.open(folder / "composite.tif") as src:
             classify_scene(src, folder / "classes.tif", classifier,
                            confidence=folder / "confidence.tif")
         record |= {"status": "done", "used": result.items, "skipped": result.skipped,
@@ -189,6 +209,7 @@ def build_store(
     items: list[Any], model_dir: str | Path, options: BuildOptions | None = None, *,
     workers: int = 2, scheduler: str | None = None,
     on_task: Callable[[int, int], None] | None = None,
+    radar: Sequence[RadarFile] = (),
 ) -> BuildReport:
     """Build (or resume) a store of the region for the reference and current periods.
 
@@ -202,6 +223,8 @@ def build_store(
         workers: Tasks in flight on the local scheduler.
         scheduler: A ``dask.distributed`` scheduler address instead.
         on_task: Called with (tasks finished, tasks in all).
+        radar: Sentinel-1 acquisitions (:func:`serving.radar.acquisitions.describe`) of
+            both periods; each period stacks those dated in it onto its composites.
     """
     options = options or BuildOptions()
     out = Path(out)
@@ -210,7 +233,7 @@ def build_store(
     onnx_path, contract = load_model_dir(model_dir)
     with build_lock(out):
         return _build(out, region, periods, items, model_dir, options, workers, scheduler,
-                      on_task, onnx_path, contract)
+                      on_task, onnx_path, contract, radar)
 
 
 #: The lock file a build holds in the store's folder (one build of a store at a time).
@@ -254,7 +277,7 @@ def build_lock(out: Path) -> Iterator[None]:
 def _build(out: Path, region: BaseGeometry, periods: dict[str, str], items: list[Any],
            model_dir: str | Path, options: BuildOptions, workers: int,
            scheduler: str | None, on_task: Callable[[int, int], None] | None,
-           onnx_path: Path, contract: Any) -> BuildReport:
+           onnx_path: Path, contract: Any, radar: Sequence[RadarFile] = ()) -> BuildReport:
     """The build itself, under the store's lock."""
     import dask
 
@@ -265,6 +288,8 @@ def _build(out: Path, region: BaseGeometry, periods: dict[str, str], items: list
     tasks = []
     for name in PERIODS:
         period_items = in_period(items, periods[name])
+        start, end = periods[name].split("/")
+        period_radar = [f for f in radar if f.date is None or start <= f.date <= end]
         footprints = [(i, shapely.geometry.shape(i.geometry) if i.geometry else box(*i.bbox))
                       for i in period_items]
         for cell in cells:
@@ -272,7 +297,7 @@ def _build(out: Path, region: BaseGeometry, periods: dict[str, str], items: list
             mine = [i.to_dict() for i, f in footprints if f.intersects(here)]
             tasks.append(dask.delayed(build_cell, pure=False)(
                 str(out), cell.to_dict(), name, periods[name], mine, str(model_dir),
-                options))
+                options, period_radar))
     outcomes = _run(tasks, workers, scheduler, on_task)
     failed: dict[str, dict[str, str]] = {}
     versions: dict[str, dict[str, str]] = {}
@@ -301,6 +326,8 @@ def _build(out: Path, region: BaseGeometry, periods: dict[str, str], items: list
         "grid": {"resolution": options.resolution, "cell_size_m": options.cell_size_m,
                  "kind": "UTM zone grid"},
         "options": options.imagery(),
+        "radar": {"acquisitions": len(radar),
+                  "units_read": sorted({f.units for f in radar})} if radar else None,
         "cells": [cell.to_dict() | {"versions": versions.get(cell.id, {})}
                   | ({"failed": failed[cell.id]} if cell.id in failed else {})
                   for cell in cells],

@@ -112,7 +112,7 @@ def run_bench(
     fp32_dir = newest_version(models_dir)
     _, contract = load_model_dir(fp32_dir)
     images = sorted((data / "composites").glob("*.tif"))
-    labels = sorted((data / "labels").glob("*.tif"))
+    labels = sorted((data / "labels").glob("labels_*.tif"))
     result: dict[str, Any] = {
         "date": dt.date.today().isoformat(), "mlflow_run_id": run_id,
         "model": f"{contract.name} {contract.version}",

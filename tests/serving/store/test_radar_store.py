@@ -1,0 +1,107 @@
+"""A store built with both sensors: radar stacked per cell and period, plots told which."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from shapely.geometry import shape
+
+from serving.imagery.sources import items_from_file
+from serving.inference.scene import classify_scene
+from serving.inference.tiles import TileClassifier
+from serving.plots.check import run_checks
+from serving.radar.acquisitions import describe
+from serving.radar.statistics import RADAR_BANDS, RADAR_COUNT_BAND
+from serving.store.build import BuildOptions, build_store
+from serving.store.reader import open_store
+from tests.model_factory import write_local_model
+from tests.store_fixtures import CELL_SIZE_M, PERIODS
+from training.synthetic.spectra import S2_BANDS
+
+
+@pytest.fixture(scope="module")
+def radar_store(region_data: Path, tmp_path_factory: pytest.TempPathFactory
+                ) -> tuple[Path, Path]:
+    work = tmp_path_factory.mktemp("radar-store")
+    model = write_local_model(work / "model", bands=[*S2_BANDS, *RADAR_BANDS])
+    region = shape(json.loads((region_data / "region.geojson").read_text())["features"][0][
+        "geometry"])
+    radar = [describe(p) for p in sorted((region_data / "radar").glob("*.tif"))]
+    report = build_store(work / "store", region, PERIODS,
+                         items_from_file(region_data / "stac" / "catalog.json"), model,
+                         BuildOptions(cell_size_m=CELL_SIZE_M), radar=radar)
+    assert not report.failed, report.failed
+    return work / "store", model
+
+
+def _cells(store: Path) -> list[Path]:
+    return sorted(store.glob("cells/*/*/*/done.json"))
+
+
+def test_each_cell_period_stacks_that_periods_radar_and_records_it(
+        radar_store: tuple[Path, Path]) -> None:
+    store, _ = radar_store
+    meta = json.loads((store / "store.json").read_text())
+    assert meta["radar"]["units_read"] == ["linear"]
+    for marker in _cells(store):
+        done = json.loads(marker.read_text())
+        year = done["period"][:4]
+        assert done["radar_items"] and all(year in name for name in done["radar_items"])
+        with rasterio.open(marker.parent / "composite.tif") as src:
+            names = src.descriptions
+            assert names[-len(RADAR_BANDS) - 1:] == (*RADAR_BANDS, RADAR_COUNT_BAND)
+            radar = src.read(src.count) > 0
+            optical = src.read(names.index("clear_count") + 1) > 0
+            assert radar[optical].all()  # wherever optical saw, radar did (clouds or not)
+        assert not list(marker.parent.glob(".optical*"))  # no leftovers
+
+
+def test_radar_only_pixels_are_classified_and_plots_say_how_much_rests_on_radar(
+        radar_store: tuple[Path, Path], region_data: Path) -> None:
+    store, _ = radar_store
+    radar_only = 0
+    for marker in _cells(store):
+        with rasterio.open(marker.parent / "composite.tif") as src, \
+                rasterio.open(marker.parent / "classes.tif") as classes:
+            names = list(src.descriptions)
+            unseen_optically = ((src.read(names.index("clear_count") + 1) == 0)
+                                & (src.read(names.index(RADAR_COUNT_BAND) + 1) > 0))
+            codes = classes.read(1)
+        radar_only += int(unseen_optically.sum())
+        assert (codes[unseen_optically] != 0).all()  # classified, from radar alone
+    assert radar_only > 0
+    _, records, _ = run_checks((region_data / "plots_eudr.geojson").read_bytes(),
+                               open_store(store))
+    checked = [r for r in records if r["verdict"] != "error"]
+    assert checked and all("radar_only_fraction" in r for r in checked)
+    on_radar = [r for r in checked if r["radar_only_fraction"] > 0.5]
+    assert on_radar, "the persistent clouds leave plots that only radar saw"
+    for record in on_radar:
+        assert "classified_from_radar" in record["flags"]
+        assert record["verdict"] != "insufficient_data"
+        assert record["seen_optically_fraction"] < 0.5
+
+
+def test_an_optical_model_reads_a_stacked_composite_as_its_optical_one(
+        radar_store: tuple[Path, Path], store_model: Path, tmp_path: Path) -> None:
+    store, _ = radar_store
+    composite = sorted(store.glob("cells/*/current/*/composite.tif"))[0]
+    optical = tmp_path / "optical.tif"
+    with rasterio.open(composite) as src:
+        names = list(src.descriptions)
+        keep = [names.index(b) + 1 for b in (*S2_BANDS, "clear_count")]
+        profile = src.profile | {"count": len(keep), "driver": "GTiff"}
+        with rasterio.open(optical, "w", **profile) as dst:
+            dst.write(src.read(keep))
+            dst.descriptions = tuple(names[i - 1] for i in keep)
+    classifier = TileClassifier.from_model_dir(store_model)
+    with rasterio.open(composite) as stacked, rasterio.open(optical) as alone:
+        classify_scene(stacked, tmp_path / "from_stacked.tif", classifier)
+        classify_scene(alone, tmp_path / "from_optical.tif", classifier)
+    with rasterio.open(tmp_path / "from_stacked.tif") as a, \
+            rasterio.open(tmp_path / "from_optical.tif") as b:
+        np.testing.assert_array_equal(a.read(1), b.read(1))
