@@ -28,7 +28,14 @@ demo: install
 	    --date 20201215 --out $(DEMO_DATA)/composites/s2l2a_20201215.tif
 	$(BIN)/cacaomap imagery composite --stac $(DEMO_DATA)/stac/catalog.json --period 2024-01-01/2024-12-31 \
 	    --date 20240820 --out $(DEMO_DATA)/composites/s2l2a_20240820.tif
+	$(BIN)/cacaomap imagery stack-radar --optical $(DEMO_DATA)/composites/s2l2a_20201215.tif \
+	    --radar $(DEMO_DATA)/radar/*.tif --period 2020-01-01/2020-12-31 \
+	    --out $(DEMO_DATA)/composites_s1s2/s1s2_20201215.tif
+	$(BIN)/cacaomap imagery stack-radar --optical $(DEMO_DATA)/composites/s2l2a_20240820.tif \
+	    --radar $(DEMO_DATA)/radar/*.tif --period 2024-01-01/2024-12-31 \
+	    --out $(DEMO_DATA)/composites_s1s2/s1s2_20240820.tif
 	$(BIN)/cacaomap train fit --config experiments/demo.yaml
+	$(BIN)/cacaomap train fit --config experiments/demo_radar.yaml
 	$(BIN)/cacaomap dev demo
 	$(BIN)/cacaomap dev mlflow-ui
 

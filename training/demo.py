@@ -10,6 +10,8 @@
    EUDR statement (points with ``Area`` up to 4 ha, polygons above) to ``POST /plots``.
 4. Print the verdicts against the truth: the same checks on the generator's truth
    maps, plot by plot, and the landscape's forest loss (store vs truth).
+5. The same for the optical + radar run, beside the optical one
+   (:mod:`training.demo_radar`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from serving.plots.check import CheckOptions, run_checks
 from serving.store.build import BuildOptions, build_store
 from serving.store.landscape import store_landscape
 from serving.store.reader import open_store, pair_of_maps, region_of
+from training.demo_radar import RADAR_EXPERIMENT, DemoRun, run_radar_demo
 from training.export.exporter import export_model
 from training.export.registry import checkpoint_from_run, test_metrics_of_run
 from training.tracking import resolve_tracking_uri
@@ -162,8 +165,13 @@ def run_demo_serving(
     data: Path = Path("datasets/synthetic/data/demo"),
     out_dir: Path = Path("experiments/demo-output"),
     models_dir: Path = MODELS_DIR,
+    radar_experiment: str = RADAR_EXPERIMENT,
 ) -> None:
-    """Export the newest demo run, build the store, serve it, check the plots."""
+    """Export the newest demo run, build the store, serve it, check the plots.
+
+    Then, if the optical + radar run of ``radar_experiment`` exists, the same plots on
+    its model and store, side by side (:mod:`training.demo_radar`).
+    """
     from rich.progress import Progress
 
     from serving.imagery.sources import items_from_file
@@ -245,3 +253,12 @@ def run_demo_serving(
     for line in convergence_lines(records, truth):
         console.print(line)
     console.print("Plot reports: " + ", ".join(str(p) for p in written))
+    try:
+        radar_run = latest_run(radar_experiment)
+    except ValueError as err:
+        console.print(f"No optical + radar comparison: {err}")
+        return
+    run_radar_demo(radar_run, DemoRun("optical only", records, land["forest_loss_ha"]),
+                   truth, true_land["forest_loss_ha"], region, PERIODS,
+                   items_from_file(data / "stac" / "catalog.json"), data, out_dir,
+                   models_dir, DEMO_CELL_SIZE_M, console)
