@@ -41,6 +41,7 @@ from training.bench.model import (
 )
 from training.bench.plot_checks import plots_bench
 from training.bench.queues import queues_before_after
+from training.bench.radar_composite import composite_vs_peer, radar_composite_bench
 from training.bench.service import (
     SENTINEL2_TILE,
     build_scene,
@@ -102,7 +103,7 @@ def run_bench(
     Sections already measured today with the same model are reused unless named in
     ``redo`` (``ceiling``, ``gflop_per_tile``, ``model_throughput``,
     ``session_options``, ``tta``, ``scene``, ``service``, ``client``, ``tiles_during_scene``,
-    ``composite``, ``plots``, ``queues``).
+    ``composite``, ``plots``, ``queues``, ``radar_composite``, ``composite_vs_peer``).
     """
     console = Console()
     torch.set_num_threads(cpu_facts()["cores"])
@@ -184,6 +185,8 @@ def run_bench(
     section("composite", lambda: composite_bench(work / "composite"))
     section("plots", lambda: plots_bench(work / "plots", fp32_dir))
     section("queues", lambda: queues_before_after(int8_dir, tile, work / "queues"))
+    section("radar_composite", lambda: radar_composite_bench(work / "radar"))
+    section("composite_vs_peer", lambda: composite_vs_peer(work / "composite"))
     path = out_dir / f"{result['date']}.json"
     path.write_text(json.dumps(result, indent=2))
     partial.unlink(missing_ok=True)
@@ -378,6 +381,23 @@ def update_performance_page(r: dict[str, Any], s: dict[str, Any],
             f"and plots/s ({queues['plots']:,} plots) after ÷ before "
             f"({queues['before_revision']}) | {queues['tiles_ratio']:.2f}x, "
             f"{queues['plots_ratio']:.2f}x |")
+    radar = r.get("radar_composite")
+    if radar:
+        lines.append(
+            f"| radar statistics of {radar['acquisitions']} Sentinel-1 acquisitions "
+            "stacked on the optical composite (`imagery stack-radar`): seconds and peak "
+            "RSS by side | " + "; ".join(
+                f"{side}²: {run['seconds']:.0f} s, {run['peak_rss_mb']:.0f} MB"
+                for side, run in radar["runs"].items()) + " |")
+    peer = r.get("composite_vs_peer")
+    if peer:
+        lines.append(
+            f"| optical composite ({peer['acquisitions']} acquisitions) ÷ the idiomatic "
+            "`odc.stac.load` + SCL mask + xarray median peer, same items: time, peak RSS "
+            "(largest output difference) | " + "; ".join(
+                f"{side}²: {x['time_ratio']:.2f}x, {x['rss_ratio']:.2f}x "
+                f"({x['max_abs_difference_dn']} DN)"
+                for side, x in peer.items() if isinstance(x, dict)) + " |")
     tta = r.get("tta")
     if tta:
         lines.append(

@@ -181,3 +181,21 @@ def test_queues_bench_serves_both_trees_and_gives_ratios(model_dir: Path, tmp_pa
     for run in (before, after):
         assert run["tiles_per_s"] > 0 and run["plots_per_s"] > 0
     assert result["tiles_ratio"] == after["tiles_per_s"] / before["tiles_per_s"]
+
+
+def test_radar_composite_bench_measures_each_side(tmp_path: Path) -> None:
+    from training.bench.radar_composite import radar_composite_bench
+
+    result = radar_composite_bench(tmp_path, sides=(128, 256), count=3)
+    for run in result["runs"].values():
+        assert run["seconds"] > 0 and run["peak_rss_mb"] > 50
+        assert run["radar_seen_fraction"] == 1.0
+    assert result["rss_ratio_large_over_small"] > 0
+
+
+def test_the_odc_stac_peer_composite_gives_the_same_bytes_as_ours(tmp_path: Path) -> None:
+    from training.bench.radar_composite import composite_vs_peer
+
+    result = composite_vs_peer(tmp_path, sides=(256,), count=3)
+    assert result["256"]["max_abs_difference_dn"] == 0  # the same composite, two ways
+    assert result["256"]["time_ratio"] > 0
