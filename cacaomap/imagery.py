@@ -145,7 +145,8 @@ def stack_radar(
             grid is the stack's.
         radar: Sentinel-1 GeoTIFFs, one per acquisition: VV and VH bands (described
             ``VV``/``VH``, else in that order), or a ``*_VV.tif`` with its ``*_VH.tif``
-            beside it, or VV alone.
+            beside it, or VV alone; or STAC JSON files of ``sentinel-1-rtc`` items
+            (assets ``vv``, ``vh``; local files).
         out: Output COG.
         period: ``START/END`` (ISO dates): acquisitions dated (by a ``YYYYMMDD`` in the
             file name) outside it are left out; default: every file.
@@ -167,12 +168,12 @@ def stack_radar(
     """
     from rich.progress import Progress
 
-    from serving.radar.acquisitions import describe
+    from serving.radar.acquisitions import radar_inputs
     from serving.radar.stack import stack_radar as stack
 
     if not optical.is_file():
         raise CommandError(f"--optical {optical}: no such file")
-    files = [describe(path, radar_units) for path in radar]
+    files = radar_inputs(radar, radar_units)
     with Progress() as bar:
         task = bar.add_task(f"radar statistics of {len(files)} acquisitions", total=None)
         result = stack(optical, files, out, period=period,

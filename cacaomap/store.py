@@ -68,9 +68,10 @@ def build(
         cutoff: The reference date plots are judged against (EUDR: 2020-12-31).
         workers: Tasks in flight on the local scheduler.
         scheduler: A dask.distributed scheduler address (``tcp://host:8786``).
-        radar: Sentinel-1 GeoTIFFs of both periods, one per acquisition (as for
-            ``cacaomap imagery stack-radar``): each period's are stacked onto its
-            composites, for a model trained on optical + radar bands.
+        radar: Sentinel-1 GeoTIFFs of both periods, one per acquisition, or STAC JSON
+            files of ``sentinel-1-rtc`` items (as for ``cacaomap imagery stack-radar``):
+            each period's are stacked onto its composites, for a model trained on
+            optical + radar bands.
         radar_units: ``linear`` power, ``db``, or ``auto`` (the files' tags or names,
             else their values; checked against the values either way).
 
@@ -94,14 +95,14 @@ def build(
     from serving.baseline.change import Thresholds
     from serving.imagery.sources import ImageryError, in_period
     from serving.inference.model_store import resolve_model_dir
-    from serving.radar.acquisitions import describe
+    from serving.radar.acquisitions import radar_inputs
     from serving.store.build import BuildOptions, build_store
 
     if source.given() != 1:
         raise CommandError("give exactly one of --stac, --safe or --search")
     shape = _region(region)
     model_dir = resolve_model_dir(model)
-    radar_files = [describe(path, radar_units) for path in radar or []]
+    radar_files = radar_inputs(radar or [], radar_units, remote=source.remote)
     items = source.items([reference_period, current_period], list(shape.bounds))
     for name, period in (("reference", reference_period), ("current", current_period)):
         if not in_period(items, period):

@@ -44,9 +44,9 @@ class RadarFile:
     """One acquisition: where its VV (and VH, and drop mask) bands are, and in what units."""
 
     name: str
-    vv: tuple[Path, int]
-    vh: tuple[Path, int] | None
-    mask: tuple[Path, int] | None
+    vv: tuple[Path | str, int]
+    vh: tuple[Path | str, int] | None
+    mask: tuple[Path | str, int] | None
     units: Literal["linear", "db"]
     date: str | None
 
@@ -77,7 +77,7 @@ def describe(path: str | Path, units: Units = "auto") -> RadarFile:
         vh_band = _band_named(descriptions, "vh")
         mask_band = next((i for i, d in enumerate(descriptions, start=1)
                           if d and any(w in d.lower() for w in _DROP_WORDS)), None)
-        vh: tuple[Path, int] | None = None
+        vh: tuple[Path | str, int] | None = None
         if vv_band is None and "_vh" in lower:
             raise RadarInputError(f"{path}: a VH file; give its VV file (the VH beside it "
                                   "is found)")
@@ -107,8 +107,8 @@ def _sample(src: Any, band: int, side: int = 256) -> NDArray[np.float32]:
     return np.asarray(values.filled(np.nan))[np.isfinite(values.filled(np.nan))]
 
 
-def read_onto(pair: tuple[Path, int], units: Literal["linear", "db"],
-              mask: tuple[Path, int] | None, crs: Any, transform: Any, height: int,
+def read_onto(pair: tuple[Path | str, int], units: Literal["linear", "db"],
+              mask: tuple[Path | str, int] | None, crs: Any, transform: Any, height: int,
               width: int) -> NDArray[np.float32]:
     """One band as linear power on a target block; NaN where it saw nothing usable.
 
@@ -150,4 +150,72 @@ def read_onto(pair: tuple[Path, int], units: Literal["linear", "db"],
     reproject(linear.astype(np.float32), out, src_transform=src_transform, src_crs=src_crs,
               src_nodata=np.nan, dst_transform=transform, dst_crs=crs, dst_nodata=np.nan,
               resampling=Resampling.average if finer else Resampling.bilinear)
+    return out
+
+
+#: Asset keys of VV and VH in the STAC item shapes read: Planetary Computer's
+#: ``sentinel-1-rtc`` and Earth Search's ``sentinel-1-grd`` both use ``vv``/``vh``.
+STAC_ASSETS = {"vv": ("vv", "VV"), "vh": ("vh", "VH")}
+
+
+def files_from_items(items: list[Any], units: Units = "auto", remote: bool = False,
+                     sample: bool = True) -> list[RadarFile]:
+    """Sentinel-1 STAC items as acquisitions (one per item, its ``vv`` and ``vh``).
+
+    Planetary Computer's ``sentinel-1-rtc`` is gamma0 in linear power; Earth Search's
+    ``sentinel-1-grd`` is not terrain corrected (amplitude DN): calibrate it first.
+    An item whose ``sar:product_type`` or collection says GRD is refused for that.
+
+    Args:
+        items: pystac Items (signed where the archive needs it).
+        units: As for files; ``auto`` reads the values (RTC items carry no unit tag).
+        remote: Whether http(s)/s3 hrefs may be read (a search's items).
+        sample: Check the units against a decimated read of each item's VV.
+
+    Raises:
+        RadarInputError: An item without a VV asset, or a GRD item.
+        serving.imagery.hrefs.HrefError: An href imagery does not open.
+    """
+    from serving.imagery.hrefs import check_href
+
+    out = []
+    for item in items:
+        kind = str(item.properties.get("sar:product_type", "")).upper()
+        collection = str(getattr(item, "collection_id", "") or "")
+        if kind == "GRD" or collection.endswith("-grd"):
+            raise RadarInputError(
+                f"item {item.id}: a GRD product (not radiometrically terrain corrected): "
+                "calibrate and terrain-correct it first, or use sentinel-1-rtc")
+        hrefs = {}
+        for pol, keys in STAC_ASSETS.items():
+            key = next((k for k in keys if k in item.assets), None)
+            if key is not None:
+                hrefs[pol] = check_href(item.assets[key].href, remote)
+        if "vv" not in hrefs:
+            raise RadarInputError(f"item {item.id}: no vv asset")
+        said = None if units == "auto" else units
+        values = np.zeros(0, np.float32)
+        if sample or said is None:
+            with rasterio.open(hrefs["vv"]) as src:
+                values = _sample(src, 1)
+        resolved = resolve_units(values, units, "linear", item.id) if values.size else (
+            said or "linear")
+        date = item.datetime.strftime("%Y-%m-%d") if item.datetime else None
+        out.append(RadarFile(item.id, (hrefs["vv"], 1),
+                             (hrefs["vh"], 1) if "vh" in hrefs else None, None,
+                             resolved, date))
+    return out
+
+
+def radar_inputs(paths: list[Path], units: Units = "auto", remote: bool = False
+                 ) -> list[RadarFile]:
+    """Acquisitions from GeoTIFFs and STAC JSON files (items, collections, catalogues)."""
+    from serving.imagery.sources import items_from_file
+
+    out: list[RadarFile] = []
+    for path in paths:
+        if path.suffix.lower() == ".json":
+            out += files_from_items(items_from_file(path), units, remote)
+        else:
+            out.append(describe(path, units))
     return out

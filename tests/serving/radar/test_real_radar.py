@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -186,3 +187,51 @@ def test_rondonia_points_optical_plus_radar_against_optical_alone(
         print("\nRondônia, 60 points, 5 folds by point: accuracy "
               + ", ".join(f"{k} {v:.1%}" for k, v in scores.items()))
     assert all(score > 0.25 for score in scores.values()), scores
+
+
+def _s1_item(tmp_path: Path, item_id: str, collection: str, product: str,
+             units_db: bool = False) -> Path:
+    """A Sentinel-1 STAC item JSON with ``vv``/``vh`` assets on local GeoTIFFs."""
+    import datetime as dt
+
+    import pystac
+
+    transform = from_origin(500_000, 9_000_000, 10, 10)
+    rng = np.random.default_rng(1)
+    hrefs = {}
+    for pol, level in (("vv", 0.2), ("vh", 0.04)):
+        path = tmp_path / f"{item_id}_{pol}.tif"
+        values = (level * rng.gamma(4.4, 1 / 4.4, (32, 32))).astype(np.float32)
+        with rasterio.open(path, "w", driver="GTiff", width=32, height=32, count=1,
+                           dtype="float32", crs="EPSG:32718", transform=transform) as dst:
+            dst.write(to_db(values) if units_db else values, 1)
+        hrefs[pol] = str(path)
+    item = pystac.Item(item_id, {"type": "Polygon", "coordinates": [[
+        [-75.0, -9.0], [-74.99, -9.0], [-74.99, -8.99], [-75.0, -8.99], [-75.0, -9.0]]]},
+        [-75.0, -9.0, -74.99, -8.99], dt.datetime(2024, 3, 5, tzinfo=dt.UTC),
+        {"sar:product_type": product}, collection=None)
+    item.collection_id = collection
+    for pol, href in hrefs.items():
+        item.add_asset(pol, pystac.Asset(href, media_type=pystac.MediaType.COG))
+    path = tmp_path / f"{item_id}.json"
+    path.write_text(json.dumps(item.to_dict()))
+    return path
+
+
+def test_sentinel1_rtc_stac_items_are_acquisitions_and_grd_items_are_refused(
+        tmp_path: Path) -> None:
+    from serving.radar.acquisitions import radar_inputs
+
+    rtc = _s1_item(tmp_path, "S1A_IW_GRDH_1SDV_20240305_rtc", "sentinel-1-rtc", "RTC")
+    [found] = radar_inputs([rtc])
+    assert found.units == "linear" and found.date == "2024-03-05"
+    assert str(found.vh[0]).endswith("_vh.tif") if found.vh else False
+    out = read_onto(found.vv, found.units, None, "EPSG:32718",
+                    from_origin(500_000, 9_000_000, 10, 10), 32, 32)
+    assert float(np.nanmedian(to_db(out))) == pytest.approx(-7.0, abs=1.0)
+    grd = _s1_item(tmp_path, "S1A_IW_GRDH_1SDV_20240305_grd", "sentinel-1-grd", "GRD")
+    with pytest.raises(RadarInputError, match="a GRD product"):
+        radar_inputs([grd])
+    in_db = _s1_item(tmp_path, "S1A_db", "sentinel-1-rtc", "RTC", units_db=True)
+    with pytest.raises(RadarUnitsError, match="look like dB"):
+        radar_inputs([in_db], "linear")
