@@ -258,7 +258,8 @@ def run_demo_serving(
     except ValueError as err:
         console.print(f"No optical + radar comparison: {err}")
         return
-    run_radar_demo(radar_run, DemoRun("optical only", records, land["forest_loss_ha"]),
+    run_radar_demo(radar_run, DemoRun("optical only", records, land["forest_loss_ha"],
+                                      run_id),
                    truth, true_land["forest_loss_ha"], region, PERIODS,
                    items_from_file(data / "stac" / "catalog.json"), data, out_dir,
                    models_dir, DEMO_CELL_SIZE_M, console)

@@ -40,6 +40,22 @@ class DemoRun:
     name: str
     records: list[dict[str, Any]]
     loss_ha: float
+    run_id: str = ""
+
+
+def iou_table(runs: list[DemoRun]) -> tuple[Table, dict[str, dict[str, float]]]:
+    """Per-class IoU of each run on its test blocks (MLflow ``test_IoU_*``)."""
+    metrics = {run.name: {k.removeprefix("test_IoU_"): v
+                          for k, v in test_metrics_of_run(run.run_id).items()
+                          if k.startswith("test_IoU_")} for run in runs if run.run_id}
+    table = Table(title="IoU per class on the test blocks (reference year)")
+    names = sorted({c for m in metrics.values() for c in m}, key=lambda c: c == "macro")
+    table.add_column("model")
+    for name in names:
+        table.add_column(name, justify="right")
+    for run, values in metrics.items():
+        table.add_row(run, *(f"{values.get(n, float('nan')):.3f}" for n in names))
+    return table, metrics
 
 
 def verdict_figures(run: DemoRun, truth: list[dict[str, Any]],
@@ -132,9 +148,13 @@ def run_radar_demo(run_id: str, optical: DemoRun, truth: list[dict[str, Any]],
     cover_ref, cover_cur = sorted((data / "labels").glob("cover_*.tif"))
     _, cover_truth, _ = run_checks(plots, pair_of_maps(cover_ref, cover_cur, store.schema,
                                                        with_confidence=False), options)
-    both = DemoRun("optical + radar", records, store.meta["landscape"]["forest_loss_ha"])
+    both = DemoRun("optical + radar", records, store.meta["landscape"]["forest_loss_ha"],
+                   run_id)
     rows = [verdict_figures(run, truth, cover_truth, true_loss_ha)
             for run in (optical, both)]
     console.print(comparison_table(rows))
-    (out_dir / "radar_comparison.json").write_text(json.dumps(rows, indent=1))
+    table, iou = iou_table([optical, both])
+    console.print(table)
+    (out_dir / "radar_comparison.json").write_text(json.dumps(
+        {"verdicts": rows, "test_iou": iou}, indent=1))
     return rows
