@@ -37,7 +37,7 @@ from serving.inference.contract import (
 from serving.inference.model_store import MODELS_DIR
 from serving.inference.scene_checks import scene_bands
 from serving.inference.tiles import TileClassifier
-from serving.inference.validity import observed
+from serving.inference.validity import observed, observed_by_sensor, sensor_groups
 from training.checkpoints import load_checkpoint_dict
 from training.export.registry import register_model
 from training.tracking import git_sha
@@ -141,14 +141,22 @@ def reference_logits(task: LandCoverSegmentationTask, contract: ModelContract,
                      tiles: np.ndarray) -> np.ndarray:
     """PyTorch's logits for raw tiles, prepared as in training.
 
-    Unobserved pixels take the band mean (0 once normalised), as the data module does;
-    the input is zero-padded to the contract's ``size_multiple`` and cropped back.
+    Unobserved pixels take the band mean (0 once normalised), as the data module does,
+    and with optical and radar bands each sensor's bands where that sensor alone saw
+    nothing; the input is zero-padded to the contract's ``size_multiple`` and cropped
+    back.
     """
     valid = torch.from_numpy(np.asarray(observed(tiles, contract.image_nodata)))
     x = torch.from_numpy(tiles.astype(np.float32))
     mean = torch.tensor(contract.mean, dtype=torch.float32)[None, :, None, None]
     std = torch.tensor(contract.std, dtype=torch.float32)[None, :, None, None]
     x = torch.where(valid[:, None], (x - mean) / std, torch.zeros(()))
+    groups = sensor_groups(contract.bands)
+    if len(groups) > 1:
+        for group, seen in zip(groups, observed_by_sensor(tiles, contract.image_nodata,
+                                                          groups), strict=True):
+            seen_t = torch.from_numpy(np.asarray(seen, bool))
+            x[:, group] = torch.where(seen_t[:, None], x[:, group], torch.zeros(()))
     h, w = x.shape[-2:]
     m = contract.size_multiple
     x = torch.nn.functional.pad(x, (0, (-w) % m, 0, (-h) % m))
