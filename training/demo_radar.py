@@ -23,6 +23,7 @@ from rich.table import Table
 from serving.plots.check import CheckOptions, run_checks
 from serving.radar.acquisitions import describe
 from serving.store.build import BuildOptions, build_store
+from serving.store.landscape import store_landscape
 from serving.store.reader import open_store, pair_of_maps
 from training.export.exporter import export_model
 from training.export.registry import checkpoint_from_run, test_metrics_of_run
@@ -59,15 +60,16 @@ def iou_table(runs: list[DemoRun]) -> tuple[Table, dict[str, dict[str, float]]]:
 
 
 def verdict_figures(run: DemoRun, truth: list[dict[str, Any]],
-                    cover_truth: list[dict[str, Any]], true_loss_ha: float
-                    ) -> dict[str, Any]:
+                    cover_truth: list[dict[str, Any]], true_loss_ha: float,
+                    cover_loss_ha: float | None = None) -> dict[str, Any]:
     """Loss and verdict agreement of one run; cloud plots scored on the cover truth.
 
     Args:
         run: The run's plot records and landscape loss.
         truth: Verdicts on the truth as optical imagery could see it.
         cover_truth: Verdicts on the true land cover, under clouds too.
-        true_loss_ha: The truth's landscape loss.
+        true_loss_ha: The truth's landscape loss (where optical saw the ground).
+        cover_loss_ha: The true land cover's landscape loss (everywhere).
     """
     cloud = [i for i, t in enumerate(truth) if t["verdict"] == "insufficient_data"]
     best = [cover_truth[i] if i in cloud else t for i, t in enumerate(truth)]
@@ -79,6 +81,7 @@ def verdict_figures(run: DemoRun, truth: list[dict[str, Any]],
     return {
         "model": run.name,
         "loss_vs_truth": run.loss_ha / true_loss_ha - 1 if true_loss_ha else None,
+        "loss_vs_cover_truth": run.loss_ha / cover_loss_ha - 1 if cover_loss_ha else None,
         "plots": len(verdicts), "agree": agree, "agree_share": agree / max(1, len(verdicts)),
         "cloud_plots": len(cloud), "cloud_with_verdict": len(cloud_given),
         "cloud_agree": cloud_agree, "cloud_agree_share": cloud_agree / max(1, len(cloud)),
@@ -92,11 +95,13 @@ def comparison_table(rows: list[dict[str, Any]]) -> Table:
     """Optical only beside optical + radar, against the same truth."""
     table = Table(title="Optical only vs optical + radar (same landscape, same truth; "
                   "plots under a cloud all year scored on the true land cover)")
-    for col in ("model", "forest loss vs truth", "verdicts agreeing", "cloud plots with a "
+    for col in ("model", "forest loss vs truth (seen / all)", "verdicts agreeing",
+                "cloud plots with a "
                 "verdict", "cloud plots agreeing", "needs_review", "share by radar alone"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in rows:
-        loss = "n/a" if r["loss_vs_truth"] is None else f"{r['loss_vs_truth']:+.1%}"
+        loss = " / ".join("n/a" if r.get(k) is None else f"{r[k]:+.1%}"
+                          for k in ("loss_vs_truth", "loss_vs_cover_truth"))
         table.add_row(r["model"], loss, f"{r['agree']}/{r['plots']} ({r['agree_share']:.0%})",
                       f"{r['cloud_with_verdict']}/{r['cloud_plots']}",
                       f"{r['cloud_agree']}/{r['cloud_plots']} ({r['cloud_agree_share']:.0%})",
@@ -146,11 +151,13 @@ def run_radar_demo(run_id: str, optical: DemoRun, truth: list[dict[str, Any]],
     options = CheckOptions(min_forest_ha=float(store.meta["min_forest_ha"]))
     _, records, _ = run_checks(plots, store, options)
     cover_ref, cover_cur = sorted((data / "labels").glob("cover_*.tif"))
-    _, cover_truth, _ = run_checks(plots, pair_of_maps(cover_ref, cover_cur, store.schema,
-                                                       with_confidence=False), options)
+    cover_maps = pair_of_maps(cover_ref, cover_cur, store.schema, with_confidence=False)
+    _, cover_truth, _ = run_checks(plots, cover_maps, options)
+    cover_loss = store_landscape(cover_maps, region, options.min_forest_ha)[
+        "forest_loss_ha"]
     both = DemoRun("optical + radar", records, store.meta["landscape"]["forest_loss_ha"],
                    run_id)
-    rows = [verdict_figures(run, truth, cover_truth, true_loss_ha)
+    rows = [verdict_figures(run, truth, cover_truth, true_loss_ha, cover_loss)
             for run in (optical, both)]
     console.print(comparison_table(rows))
     table, iou = iou_table([optical, both])
