@@ -31,6 +31,9 @@ from serving.radar.statistics import ENCODING, RADAR_BANDS, RADAR_COUNT_BAND, ra
 
 #: Side of the blocks the stack is computed in, in pixels.
 BLOCK = 512
+#: GDAL's block cache while stacking (its default, 5 % of RAM, would fill with the
+#: blocks of every acquisition read and make memory grow with the area up to that).
+CACHE_BYTES = 128 * 2**20
 
 
 @dataclass
@@ -74,7 +77,7 @@ def stack_radar(optical: str | Path, files: Sequence[RadarFile], out: str | Path
     if not chosen:
         notes.append(f"no radar acquisitions in the period {period or '(any)'}: the radar "
                      "bands are empty; pixels are classified from optical alone")
-    with rasterio.open(optical) as src:
+    with rasterio.Env(GDAL_CACHEMAX=CACHE_BYTES), rasterio.open(optical) as src:
         descriptions = tuple(src.descriptions or ())
         if RADAR_COUNT_BAND in descriptions:
             raise ValueError(f"{optical} already holds radar bands")
