@@ -9,9 +9,12 @@ import pytest
 from shapely.geometry import shape
 
 from serving.imagery.sources import items_from_file
+from serving.radar.acquisitions import describe
+from serving.radar.statistics import RADAR_BANDS
 from serving.store.build import BuildOptions, build_store
 from tests.model_factory import write_local_model
 from training.synthetic import LandscapeConfig
+from training.synthetic.spectra import S2_BANDS
 from training.synthetic.time_series import generate_time_series
 
 PERIODS = {"reference": "2020-01-01/2020-12-31", "current": "2024-01-01/2024-12-31"}
@@ -45,3 +48,19 @@ def built_store(region_data: Path, store_model: Path,
                          BuildOptions(cell_size_m=CELL_SIZE_M))
     assert not report.failed, report.failed
     return store
+
+
+@pytest.fixture(scope="session")
+def radar_store(region_data: Path, tmp_path_factory: pytest.TempPathFactory
+                ) -> tuple[Path, Path]:
+    """The region's store built with both sensors, and its optical + radar model."""
+    work = tmp_path_factory.mktemp("radar-store")
+    model = write_local_model(work / "model", bands=[*S2_BANDS, *RADAR_BANDS])
+    region = shape(json.loads((region_data / "region.geojson").read_text())["features"][0][
+        "geometry"])
+    radar = [describe(p) for p in sorted((region_data / "radar").glob("*.tif"))]
+    report = build_store(work / "store", region, PERIODS,
+                         items_from_file(region_data / "stac" / "catalog.json"), model,
+                         BuildOptions(cell_size_m=CELL_SIZE_M), radar=radar)
+    assert not report.failed, report.failed
+    return work / "store", model

@@ -12,6 +12,7 @@ picture a phone can show.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,8 @@ WEB_MERCATOR = CRS.from_epsg(3857)
 #: Longest side of a browser image, in pixels.
 DEFAULT_MAX_SIDE = 2048
 RGB_BANDS = ("B04", "B03", "B02")
+#: A radar-only scene's picture: red VV, green VH, blue VH/VV (all dB).
+RADAR_PICTURE = ("VV_mean_db", "VH_mean_db", "VHVV_ratio_db")
 
 
 class BrowserMapError(ValueError):
@@ -109,6 +112,25 @@ def class_map_image(path: str | Path, schema: ClassSchema,
     return WebImage(_png(rgba), _bounds(dst, *warped.shape[1:]))
 
 
+def picture_bands(descriptions: Sequence[str | None], bands: Sequence[str]
+                  ) -> tuple[list[int], str]:
+    """Which of a scene's bands (1-based) make its picture, and what the picture is.
+
+    True colour where the scene has B04, B03 and B02 (found by the file's band
+    descriptions, else in the model's band order); for a radar-only scene the usual
+    Sentinel-1 false colour (VV, VH, VH/VV in dB); else the first bands in grey.
+    """
+    for names in (list(descriptions), list(bands)):
+        if all(b in names for b in RGB_BANDS):
+            return [names.index(b) + 1 for b in RGB_BANDS], "true colour (B04, B03, B02)"
+    for names in (list(descriptions), list(bands)):
+        if all(b in names for b in RADAR_PICTURE):
+            return ([names.index(b) + 1 for b in RADAR_PICTURE],
+                    "radar false colour (VV, VH, VH/VV in dB)")
+    count = len(descriptions) or len(bands)
+    return ([1, 1, 1] if count < 3 else [3, 2, 1]), "first bands"
+
+
 def rgb_image(src: DatasetReader, bands: list[str], nodata: float | None,
               max_side: int = DEFAULT_MAX_SIDE) -> WebImage:
     """An open scene's true-colour composite, percentile-stretched; nodata transparent.
@@ -116,10 +138,7 @@ def rgb_image(src: DatasetReader, bands: list[str], nodata: float | None,
     Takes an open dataset (an upload is opened from memory with the GTiff driver only);
     large scenes are decimated while reading.
     """
-    try:
-        indexes = [bands.index(b) + 1 for b in RGB_BANDS]
-    except ValueError:
-        indexes = [1, 1, 1] if len(bands) < 3 else [3, 2, 1]
+    indexes, _ = picture_bands(tuple(src.descriptions or ()), bands)
     crs = src.crs
     step = max(1, int(np.ceil(max(src.width, src.height) / (2 * max_side))))
     shape = (3, -(-src.height // step), -(-src.width // step))

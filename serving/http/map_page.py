@@ -36,7 +36,7 @@ from rasterio.io import DatasetReader, MemoryFile
 from serving.areas import class_hectares, pixel_areas
 from serving.classes import ClassSchema
 from serving.files import write_bytes_atomic
-from serving.http.browser_maps import class_map_image, rgb_image
+from serving.http.browser_maps import class_map_image, picture_bands, rgb_image
 from serving.inference.scene import class_map_of, is_class_map
 from serving.inference.tiles import InputError, TileClassifier
 from serving.settings import Settings, current
@@ -165,15 +165,17 @@ def _one_date(src: DatasetReader, upload: Path, name: str, folder: Path,
     if is_class_map(src) and src.crs is None:
         raise InputError(f"the {name} class map has no CRS: no hectares")
     kind = class_map_of(src, upload, target, classifier, name, max_pixels)
+    picture = None
     if kind == "scene":
         rgb_image(src, contract.bands, contract.image_nodata).save(folder / f"rgb_{name}.png")
+        picture = picture_bands(tuple(src.descriptions or ()), contract.bands)[1]
     with rasterio.open(target) as written:
         date = written.tags().get("DATE") or date
     pixels, hectares = map_summary(target, schema)
     layer = class_map_image(target, schema)
     layer.save(folder / f"classes_{name}.png")
     return {"kind": kind, "date": date, "class_pixels": pixels, "hectares": hectares,
-            "bounds": layer.bounds}
+            "bounds": layer.bounds, "picture": picture}
 
 
 def analyze(uploads: dict[str, Path], classifier: TileClassifier, max_pixels: int,

@@ -35,6 +35,7 @@ from shapely.geometry.base import BaseGeometry
 from serving.baseline.change import Thresholds
 from serving.baseline.forest_patches import DEFAULT_MIN_FOREST_HA
 from serving.files import write_bytes_atomic
+from serving.imagery.masks import CSMASK_BANDS
 from serving.inference.contract import load_model_dir
 from serving.radar.acquisitions import RadarFile
 from serving.radar.statistics import RADAR_BANDS
@@ -162,7 +163,7 @@ def build_cell(store: str, cell_record: dict[str, Any], name: str, period: str,
             return (cell.id, name, "empty", "no acquisition of the period covers the cell",
                     short)
         loaded = load_items([pystac.Item.from_dict(i) for i in items],
-                            [b for b in classifier.contract.bands if b not in RADAR_BANDS],
+                            optical_bands(classifier.contract.bands, options.mask),
                             mask=options.mask,  # type: ignore[arg-type]
                             grid=Grid(cell.utm.crs, cell.resolution, cell.bounds),
                             chunk=options.chunk, snow_is_clear=options.snow_is_clear,
@@ -191,6 +192,20 @@ def build_cell(store: str, cell_record: dict[str, Any], name: str, period: str,
     except Exception as err:  # one cell's failure must not stop the region
         return cell.id, name, "failed", f"{type(err).__name__}: {err}", short
     return cell.id, name, "done", "", short
+
+
+def optical_bands(model_bands: Sequence[str], mask: str) -> list[str]:
+    """The optical bands a cell's composite holds: the model's optical bands.
+
+    A radar-only model reads no optical band, yet the store keeps the optical
+    composite as evidence (its clear count says what optical saw; its true colour is
+    the plot's picture): then the true-colour bands, and those the cloud model needs
+    with ``mask=csmask``.
+    """
+    wanted = [b for b in model_bands if b not in RADAR_BANDS]
+    if wanted:
+        return wanted
+    return list(CSMASK_BANDS) if mask == "csmask" else ["B02", "B03", "B04"]
 
 
 def _remove_leftovers(folder: Path) -> None:

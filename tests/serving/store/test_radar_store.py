@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import rasterio
 from shapely.geometry import shape
 
@@ -21,21 +20,6 @@ from serving.store.reader import open_store
 from tests.model_factory import write_local_model
 from tests.store_fixtures import CELL_SIZE_M, PERIODS
 from training.synthetic.spectra import S2_BANDS
-
-
-@pytest.fixture(scope="module")
-def radar_store(region_data: Path, tmp_path_factory: pytest.TempPathFactory
-                ) -> tuple[Path, Path]:
-    work = tmp_path_factory.mktemp("radar-store")
-    model = write_local_model(work / "model", bands=[*S2_BANDS, *RADAR_BANDS])
-    region = shape(json.loads((region_data / "region.geojson").read_text())["features"][0][
-        "geometry"])
-    radar = [describe(p) for p in sorted((region_data / "radar").glob("*.tif"))]
-    report = build_store(work / "store", region, PERIODS,
-                         items_from_file(region_data / "stac" / "catalog.json"), model,
-                         BuildOptions(cell_size_m=CELL_SIZE_M), radar=radar)
-    assert not report.failed, report.failed
-    return work / "store", model
 
 
 def _cells(store: Path) -> list[Path]:
@@ -105,3 +89,29 @@ def test_an_optical_model_reads_a_stacked_composite_as_its_optical_one(
     with rasterio.open(tmp_path / "from_stacked.tif") as a, \
             rasterio.open(tmp_path / "from_optical.tif") as b:
         np.testing.assert_array_equal(a.read(1), b.read(1))
+
+
+def test_a_radar_only_model_builds_a_store_that_keeps_the_optical_evidence(
+        region_data: Path, tmp_path: Path) -> None:
+    model = write_local_model(tmp_path / "model", bands=list(RADAR_BANDS))
+    region = shape(json.loads((region_data / "region.geojson").read_text())["features"][0][
+        "geometry"])
+    radar = [describe(p) for p in sorted((region_data / "radar").glob("*.tif"))]
+    report = build_store(tmp_path / "store", region, PERIODS,
+                         items_from_file(region_data / "stac" / "catalog.json"), model,
+                         BuildOptions(cell_size_m=CELL_SIZE_M), radar=radar)
+    assert report.done and not report.failed, report.failed
+    for marker in _cells(tmp_path / "store"):
+        with rasterio.open(marker.parent / "composite.tif") as src, \
+                rasterio.open(marker.parent / "classes.tif") as classes:
+            names = list(src.descriptions)
+            # true colour and the clear count stay beside the radar the model reads
+            assert names[:4] == ["B02", "B03", "B04", "clear_count"]
+            assert names[4:] == [*RADAR_BANDS, RADAR_COUNT_BAND]
+            seen_by_radar = src.read(names.index(RADAR_COUNT_BAND) + 1) > 0
+            codes = classes.read(1)
+        assert seen_by_radar.any()
+        assert (codes[seen_by_radar] != 0).all()
+    _, records, _ = run_checks((region_data / "plots_eudr.geojson").read_bytes(),
+                               open_store(tmp_path / "store"))
+    assert [r for r in records if r["verdict"] != "error"]
