@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from cacaomap.grammar import CommandError
-from cacaomap.sources import ImagerySource
+from cacaomap.sources import ImagerySource, RadarSource
 
 
 def composite(
@@ -124,10 +124,9 @@ def composite(
 def stack_radar(
     *,
     optical: Path,
-    radar: list[Path],
     out: Path,
+    radar_source: RadarSource,
     period: str = "",
-    radar_units: Literal["linear", "db", "auto"] = "auto",
 ) -> None:
     r"""Stack a period's Sentinel-1 statistics onto its optical composite, as one COG.
 
@@ -143,15 +142,13 @@ def stack_radar(
     Args:
         optical: The period's optical composite (``cacaomap imagery composite``); its
             grid is the stack's.
-        radar: Sentinel-1 GeoTIFFs, one per acquisition: VV and VH bands (described
-            ``VV``/``VH``, else in that order), or a ``*_VV.tif`` with its ``*_VH.tif``
-            beside it, or VV alone; or STAC JSON files of ``sentinel-1-rtc`` items
-            (assets ``vv``, ``vh``; local files).
         out: Output COG.
+        radar_source: The acquisitions: files (``--radar``; bands described
+            ``VV``/``VH``, else in that order, or VV alone) or a STAC API search
+            (``--radar-search``, over the optical composite's bounds and ``--period``).
         period: ``START/END`` (ISO dates): acquisitions dated (by a ``YYYYMMDD`` in the
-            file name) outside it are left out; default: every file.
-        radar_units: ``linear`` power, ``db``, or ``auto`` (the file's tags or name, else
-            its values).
+            file name, or the item's datetime) outside it are left out; default: every
+            file (a search needs it).
 
     Writes:
         OUT: the optical composite's bands unchanged, then ``VV_mean_db``,
@@ -165,15 +162,19 @@ def stack_radar(
             --radar s1/S1A_*_2024*.tif --period 2024-01-01/2024-12-31 --out s1s2_2024.tif
         cacaomap imagery stack-radar --optical c.tif --radar img_radar.tif \
             --radar-units linear --out stacked.tif
+        cacaomap imagery stack-radar --optical s2_2024.tif --period 2024-01-01/2024-12-31 \
+            --radar-search https://planetarycomputer.microsoft.com/api/stac/v1 \
+            --radar-sign planetary-computer --out s1s2_2024.tif
     """
     from rich.progress import Progress
 
-    from serving.radar.acquisitions import radar_inputs
     from serving.radar.stack import stack_radar as stack
 
     if not optical.is_file():
         raise CommandError(f"--optical {optical}: no such file")
-    files = radar_inputs(radar, radar_units)
+    if not radar_source.given():
+        raise CommandError("give --radar files or --radar-search")
+    files = radar_source.files([period], lonlat_bounds(optical))
     with Progress() as bar:
         task = bar.add_task(f"radar statistics of {len(files)} acquisitions", total=None)
         result = stack(optical, files, out, period=period,
@@ -270,3 +271,15 @@ def array_chips(
     chips = write_array_chips(sources, out, size, image_key, mask_key, pixel_size,
                               overwrite)
     print(f"wrote {len(chips)} chips of {size} px to {out}")
+
+
+def lonlat_bounds(raster: Path) -> list[float]:
+    """A raster's bounds in degrees (west, south, east, north), for a search."""
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    try:
+        with rasterio.open(raster) as src:
+            return list(transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21))
+    except (OSError, rasterio.errors.RasterioIOError) as err:
+        raise CommandError(f"{raster}: not a readable raster ({err})") from err

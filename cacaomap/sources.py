@@ -87,3 +87,68 @@ class ImagerySource:
         return [item for period in periods for item in search_items(
             str(self.search), list(bbox), period, self.collection, self.max_cloud,
             max_items=self.max_items, sign=self.sign)]
+
+
+@dataclasses.dataclass(frozen=True)
+class RadarSource:
+    """Radar source (Sentinel-1: --radar files or --radar-search; neither: optical only).
+
+    Attributes:
+        radar: Sentinel-1 GeoTIFFs, one per acquisition (VV and VH bands, or a
+            ``*_VV.tif`` with its ``*_VH.tif`` beside it), or STAC JSON files of
+            ``sentinel-1-rtc`` items.
+        radar_units: ``linear`` power, ``db``, or ``auto`` (the files' tags or names,
+            else their values; checked against the values either way).
+        radar_search: A STAC API URL searched for Sentinel-1 RTC items over the area,
+            once per period (Planetary Computer:
+            ``https://planetarycomputer.microsoft.com/api/stac/v1``).
+        radar_collection: The radar collection searched.
+        radar_sign: Sign the radar items' hrefs: ``planetary-computer`` for Planetary
+            Computer's private blobs.
+        radar_max_items: The most radar items a search may match (more is refused).
+    """
+
+    radar: list[Path] | None = None
+    radar_units: Literal["linear", "db", "auto"] = "auto"
+    radar_search: str | None = None
+    radar_collection: str = "sentinel-1-rtc"
+    radar_sign: Literal["none", "planetary-computer"] = "none"
+    radar_max_items: int = 1000
+
+    def given(self) -> bool:
+        """Whether any radar was asked for."""
+        return bool(self.radar) or self.radar_search is not None
+
+    def files(self, periods: Sequence[str], bbox: Sequence[float] | None,
+              remote: bool = False) -> list[Any]:
+        """The acquisitions (:class:`serving.radar.acquisitions.RadarFile`) of every period.
+
+        Args:
+            periods: ``START/END`` periods a search covers (files are taken as given).
+            bbox: West, south, east, north in degrees (a search's area).
+            remote: Whether remote hrefs of STAC files on disk may be read.
+
+        Raises:
+            CommandError: Both --radar and --radar-search, or a search without a period.
+            ImageryError: The search fails or matches too much.
+            RadarInputError, RadarUnitsError: A file or item that is not usable radar.
+        """
+        from serving.imagery.sources import search_items
+        from serving.radar.acquisitions import files_from_items, radar_inputs
+
+        if self.radar and self.radar_search:
+            raise CommandError("give --radar or --radar-search, not both")
+        if self.radar_search is None:
+            return radar_inputs(list(self.radar or []), self.radar_units, remote=remote)
+        if not periods or not all(periods):
+            raise CommandError("--radar-search needs --period START/END")
+        if not bbox:
+            raise CommandError("--radar-search needs the area's bounds")
+        items = [item for period in periods for item in search_items(
+            self.radar_search, list(bbox), period, self.radar_collection,
+            max_items=self.radar_max_items, sign=self.radar_sign)]
+        return files_from_items(items, self.radar_units, remote=True)
+
+
+#: No radar: optical only (the default of commands that take a radar source).
+NO_RADAR = RadarSource()

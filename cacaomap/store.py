@@ -9,7 +9,7 @@ from rich.progress import Progress
 from shapely.geometry.base import BaseGeometry
 
 from cacaomap.grammar import CommandError
-from cacaomap.sources import ImagerySource
+from cacaomap.sources import NO_RADAR, ImagerySource, RadarSource
 
 
 def build(
@@ -35,8 +35,7 @@ def build(
     cutoff: str = "2020-12-31",
     workers: int = 2,
     scheduler: str | None = None,
-    radar: list[Path] | None = None,
-    radar_units: Literal["linear", "db", "auto"] = "auto",
+    radar_source: RadarSource = NO_RADAR,
 ) -> None:
     r"""Build (or resume) a region's baseline store: composites and class maps per cell.
 
@@ -68,12 +67,10 @@ def build(
         cutoff: The reference date plots are judged against (EUDR: 2020-12-31).
         workers: Tasks in flight on the local scheduler.
         scheduler: A dask.distributed scheduler address (``tcp://host:8786``).
-        radar: Sentinel-1 GeoTIFFs of both periods, one per acquisition, or STAC JSON
-            files of ``sentinel-1-rtc`` items (as for ``cacaomap imagery stack-radar``):
-            each period's are stacked onto its composites, for a model trained on
-            optical + radar bands.
-        radar_units: ``linear`` power, ``db``, or ``auto`` (the files' tags or names,
-            else their values; checked against the values either way).
+        radar_source: Sentinel-1 of both periods, files (``--radar``) or a STAC API
+            search (``--radar-search``, over the region per period), as for
+            ``cacaomap imagery stack-radar``: each period's are stacked onto its
+            composites, for a model trained on optical + radar bands.
 
     Writes:
         OUT/store.json (grid, periods, model sha256, thresholds, lineage), per cell and
@@ -91,18 +88,22 @@ def build(
         cacaomap store build --region region.geojson --stac catalog.json \
             --radar s1/*.tif --reference-period 2020-01-01/2020-12-31 \
             --current-period 2024-01-01/2024-12-31 --out store-s1s2/
+        cacaomap store build --region region.geojson --search $PC --sign planetary-computer \
+            --radar-search $PC --radar-sign planetary-computer \
+            --reference-period 2020-01-01/2020-12-31 \
+            --current-period 2024-01-01/2024-12-31 --out store-s1s2/
     """
     from serving.baseline.change import Thresholds
     from serving.imagery.sources import ImageryError, in_period
     from serving.inference.model_store import resolve_model_dir
-    from serving.radar.acquisitions import radar_inputs
     from serving.store.build import BuildOptions, build_store
 
     if source.given() != 1:
         raise CommandError("give exactly one of --stac, --safe or --search")
     shape = _region(region)
     model_dir = resolve_model_dir(model)
-    radar_files = radar_inputs(radar or [], radar_units, remote=source.remote)
+    radar_files = radar_source.files([reference_period, current_period], list(shape.bounds),
+                              remote=source.remote)
     items = source.items([reference_period, current_period], list(shape.bounds))
     for name, period in (("reference", reference_period), ("current", current_period)):
         if not in_period(items, period):

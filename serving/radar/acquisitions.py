@@ -162,9 +162,12 @@ def files_from_items(items: list[Any], units: Units = "auto", remote: bool = Fal
                      sample: bool = True) -> list[RadarFile]:
     """Sentinel-1 STAC items as acquisitions (one per item, its ``vv`` and ``vh``).
 
-    Planetary Computer's ``sentinel-1-rtc`` is gamma0 in linear power; Earth Search's
-    ``sentinel-1-grd`` is not terrain corrected (amplitude DN): calibrate it first.
-    An item whose ``sar:product_type`` or collection says GRD is refused for that.
+    Planetary Computer's ``sentinel-1-rtc`` is gamma0 in linear power (its items say
+    ``sar:product_type: GRD``, the product they were made from; the collection and the
+    ``_rtc`` id say RTC); Earth Search's ``sentinel-1-grd`` is not terrain corrected
+    (amplitude DN): calibrate it first. A GRD item that nothing marks as RTC is refused.
+    An asset's ``raster:bands`` nodata (Planetary Computer: -32768) is left out of the
+    units check, as the file's own nodata is.
 
     Args:
         items: pystac Items (signed where the archive needs it).
@@ -180,9 +183,7 @@ def files_from_items(items: list[Any], units: Units = "auto", remote: bool = Fal
 
     out = []
     for item in items:
-        kind = str(item.properties.get("sar:product_type", "")).upper()
-        collection = str(getattr(item, "collection_id", "") or "")
-        if kind == "GRD" or collection.endswith("-grd"):
+        if not is_rtc(item):
             raise RadarInputError(
                 f"item {item.id}: a GRD product (not radiometrically terrain corrected): "
                 "calibrate and terrain-correct it first, or use sentinel-1-rtc")
@@ -198,6 +199,10 @@ def files_from_items(items: list[Any], units: Units = "auto", remote: bool = Fal
         if sample or said is None:
             with rasterio.open(hrefs["vv"]) as src:
                 values = _sample(src, 1)
+            nodata = _asset_nodata(item.assets[next(k for k in STAC_ASSETS["vv"]
+                                                    if k in item.assets)])
+            if nodata is not None:
+                values = values[values != np.float32(nodata)]
         resolved = resolve_units(values, units, "linear", item.id) if values.size else (
             said or "linear")
         date = item.datetime.strftime("%Y-%m-%d") if item.datetime else None
@@ -205,6 +210,21 @@ def files_from_items(items: list[Any], units: Units = "auto", remote: bool = Fal
                              (hrefs["vh"], 1) if "vh" in hrefs else None, None,
                              resolved, date))
     return out
+
+
+def is_rtc(item: Any) -> bool:
+    """Whether an item is terrain-corrected backscatter (not raw GRD amplitude)."""
+    kind = str(item.properties.get("sar:product_type", "")).upper()
+    collection = str(getattr(item, "collection_id", "") or "").lower()
+    if collection.endswith("-grd"):
+        return False
+    return kind != "GRD" or "rtc" in collection or item.id.lower().endswith("_rtc")
+
+
+def _asset_nodata(asset: Any) -> float | None:
+    bands = asset.extra_fields.get("raster:bands") or [{}]
+    value = bands[0].get("nodata") if isinstance(bands[0], dict) else None
+    return float(value) if isinstance(value, int | float) else None
 
 
 def radar_inputs(paths: list[Path], units: Units = "auto", remote: bool = False

@@ -48,10 +48,16 @@ class StackResult:
 
 
 def _in_period(files: Sequence[RadarFile], period: str) -> list[RadarFile]:
-    if not period:
-        return list(files)
-    start, end = period.split("/")
-    return [f for f in files if f.date is None or start <= f.date <= end]
+    """The period's files in date order.
+
+    The order of a search's answer or of a shell's glob must not change the sums (and
+    so the bytes).
+    """
+    chosen = list(files)
+    if period:
+        start, end = period.split("/")
+        chosen = [f for f in files if f.date is None or start <= f.date <= end]
+    return sorted(chosen, key=lambda f: (f.date or "", f.name))
 
 
 def stack_radar(optical: str | Path, files: Sequence[RadarFile], out: str | Path, *,

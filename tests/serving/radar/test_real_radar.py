@@ -222,7 +222,8 @@ def test_sentinel1_rtc_stac_items_are_acquisitions_and_grd_items_are_refused(
         tmp_path: Path) -> None:
     from serving.radar.acquisitions import radar_inputs
 
-    rtc = _s1_item(tmp_path, "S1A_IW_GRDH_1SDV_20240305_rtc", "sentinel-1-rtc", "RTC")
+    # Planetary Computer's items say GRD, the product the RTC was made from
+    rtc = _s1_item(tmp_path, "S1A_IW_GRDH_1SDV_20240305_rtc", "sentinel-1-rtc", "GRD")
     [found] = radar_inputs([rtc])
     assert found.units == "linear" and found.date == "2024-03-05"
     assert str(found.vh[0]).endswith("_vh.tif") if found.vh else False
