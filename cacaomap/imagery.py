@@ -182,6 +182,8 @@ def stack_radar(
                                                                total=total))
     for note in result.notes:
         print(f"note: {note}")
+    if files and files[0].speckle.filter != "none":
+        print(f"speckle filter: {files[0].speckle.describe()}, on each acquisition")
     read = [f.units for f in files if f.name in result.radar_items]
     units = ", ".join(f"{read.count(u)} in {u}" for u in sorted(set(read))) or "none"
     print(f"wrote {result.path}: {len(result.radar_items)} radar acquisitions "

@@ -106,6 +106,10 @@ class RadarSource:
         radar_sign: Sign the radar items' hrefs: ``planetary-computer`` for Planetary
             Computer's private blobs.
         radar_max_items: The most radar items a search may match (more is refused).
+        radar_speckle_filter: A spatial speckle filter on each acquisition before the
+            temporal statistics: ``none`` (the statistics alone) or ``lee``
+            (docs/radar.md measures what it does).
+        radar_speckle_window: The filter's window side (odd, in the radar's pixels).
     """
 
     radar: list[Path] | None = None
@@ -114,6 +118,8 @@ class RadarSource:
     radar_collection: str = "sentinel-1-rtc"
     radar_sign: Literal["none", "planetary-computer"] = "none"
     radar_max_items: int = 1000
+    radar_speckle_filter: Literal["none", "lee"] = "none"
+    radar_speckle_window: int = 5
 
     def given(self) -> bool:
         """Whether any radar was asked for."""
@@ -133,6 +139,17 @@ class RadarSource:
             ImageryError: The search fails or matches too much.
             RadarInputError, RadarUnitsError: A file or item that is not usable radar.
         """
+        from serving.radar.speckle import Speckle
+
+        try:
+            speckle = Speckle(self.radar_speckle_filter, self.radar_speckle_window)
+        except ValueError as err:
+            raise CommandError(f"--radar-speckle-window: {err}") from err
+        return [dataclasses.replace(f, speckle=speckle)
+                for f in self._files(periods, bbox, remote)]
+
+    def _files(self, periods: Sequence[str], bbox: Sequence[float] | None,
+               remote: bool) -> list[Any]:
         from serving.imagery.sources import search_items
         from serving.radar.acquisitions import files_from_items, radar_inputs
 

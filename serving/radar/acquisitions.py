@@ -27,6 +27,7 @@ from rasterio.errors import RasterioIOError
 from rasterio.warp import Resampling, reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 
+from serving.radar.speckle import NO_SPECKLE_FILTER, Speckle
 from serving.radar.units import Units, resolve_units, to_linear, units_from_tags
 
 _DATE = re.compile(r"(20\d{2})(\d{2})(\d{2})T?\d{0,6}")
@@ -49,6 +50,8 @@ class RadarFile:
     mask: tuple[Path | str, int] | None
     units: Literal["linear", "db"]
     date: str | None
+    #: A spatial speckle filter applied before the statistics (default: none).
+    speckle: Speckle = NO_SPECKLE_FILTER
 
 
 def _band_named(descriptions: tuple[str | None, ...], pol: str) -> int | None:
@@ -109,8 +112,11 @@ def _sample(src: Any, band: int, side: int = 256) -> NDArray[np.float32]:
 
 def read_onto(pair: tuple[Path | str, int], units: Literal["linear", "db"],
               mask: tuple[Path | str, int] | None, crs: Any, transform: Any, height: int,
-              width: int) -> NDArray[np.float32]:
+              width: int, speckle: Speckle = NO_SPECKLE_FILTER) -> NDArray[np.float32]:
     """One band as linear power on a target block; NaN where it saw nothing usable.
+
+    The window read reaches beyond the block by the resampling's reach and the speckle
+    filter's halo, so a block's pixels do not depend on where the blocks are cut.
 
     Args:
         pair: (file, 1-based band).
@@ -120,8 +126,10 @@ def read_onto(pair: tuple[Path | str, int], units: Literal["linear", "db"],
         transform: Target block's transform.
         height: Target block's rows.
         width: Target block's columns.
+        speckle: Spatial speckle filter, applied in the source's pixels.
     """
     path, band = pair
+    margin = 2 + speckle.halo
     out = np.full((height, width), np.nan, np.float32)
     with rasterio.open(path) as src:
         bounds = rasterio.transform.array_bounds(height, width, transform)
@@ -130,8 +138,10 @@ def read_onto(pair: tuple[Path | str, int], units: Literal["linear", "db"],
         except (rasterio.errors.CRSError, ValueError):
             return out
         window = from_bounds(left, bottom, right, top, src.transform)
-        window = Window(math.floor(window.col_off) - 2, math.floor(window.row_off) - 2,
-                        math.ceil(window.width) + 5, math.ceil(window.height) + 5)
+        window = Window(math.floor(window.col_off) - margin,
+                        math.floor(window.row_off) - margin,
+                        math.ceil(window.width) + 2 * margin + 1,
+                        math.ceil(window.height) + 2 * margin + 1)
         try:
             window = window.intersection(Window(0, 0, src.width, src.height))
         except rasterio.errors.WindowError:
@@ -146,7 +156,8 @@ def read_onto(pair: tuple[Path | str, int], units: Literal["linear", "db"],
         src_crs = src.crs
         finer = abs(src.res[0]) < 0.5 * abs(transform.a) if src_crs == crs else False
     linear = to_linear(values) if units == "db" else values
-    linear = np.where(np.isfinite(linear) & (linear > NOISE_FLOOR), linear, np.nan)
+    linear = speckle.apply(np.where(np.isfinite(linear) & (linear > NOISE_FLOOR), linear,
+                                    np.nan).astype(np.float32))
     reproject(linear.astype(np.float32), out, src_transform=src_transform, src_crs=src_crs,
               src_nodata=np.nan, dst_transform=transform, dst_crs=crs, dst_nodata=np.nan,
               resampling=Resampling.average if finer else Resampling.bilinear)

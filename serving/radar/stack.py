@@ -96,6 +96,8 @@ def stack_radar(optical: str | Path, files: Sequence[RadarFile], out: str | Path
             "RADAR_ITEMS": json.dumps([f.name for f in chosen]),
             "RADAR_UNITS_READ": json.dumps({f.name: f.units for f in chosen}),
             "RADAR_ENCODING": ENCODING, "RADAR_BANDS": ",".join(RADAR_BANDS),
+            "RADAR_SPECKLE_FILTER": json.dumps(sorted({f.speckle.describe()
+                                                       for f in chosen})),
             "RADAR_NOTES": json.dumps(notes)}
         windows = [Window(c, r, min(block, src.width - c), min(block, src.height - r))
                    for r in range(0, src.height, block) for c in range(0, src.width, block)]
@@ -129,9 +131,10 @@ def _radar_block(files: Sequence[RadarFile], crs: object, transform: object, hei
                  width: int) -> np.ndarray:
     if not files:
         return np.zeros((len(RADAR_BANDS) + 1, height, width), np.uint16)
-    vv = np.stack([read_onto(f.vv, f.units, f.mask, crs, transform, height, width)
-                   for f in files])
-    vh = np.stack([read_onto(f.vh, f.units, f.mask, crs, transform, height, width)
+    vv = np.stack([read_onto(f.vv, f.units, f.mask, crs, transform, height, width,
+                             f.speckle) for f in files])
+    vh = np.stack([read_onto(f.vh, f.units, f.mask, crs, transform, height, width,
+                             f.speckle)
                    if f.vh else np.full((height, width), np.nan, np.float32)
                    for f in files])
     return radar_block(vv, vh)

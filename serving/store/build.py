@@ -114,7 +114,11 @@ def content_key(cell: Cell, period: str, items: list[dict[str, Any]], model_sha:
     content = {"cell": cell.to_dict(), "period": period, "items": assets,
                "model": model_sha, "options": options.imagery()}
     if radar:
-        content["radar"] = sorted((f.name, f.units) for f in radar)
+        # the filter joins the key only when there is one: stores built before it keep
+        # their keys (and are not rebuilt)
+        content["radar"] = sorted(
+            (f.name, f.units) + (() if f.speckle.filter == "none"
+                                 else (f.speckle.describe(),)) for f in radar)
     blob = json.dumps(content, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -342,6 +346,7 @@ def _build(out: Path, region: BaseGeometry, periods: dict[str, str], items: list
                  "kind": "UTM zone grid"},
         "options": options.imagery(),
         "radar": {"acquisitions": len(radar),
+                  "speckle_filter": sorted({f.speckle.describe() for f in radar}),
                   "units_read": sorted({f.units for f in radar})} if radar else None,
         "cells": [cell.to_dict() | {"versions": versions.get(cell.id, {})}
                   | ({"failed": failed[cell.id]} if cell.id in failed else {})
