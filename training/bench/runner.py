@@ -42,6 +42,7 @@ from training.bench.model import (
 from training.bench.plot_checks import plots_bench
 from training.bench.queues import queues_before_after
 from training.bench.radar_composite import composite_vs_peer, radar_composite_bench
+from training.bench.radar_statistics import radar_statistics_bench
 from training.bench.service import (
     SENTINEL2_TILE,
     build_scene,
@@ -103,7 +104,8 @@ def run_bench(
     Sections already measured today with the same model are reused unless named in
     ``redo`` (``ceiling``, ``gflop_per_tile``, ``model_throughput``,
     ``session_options``, ``tta``, ``scene``, ``service``, ``client``, ``tiles_during_scene``,
-    ``composite``, ``plots``, ``queues``, ``radar_composite``, ``composite_vs_peer``).
+    ``composite``, ``plots``, ``queues``, ``radar_composite``, ``composite_vs_peer``,
+    ``radar_statistics``).
     """
     console = Console()
     torch.set_num_threads(cpu_facts()["cores"])
@@ -187,6 +189,7 @@ def run_bench(
     section("queues", lambda: queues_before_after(int8_dir, tile, work / "queues"))
     section("radar_composite", lambda: radar_composite_bench(work / "radar"))
     section("composite_vs_peer", lambda: composite_vs_peer(work / "composite"))
+    section("radar_statistics", lambda: radar_statistics_bench(work / "radar_statistics"))
     path = out_dir / f"{result['date']}.json"
     path.write_text(json.dumps(result, indent=2))
     partial.unlink(missing_ok=True)
@@ -389,6 +392,17 @@ def update_performance_page(r: dict[str, Any], s: dict[str, Any],
             "RSS by side | " + "; ".join(
                 f"{side}²: {run['seconds']:.0f} s, {run['peak_rss_mb']:.0f} MB"
                 for side, run in radar["runs"].items()) + " |")
+    stats = r.get("radar_statistics")
+    if stats:
+        rows = stats["summary"]
+        lines.append(
+            "| radar statistics, one family left out (random forest, macro IoU vs all "
+            f"statistics, mean of {len(stats['seeds'])} landscapes; docs/radar.md) | "
+            + "; ".join(f"{name.removeprefix('without ')}: {row['iou']['vs_all_mean']:+.3f}"
+                        for name, row in rows.items() if name.startswith("without "))
+            + f"; Lee 5x5: {rows['all statistics, Lee 5x5']['iou']['vs_all_mean']:+.3f} "
+            f"(at edges {rows['all statistics, Lee 5x5']['iou_at_edges']['vs_all_mean']:+.3f})"
+            " |")
     peer = r.get("composite_vs_peer")
     if peer:
         lines.append(
