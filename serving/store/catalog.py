@@ -61,7 +61,10 @@ def write_catalog(store: Path, meta: dict[str, Any], cells: list[Cell]) -> Path:
                             "cacaomap:cell": cell.id, "cacaomap:period": name,
                             "cacaomap:items": done.get("used", []),
                             "cacaomap:content_key": done.get("key"),
-                            "cacaomap:model": meta["model"]["onnx_sha256"]})
+                            "cacaomap:model": meta["model"]["onnx_sha256"]}
+                | ({"cacaomap:radar_items": done["radar_items"],
+                    "cacaomap:radar_only_fraction": done.get("radar_only_fraction")}
+                   if "radar_items" in done else {}))
             for layer, (title, roles) in ASSETS.items():
                 path = folder / f"{layer}.tif"
                 if path.is_file():

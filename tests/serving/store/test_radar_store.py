@@ -42,6 +42,12 @@ def test_each_cell_period_stacks_that_periods_radar_and_records_it(
             optical = src.read(names.index("clear_count") + 1) > 0
             assert radar[optical].all()  # wherever optical saw, radar did (clouds or not)
         assert not list(marker.parent.glob(".optical*"))  # no leftovers
+    # the store's STAC catalogue names each cell-period's radar acquisitions
+    import pystac
+
+    catalog = pystac.Catalog.from_file(str(store / "catalog.json"))
+    found = list(catalog.get_items(recursive=True))
+    assert found and all(i.properties["cacaomap:radar_items"] for i in found)
 
 
 def test_radar_only_pixels_are_classified_and_plots_say_how_much_rests_on_radar(
