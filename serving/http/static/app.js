@@ -178,7 +178,7 @@ function draw(res) {
   const bounds = current.bounds;
   const opacity = $("opacity").value / 100;
   if (files["rgb_current.png"]) {
-    layers.rgb = L.imageOverlay(files["rgb_current.png"], bounds, { alt: current.picture || "RGB composite" }).addTo(map);
+    layers.rgb = L.imageOverlay(files["rgb_current.png"], bounds, { alt: current.picture ? `RGB composite, ${current.picture}` : "RGB composite" }).addTo(map);
   }
   for (const date of Object.keys(res.dates)) {
     layers.classes[date] = L.imageOverlay(files[`classes_${date}.png`], res.dates[date].bounds,

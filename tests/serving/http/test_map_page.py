@@ -122,7 +122,8 @@ def _use_page(browser: Any, server: str, name: str, files: dict[str, Path],
         "() => [...document.querySelectorAll('img.leaflet-image-layer')]"
         ".map(i => [i.alt, i.complete ? i.naturalWidth : 0])"))
     assert overlays["class map, current date"] > 0, overlays
-    assert overlays["RGB composite"] > 0, overlays
+    # the picture says what it is drawn from
+    assert overlays["RGB composite, true colour (B04, B03, B02)"] > 0, overlays
     rows = page.locator("#hectares tbody tr")
     assert rows.count() == len(class_names)
     for i in range(rows.count()):
