@@ -46,8 +46,10 @@ def classify(
         One scene: OUT (default ``<scene>_classes.tif``), a COG of class codes with the
         class names, the model's sha256 and the scene's in its tags, and beside it
         ``<out>.confidence.tif`` (``x.classes.tif`` -> ``x.confidence.tif``; the
-        blended probability of the class given, percent, 255 = nodata); hectares per
-        class are printed. Several scenes: per scene the same pair in OUT, named by the
+        blended probability of the class given, percent, 255 = nodata) and, for a
+        stacked optical + radar composite, ``<out>.sensors.tif`` (1 = classified with
+        a clear optical observation, 2 = from radar alone); hectares per class are
+        printed. Several scenes: per scene the same pair in OUT, named by the
         scene's and the model's sha256.
 
     Examples:
@@ -77,6 +79,7 @@ def classify(
                                confidence=confidence_path(target))
         print(f"wrote {result.path} ({result.width} x {result.height}) and its "
               f"confidence {confidence_path(target).name} on {classifier.provider}")
+        _sensors_sidecar(files[0], target)
         for name, ha in (result.hectares or {}).items():
             print(f"  {name:<20} {ha:12.2f} ha")
         return
@@ -230,3 +233,18 @@ def sample_points(
     path = draw_sample(class_map, out, load_classes(classes), users_accuracy,
                        target_se_overall, seed, reference_map)
     print(f"wrote {path}")
+
+
+def _sensors_sidecar(scene: Path, classes: Path) -> None:
+    """Beside a stacked composite's class map, which sensor each pixel rests on."""
+    import rasterio
+
+    from serving.radar.sensors_map import has_radar, sensors_path, write_sensors_map
+
+    with rasterio.open(scene) as src:
+        if not has_radar(src):
+            return
+    shares = write_sensors_map(scene, classes, sensors_path(classes))
+    print(f"wrote {sensors_path(classes).name}: {shares['optical']:.1%} of pixels "
+          f"classified with a clear optical observation, {shares['radar alone']:.1%} "
+          "from radar alone")

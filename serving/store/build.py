@@ -146,6 +146,7 @@ def build_cell(store: str, cell_record: dict[str, Any], name: str, period: str,
     from serving.imagery.sources import Grid, load_items
     from serving.inference.many_scenes import cached_classifier
     from serving.inference.scene import classify_scene
+    from serving.radar.sensors_map import write_sensors_map
     from serving.radar.stack import stack_radar
 
     cell = Cell.from_dict(cell_record)
@@ -188,6 +189,10 @@ def build_cell(store: str, cell_record: dict[str, Any], name: str, period: str,
         with rasterio.open(folder / "composite.tif") as src:
             classify_scene(src, folder / "classes.tif", classifier,
                            confidence=folder / "confidence.tif")
+        if with_radar:
+            record["sensors"] = write_sensors_map(folder / "composite.tif",
+                                                  folder / "classes.tif",
+                                                  folder / "sensors.tif")
         record |= {"status": "done", "used": result.items, "skipped": result.skipped,
                    "clear_fraction": result.clear_fraction,
                    "never_clear_fraction": result.never_clear_fraction,

@@ -22,7 +22,9 @@ from serving.store.reader import PERIODS, cell_dir
 COG = "image/tiff; application=geotiff; profile=cloud-optimized"
 ASSETS = {"composite": ("composite of clear observations (bands + clear_count)", ["data"]),
           "classes": ("land-cover class map", ["data", "classification"]),
-          "confidence": ("per-pixel confidence of the class, percent", ["quality"])}
+          "confidence": ("per-pixel confidence of the class, percent", ["quality"]),
+          "sensors": ("which sensor each pixel was classified from: 1 optical, 2 radar "
+                      "alone, 0 not classified", ["quality"])}
 
 
 def _period_bounds(period: str) -> tuple[dt.datetime, dt.datetime]:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 from shapely.geometry import shape
 
@@ -121,3 +122,44 @@ def test_a_radar_only_model_builds_a_store_that_keeps_the_optical_evidence(
     _, records, _ = run_checks((region_data / "plots_eudr.geojson").read_bytes(),
                                open_store(tmp_path / "store"))
     assert [r for r in records if r["verdict"] != "error"]
+
+
+def test_each_class_map_has_its_sensors_map_beside_it(radar_store: tuple[Path, Path],
+                                                      tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    from cacaomap.main import main
+    from serving.radar.sensors_map import SENSOR_CODES
+
+    store, model = radar_store
+    radar_alone = 0
+    for marker in _cells(store):
+        folder = marker.parent
+        with rasterio.open(folder / "composite.tif") as src, \
+                rasterio.open(folder / "classes.tif") as classes, \
+                rasterio.open(folder / "sensors.tif") as sensors:
+            names = list(src.descriptions)
+            clear = src.read(names.index("clear_count") + 1)
+            radar = src.read(names.index(RADAR_COUNT_BAND) + 1)
+            codes, which = classes.read(1), sensors.read(1)
+            assert "2 = radar alone" in sensors.tags()["SENSOR_CODES"]
+        np.testing.assert_array_equal(which == 2, (codes != 0) & (clear == 0) & (radar > 0))
+        np.testing.assert_array_equal(which == 1, (codes != 0) & (clear > 0))
+        np.testing.assert_array_equal(which == 0, codes == 0)
+        done = json.loads(marker.read_text())
+        assert set(done["sensors"]) == set(SENSOR_CODES.values())
+        radar_alone += int((which == 2).sum())
+    assert radar_alone > 0
+    import pystac
+
+    items = list(pystac.Catalog.from_file(str(store / "catalog.json")).get_items(
+        recursive=True))
+    assert all("sensors" in i.assets for i in items)
+    # the command line writes the same sidecar beside a stacked scene's class map
+    scene = next(iter(sorted(store.glob("cells/*/current/*/composite.tif"))))
+    main(["maps", "classify", str(scene), "--model", str(model),
+          "--out", str(tmp_path / "x.classes.tif")])
+    assert "x.sensors.tif" in capsys.readouterr().out
+    with rasterio.open(tmp_path / "x.sensors.tif") as cli, \
+            rasterio.open(scene.parent / "sensors.tif") as built:
+        np.testing.assert_array_equal(cli.read(1), built.read(1))
