@@ -52,6 +52,7 @@ from serving.inference.model_store import resolve_model_dir
 from serving.inference.scene import SceneResult, class_map_of, classify_scene
 from serving.inference.session import create_session, scene_ort_threads
 from serving.inference.tiles import InputError, TileClassifier
+from serving.radar.sensors_map import sensor_shares
 from serving.settings import current
 
 T = TypeVar("T")
@@ -305,7 +306,9 @@ class CacaoMap:
         """Classify a GeoTIFF scene (or composite, optional mask): pixels and hectares."""
         result = await self._in_scene_pool(self._classify, scene, Path(ctx.temp_dir),
                                            mask, cloud_mask)
-        return {
+        # a stacked optical + radar composite: how much was classified from radar alone
+        sensors = await self._in_scene_pool(sensor_shares, scene, result.path)
+        return ({"sensors": sensors} if sensors else {}) | {
             "width": result.width,
             "height": result.height,
             "crs": result.crs,

@@ -100,3 +100,14 @@ def write_sensors_map(composite: str | Path, classes: str | Path, out: str | Pat
                                  overview_resampling="NEAREST")
     total = max(1, sum(counts.values()))
     return {SENSOR_CODES[k]: v / total for k, v in counts.items()}
+
+
+def sensor_shares(scene: str | Path, classes: str | Path) -> dict[str, float] | None:
+    """Shares of a class map's pixels by sensor; None unless the scene is stacked.
+
+    The sensors map is written beside ``classes`` (``sensors_path``).
+    """
+    with rasterio.open(scene) as src:
+        if not has_radar(src):
+            return None
+    return write_sensors_map(scene, classes, sensors_path(classes))

@@ -79,6 +79,13 @@ def test_a_stacked_scene_is_classified_where_only_radar_saw(
     with rasterio.open(tmp_path / "classes.tif") as classes:
         codes = classes.read(1)
     assert (codes[radar_only] != 0).all()
+    summary = httpx.post(f"{radar_server}/classify_scene_summary", timeout=300,
+                         files={"scene": (scene.name, scene.read_bytes(), "image/tiff")})
+    assert summary.status_code == 200, summary.text
+    shares = summary.json()["sensors"]
+    assert shares["radar alone"] == pytest.approx(radar_only.mean(), abs=1e-9)
+    assert shares["optical"] + shares["radar alone"] + shares["not classified"] \
+        == pytest.approx(1.0)
 
 
 def test_an_optical_scene_is_refused_by_a_radar_model_naming_the_bands(
@@ -95,6 +102,9 @@ def test_an_optical_scene_is_refused_by_a_radar_model_naming_the_bands(
     r = httpx.post(f"{radar_server}/classify_scene", timeout=300,
                    files={"scene": ("optical.tif", optical.read_bytes(), "image/tiff")})
     assert 400 <= r.status_code < 500, r.status_code
+    optical_model = httpx.post(f"{radar_server}/classify_scene_summary", timeout=300,
+                               files={"scene": ("o.tif", optical.read_bytes(), "image/tiff")})
+    assert 400 <= optical_model.status_code < 500
     assert "VV_mean_db" in r.text or "band" in r.text.lower(), r.text
 
 
