@@ -39,6 +39,7 @@ from serving.files import write_bytes_atomic
 from serving.http.browser_maps import class_map_image, picture_bands, rgb_image
 from serving.inference.scene import class_map_of, is_class_map
 from serving.inference.tiles import InputError, TileClassifier
+from serving.radar.sensors_map import has_radar, write_sensors_map
 from serving.settings import Settings, current
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -165,17 +166,19 @@ def _one_date(src: DatasetReader, upload: Path, name: str, folder: Path,
     if is_class_map(src) and src.crs is None:
         raise InputError(f"the {name} class map has no CRS: no hectares")
     kind = class_map_of(src, upload, target, classifier, name, max_pixels)
-    picture = None
+    picture = sensors = None
     if kind == "scene":
         rgb_image(src, contract.bands, contract.image_nodata).save(folder / f"rgb_{name}.png")
         picture = picture_bands(tuple(src.descriptions or ()), contract.bands)[1]
+        if has_radar(src):  # a stacked composite: which sensor each pixel rests on
+            sensors = write_sensors_map(upload, target, folder / f"sensors_{name}.tif")
     with rasterio.open(target) as written:
         date = written.tags().get("DATE") or date
     pixels, hectares = map_summary(target, schema)
     layer = class_map_image(target, schema)
     layer.save(folder / f"classes_{name}.png")
     return {"kind": kind, "date": date, "class_pixels": pixels, "hectares": hectares,
-            "bounds": layer.bounds, "picture": picture}
+            "bounds": layer.bounds, "picture": picture, "sensors": sensors}
 
 
 def analyze(uploads: dict[str, Path], classifier: TileClassifier, max_pixels: int,

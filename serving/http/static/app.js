@@ -98,6 +98,12 @@ function drawHectares(classes, dates) {
     return tr;
   });
   $("hectares").tBodies[0].replaceChildren(...rows);
+  // a stacked optical + radar scene: what the classes rest on
+  const sensors = Object.entries(dates)
+    .filter(([, d]) => d.sensors)
+    .map(([name, d]) => `${name}: ${pct(d.sensors.optical)} of the scene classified with a clear optical observation, ${pct(d.sensors["radar alone"])} from radar alone`);
+  $("sensors").hidden = sensors.length === 0;
+  $("sensors").textContent = sensors.join("; ");
   const max = Math.max(...classes.map((c) => dates.current.hectares[c.name]), 1e-9);
   $("chart").replaceChildren(...classes.map((c) => {
     const div = document.createElement("div");

@@ -124,6 +124,33 @@ def test_the_map_page_shows_a_stacked_scene_in_true_colour(
     # true colour of vegetation: not one grey, and the picture is not of the radar bands
     assert float(np.ptp(rgba[..., :3][seen].astype(float), axis=0).max()) > 50
     assert sum(result["dates"]["current"]["hectares"].values()) > 0
+    sensors = result["dates"]["current"]["sensors"]
+    assert sensors["radar alone"] > 0 and sensors["optical"] > 0
+
+
+@pytest.mark.slow
+def test_the_map_page_says_how_much_of_a_stacked_scene_rests_on_radar(
+        radar_server: ServerURL, radar_store: tuple[Path, Path]) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from tests.serving.http.test_map_page import CHROMIUM, CHROMIUM_ARGS
+
+    scene = _composite(radar_store[0])
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"{radar_server}/ui/")
+            page.set_input_files("#current", str(scene))
+            page.click("#analyze")
+            page.wait_for_selector("#sensors:not([hidden])", timeout=120_000)
+            text = page.inner_text("#sensors")
+            assert "from radar alone" in text and "clear optical observation" in text
+            alts = page.evaluate("() => [...document.querySelectorAll("
+                                 "'img.leaflet-image-layer')].map(i => i.alt)")
+            assert "RGB composite, true colour (B04, B03, B02)" in alts
+        finally:
+            browser.close()
 
 
 def test_a_radar_only_scene_is_pictured_in_radar_false_colour(
