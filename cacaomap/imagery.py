@@ -127,6 +127,7 @@ def stack_radar(
     out: Path,
     radar_source: RadarSource,
     period: str = "",
+    workers: int = 2,
 ) -> None:
     r"""Stack a period's Sentinel-1 statistics onto its optical composite, as one COG.
 
@@ -149,6 +150,8 @@ def stack_radar(
         period: ``START/END`` (ISO dates): acquisitions dated (by a ``YYYYMMDD`` in the
             file name, or the item's datetime) outside it are left out; default: every
             file (a search needs it).
+        workers: Blocks computed at once (threads; memory grows with them, never with
+            the area).
 
     Writes:
         OUT: the optical composite's bands unchanged, then ``VV_mean_db``,
@@ -174,10 +177,12 @@ def stack_radar(
         raise CommandError(f"--optical {optical}: no such file")
     if not radar_source.given():
         raise CommandError("give --radar files or --radar-search")
+    if workers < 1:
+        raise CommandError(f"--workers is at least 1; got {workers}")
     files = radar_source.files([period], lonlat_bounds(optical))
     with Progress() as bar:
         task = bar.add_task(f"radar statistics of {len(files)} acquisitions", total=None)
-        result = stack(optical, files, out, period=period,
+        result = stack(optical, files, out, period=period, workers=workers,
                        on_block=lambda done, total: bar.update(task, completed=done,
                                                                total=total))
     for note in result.notes:

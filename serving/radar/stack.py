@@ -4,8 +4,9 @@ The stacked composite keeps the optical composite's bands first, as they are (it
 reflectance bands, then ``clear_count``), and appends :data:`RADAR_BANDS` and
 ``radar_count`` on the same grid. A model reads the bands its contract names, by their
 descriptions: an optical-only model reads a stacked composite as it reads an optical
-one. Work goes block by block (every acquisition of one block in memory at once), so
-memory is bounded by the block and the number of acquisitions, never by the area.
+one. Work goes block by block (every acquisition of one block in memory at once), a
+few blocks at once on dask's threaded scheduler (``workers``), so memory is bounded by
+the blocks in flight and the number of acquisitions, never by the area.
 
 A period without radar acquisitions still gets the radar bands, all 0 (not seen), and
 says so in its tags and in the result: a model trained on both sensors then classifies
@@ -20,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dask
 import numpy as np
 import rasterio
 import rasterio.shutil
@@ -61,7 +63,7 @@ def _in_period(files: Sequence[RadarFile], period: str) -> list[RadarFile]:
 
 
 def stack_radar(optical: str | Path, files: Sequence[RadarFile], out: str | Path, *,
-                period: str = "", block: int = BLOCK,
+                period: str = "", block: int = BLOCK, workers: int = 1,
                 on_block: Callable[[int, int], None] | None = None) -> StackResult:
     """Write ``optical``'s bands and the radar statistics of ``files`` as one COG.
 
@@ -72,6 +74,9 @@ def stack_radar(optical: str | Path, files: Sequence[RadarFile], out: str | Path
         out: The stacked COG (never a partial file).
         period: ``START/END`` (ISO dates); empty: every file.
         block: Block side in pixels.
+        workers: Blocks computed at once on dask's threaded scheduler (memory: this
+            many blocks of every acquisition in flight; 1 in a store, whose cells are
+            the parallelism).
         on_block: Called with (blocks done, blocks in all).
 
     Raises:
@@ -108,18 +113,26 @@ def stack_radar(optical: str | Path, files: Sequence[RadarFile], out: str | Path
             with rasterio.open(blocks, "w", **profile) as dst:
                 dst.descriptions = (*descriptions, *RADAR_BANDS, RADAR_COUNT_BAND)
                 dst.update_tags(**tags)
-                for done, window in enumerate(windows, start=1):
-                    optical_block = src.read(window=window)
-                    radar = _radar_block(chosen, src.crs, src.window_transform(window),
-                                         int(window.height), int(window.width))
-                    dst.write(np.concatenate([optical_block.astype(np.uint16), radar]),
-                              window=window)
-                    by_radar = radar[-1] > 0
-                    optical_seen = (optical_block[:-1] != 0).any(axis=0)
-                    seen += int(by_radar.sum())
-                    radar_only += int((by_radar & ~optical_seen).sum())
-                    if on_block:
-                        on_block(done, len(windows))
+                done = 0
+                for start in range(0, len(windows), max(1, workers)):
+                    batch = windows[start:start + max(1, workers)]
+                    radars = dask.compute(
+                        *(dask.delayed(_radar_block)(
+                            chosen, src.crs, src.window_transform(w), int(w.height),
+                            int(w.width)) for w in batch),
+                        scheduler="threads" if workers > 1 else "synchronous",
+                        num_workers=max(1, workers))
+                    for window, radar in zip(batch, radars, strict=True):
+                        optical_block = src.read(window=window)
+                        dst.write(np.concatenate([optical_block.astype(np.uint16), radar]),
+                                  window=window)
+                        by_radar = radar[-1] > 0
+                        optical_seen = (optical_block[:-1] != 0).any(axis=0)
+                        seen += int(by_radar.sum())
+                        radar_only += int((by_radar & ~optical_seen).sum())
+                        done += 1
+                        if on_block:
+                            on_block(done, len(windows))
             rasterio.shutil.copy(blocks, cog, driver="COG", compress="DEFLATE", predictor=2,
                                  blocksize=512, overview_resampling="NEAREST")
         pixels = src.width * src.height

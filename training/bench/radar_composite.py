@@ -32,7 +32,7 @@ from serving.radar.acquisitions import describe
 from serving.radar.stack import stack_radar
 files = [describe(p) for p in json.loads(sys.argv[3])]
 start = time.perf_counter()
-result = stack_radar(sys.argv[1], files, sys.argv[2])
+result = stack_radar(sys.argv[1], files, sys.argv[2], workers=int(sys.argv[4]))
 elapsed = time.perf_counter() - start
 hwm = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
 print(json.dumps({"seconds": elapsed, "peak_rss_mb": hwm / 1024,
@@ -139,15 +139,26 @@ def write_radar_inputs(folder: Path, side: int, count: int, seed: int = 0
 
 
 def radar_composite_bench(work: Path, sides: tuple[int, ...] = (2048, 4096),
-                          count: int = 12) -> dict[str, Any]:
-    """Seconds and peak RSS of the radar statistics of ``count`` acquisitions per side."""
-    runs = {}
+                          count: int = 12, workers: int = 2) -> dict[str, Any]:
+    """Seconds and peak RSS of the radar statistics of ``count`` acquisitions per side.
+
+    Each side is stacked with one worker (the store's way) and with ``workers``
+    threads (``imagery stack-radar``'s default), the outputs compared byte for byte.
+    """
+    runs: dict[str, Any] = {}
     for side in sides:
         optical, files = write_radar_inputs(work, side, count)
-        out = work / f"stacked_{side}.tif"
-        runs[str(side)] = _child(_STACK, str(optical), str(out),
-                                 json.dumps([str(f) for f in files]))
-        out.unlink(missing_ok=True)
+        outs = [work / f"stacked_{side}_{n}.tif" for n in (1, workers)]
+        paths = json.dumps([str(f) for f in files])
+        runs[str(side)] = _child(_STACK, str(optical), str(outs[0]), paths, "1")
+        threaded = _child(_STACK, str(optical), str(outs[1]), paths, str(workers))
+        runs[str(side)] |= {"workers": workers, "seconds_threaded": threaded["seconds"],
+                            "peak_rss_mb_threaded": threaded["peak_rss_mb"],
+                            "threaded_speedup": runs[str(side)]["seconds"]
+                            / threaded["seconds"],
+                            "same_bytes": outs[0].read_bytes() == outs[1].read_bytes()}
+        for out in outs:
+            out.unlink(missing_ok=True)
     small, large = str(min(sides)), str(max(sides))
     return {"acquisitions": count, "runs": runs,
             "rss_ratio_large_over_small": runs[large]["peak_rss_mb"]

@@ -391,6 +391,8 @@ def update_performance_page(r: dict[str, Any], s: dict[str, Any],
             "stacked on the optical composite (`imagery stack-radar`): seconds and peak "
             "RSS by side | " + "; ".join(
                 f"{side}²: {run['seconds']:.0f} s, {run['peak_rss_mb']:.0f} MB"
+                + (f" ({run['workers']} threads {run['threaded_speedup']:.2f}x)"
+                   if "threaded_speedup" in run else "")
                 for side, run in radar["runs"].items()) + " |")
     stats = r.get("radar_statistics")
     if stats:

@@ -190,6 +190,7 @@ def test_radar_composite_bench_measures_each_side(tmp_path: Path) -> None:
     for run in result["runs"].values():
         assert run["seconds"] > 0 and run["peak_rss_mb"] > 50
         assert run["radar_seen_fraction"] == 1.0
+        assert run["same_bytes"] and run["seconds_threaded"] > 0  # threads change no byte
     assert result["rss_ratio_large_over_small"] > 0
 
 
