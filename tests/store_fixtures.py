@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from shapely.geometry import shape
@@ -50,12 +51,9 @@ def built_store(region_data: Path, store_model: Path,
     return store
 
 
-@pytest.fixture(scope="session")
-def radar_store(region_data: Path, tmp_path_factory: pytest.TempPathFactory
-                ) -> tuple[Path, Path]:
-    """The region's store built with both sensors, and its optical + radar model."""
-    work = tmp_path_factory.mktemp("radar-store")
-    model = write_local_model(work / "model", bands=[*S2_BANDS, *RADAR_BANDS])
+def build_radar_store(region_data: Path, work: Path, bands: list[str]) -> tuple[Any, Path]:
+    """The region's store built with both sensors for a model of ``bands``: (report, model)."""
+    model = write_local_model(work / "model", bands=bands)
     region = shape(json.loads((region_data / "region.geojson").read_text())["features"][0][
         "geometry"])
     radar = [describe(p) for p in sorted((region_data / "radar").glob("*.tif"))]
@@ -63,4 +61,13 @@ def radar_store(region_data: Path, tmp_path_factory: pytest.TempPathFactory
                          items_from_file(region_data / "stac" / "catalog.json"), model,
                          BuildOptions(cell_size_m=CELL_SIZE_M), radar=radar)
     assert not report.failed, report.failed
+    return report, model
+
+
+@pytest.fixture(scope="session")
+def radar_store(region_data: Path, tmp_path_factory: pytest.TempPathFactory
+                ) -> tuple[Path, Path]:
+    """The region's store built with both sensors, and its optical + radar model."""
+    work = tmp_path_factory.mktemp("radar-store")
+    _, model = build_radar_store(region_data, work, [*S2_BANDS, *RADAR_BANDS])
     return work / "store", model

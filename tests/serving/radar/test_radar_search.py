@@ -126,12 +126,9 @@ def test_store_build_with_a_radar_search_stacks_each_periods_items(
 def test_a_radar_search_that_cannot_be_answered_is_one_line(tmp_path: Path) -> None:
     from cacaomap.main import main
     from serving.http.local_server import free_port
+    from tests.serving.radar.test_speckle import tiny_optical
 
-    optical = tmp_path / "o.tif"
-    with rasterio.open(optical, "w", driver="GTiff", width=8, height=8, count=1,
-                       dtype="uint16", crs="EPSG:32718",
-                       transform=rasterio.transform.from_origin(500_000, 9e6, 10, 10)) as d:
-        d.write(np.ones((1, 8, 8), np.uint16))
+    optical = tiny_optical(tmp_path / "o.tif")
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(SystemExit, match="cannot search the STAC API"):
         main(["imagery", "stack-radar", "--optical", str(optical), "--period",

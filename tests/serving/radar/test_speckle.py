@@ -20,6 +20,15 @@ from serving.radar.units import to_db
 RNG = np.random.default_rng(11)
 
 
+def tiny_optical(path: Path) -> Path:
+    """An 8 x 8 one-band raster: a grid for commands that refuse before reading it."""
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=1,
+                       dtype="uint16", crs="EPSG:32718",
+                       transform=rasterio.transform.from_origin(500_000, 9e6, 10, 10)) as d:
+        d.write(np.ones((1, 8, 8), np.uint16))
+    return path
+
+
 def _speckled(truth: np.ndarray, looks: float = IW_LOOKS) -> np.ndarray:
     return (truth * RNG.gamma(looks, 1 / looks, truth.shape)).astype(np.float32)
 
@@ -88,11 +97,7 @@ def test_a_filtered_stack_does_not_depend_on_the_blocks_or_the_threads(
 def test_a_bad_speckle_window_is_one_line(tmp_path: Path) -> None:
     from cacaomap.main import main
 
-    optical = tmp_path / "o.tif"
-    with rasterio.open(optical, "w", driver="GTiff", width=8, height=8, count=1,
-                       dtype="uint16", crs="EPSG:32718",
-                       transform=rasterio.transform.from_origin(500_000, 9e6, 10, 10)) as d:
-        d.write(np.ones((1, 8, 8), np.uint16))
+    optical = tiny_optical(tmp_path / "o.tif")
     with pytest.raises(SystemExit, match="odd side of 3 px or more; got 4"):
         main(["imagery", "stack-radar", "--optical", str(optical),
               "--radar", str(tmp_path / "r.tif"), "--radar-speckle-filter", "lee",

@@ -8,18 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from shapely.geometry import shape
 
-from serving.imagery.sources import items_from_file
 from serving.inference.scene import classify_scene
 from serving.inference.tiles import TileClassifier
 from serving.plots.check import run_checks
-from serving.radar.acquisitions import describe
 from serving.radar.statistics import RADAR_BANDS, RADAR_COUNT_BAND
-from serving.store.build import BuildOptions, build_store
 from serving.store.reader import open_store
-from tests.model_factory import write_local_model
-from tests.store_fixtures import CELL_SIZE_M, PERIODS
+from tests.store_fixtures import build_radar_store
 from training.synthetic.spectra import S2_BANDS
 
 
@@ -100,14 +95,8 @@ def test_an_optical_model_reads_a_stacked_composite_as_its_optical_one(
 
 def test_a_radar_only_model_builds_a_store_that_keeps_the_optical_evidence(
         region_data: Path, tmp_path: Path) -> None:
-    model = write_local_model(tmp_path / "model", bands=list(RADAR_BANDS))
-    region = shape(json.loads((region_data / "region.geojson").read_text())["features"][0][
-        "geometry"])
-    radar = [describe(p) for p in sorted((region_data / "radar").glob("*.tif"))]
-    report = build_store(tmp_path / "store", region, PERIODS,
-                         items_from_file(region_data / "stac" / "catalog.json"), model,
-                         BuildOptions(cell_size_m=CELL_SIZE_M), radar=radar)
-    assert report.done and not report.failed, report.failed
+    report, _ = build_radar_store(region_data, tmp_path, list(RADAR_BANDS))
+    assert report.done
     for marker in _cells(tmp_path / "store"):
         with rasterio.open(marker.parent / "composite.tif") as src, \
                 rasterio.open(marker.parent / "classes.tif") as classes:
