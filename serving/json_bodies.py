@@ -94,6 +94,19 @@ def _value(text: str, at: int, decoder: json.JSONDecoder, depth: int) -> tuple[A
     return _object(text, at, decoder, depth)
 
 
+def _after_element(text: str, at: int, close: str) -> tuple[bool, int]:
+    """After an array's or object's element: (closed, where the next thing starts).
+
+    Closed: the position after ``close``; else the next element's, past the comma.
+    """
+    at = _skip(text, at)
+    if text.startswith(close, at):
+        return True, at + 1
+    if not text.startswith(",", at):
+        raise json.JSONDecodeError("Expecting ',' delimiter", text, at)
+    return False, _skip(text, at + 1)
+
+
 def _array(text: str, at: int, decoder: json.JSONDecoder, depth: int) -> tuple[list[Any], int]:
     items: list[Any] = []
     at = _skip(text, at + 1)
@@ -102,12 +115,9 @@ def _array(text: str, at: int, decoder: json.JSONDecoder, depth: int) -> tuple[l
     while True:
         item, at = _value(text, at, decoder, depth + 1)
         items.append(item)
-        at = _skip(text, at)
-        if text.startswith("]", at):
-            return items, at + 1
-        if not text.startswith(",", at):
-            raise json.JSONDecodeError("Expecting ',' delimiter", text, at)
-        at = _skip(text, at + 1)
+        closed, at = _after_element(text, at, "]")
+        if closed:
+            return items, at
 
 
 def _object(text: str, at: int, decoder: json.JSONDecoder, depth: int
@@ -125,9 +135,6 @@ def _object(text: str, at: int, decoder: json.JSONDecoder, depth: int
         if not text.startswith(":", at):
             raise json.JSONDecodeError("Expecting ':' delimiter", text, at)
         members[key], at = _value(text, _skip(text, at + 1), decoder, depth + 1)
-        at = _skip(text, at)
-        if text.startswith("}", at):
-            return members, at + 1
-        if not text.startswith(",", at):
-            raise json.JSONDecodeError("Expecting ',' delimiter", text, at)
-        at = _skip(text, at + 1)
+        closed, at = _after_element(text, at, "}")
+        if closed:
+            return members, at
