@@ -33,6 +33,7 @@ const FLAG_WORDS = {
   partly_outside_store: "part of the plot lies outside the store",
   cell_not_built: "a store cell under the plot failed to build",
   low_confidence: "low model confidence in the loss",
+  classified_from_radar: "part of the plot was classified from Sentinel-1 radar alone (no clear optical observation)",
 };
 const $ = (id) => document.getElementById(id);
 const map = L.map("map", { zoomSnap: 0.25, attributionControl: false, fadeAnimation: false }).setView([-8.2, -76.5], 9);
@@ -130,6 +131,10 @@ function plotPopup(rec, props) {
       .map((d) => `${fmt(rec[`loss_to_${d}_ha`])} ha to ${DRIVER_WORDS[d]}`);
     rows.push(["Forest lost since", `${fmt(rec.forest_loss_ha)} ha` + (lost.length ? ` (${lost.join(", ")})` : "")]);
     rows.push(["Seen clearly at both dates", `${pct(rec.valid_fraction)} of the plot`]);
+    if (rec.radar_only_fraction != null) {
+      rows.push(["Seen optically at both dates", `${pct(rec.seen_optically_fraction)} of the plot`]);
+      rows.push(["Classified from radar alone", `${pct(rec.radar_only_fraction)} of the plot (at a date)`]);
+    }
     if (rec.loss_confidence != null) rows.push(["Confidence in the loss", pct(rec.loss_confidence)]);
     else if (rec.map_confidence != null) rows.push(["Confidence of the maps", pct(rec.map_confidence)]);
   }

@@ -180,3 +180,32 @@ def test_a_radar_only_scene_is_pictured_in_radar_false_colour(
     # radar saw what the clouds hid from optical: more of the picture is drawn
     assert seen.sum() > (np.asarray(Image.open(io.BytesIO(optical.png)))[..., 3] > 0).sum()
     assert (rgba[..., 0][seen] != rgba[..., 1][seen]).mean() > 0.5  # colour, not grey
+
+
+@pytest.mark.slow
+def test_a_plot_resting_on_radar_says_so_in_the_map_pages_popup(
+        radar_server: ServerURL, radar_store: tuple[Path, Path], region_data: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from tests.serving.http.test_map_page import CHROMIUM, CHROMIUM_ARGS
+
+    plots = region_data / "plots_eudr.geojson"
+    offline = run_checks(plots.read_bytes(), open_store(radar_store[0]), CheckOptions())[1]
+    on_radar = next(i for i, r in enumerate(offline)
+                    if "classified_from_radar" in r.get("flags", []))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{radar_server}/ui/")
+            page.wait_for_selector("#store-box:not([hidden])", timeout=30_000)
+            page.set_input_files("#plots-file", str(plots))
+            page.click("#check-plots")
+            page.wait_for_selector("#plot-results:not([hidden])", timeout=120_000)
+            page.locator("path.leaflet-interactive").nth(on_radar).click(force=True)
+            page.wait_for_selector(".leaflet-popup-content", timeout=10_000)
+            popup = page.locator(".leaflet-popup-content").inner_text()
+            assert "Classified from radar alone" in popup, popup
+            assert "classified from Sentinel-1 radar alone" in popup, popup
+        finally:
+            browser.close()
