@@ -237,14 +237,11 @@ def sample_points(
 
 def _sensors_sidecar(scene: Path, classes: Path) -> None:
     """Beside a stacked composite's class map, which sensor each pixel rests on."""
-    import rasterio
+    from serving.radar.sensors_map import sensor_shares, sensors_path
 
-    from serving.radar.sensors_map import has_radar, sensors_path, write_sensors_map
-
-    with rasterio.open(scene) as src:
-        if not has_radar(src):
-            return
-    shares = write_sensors_map(scene, classes, sensors_path(classes))
+    shares = sensor_shares(scene, classes)
+    if shares is None:  # not a stacked composite
+        return
     print(f"wrote {sensors_path(classes).name}: {shares['optical']:.1%} of pixels "
           f"classified with a clear optical observation, {shares['radar alone']:.1%} "
           "from radar alone")

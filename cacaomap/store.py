@@ -102,8 +102,8 @@ def build(
         raise CommandError("give exactly one of --stac, --safe or --search")
     shape = _region(region)
     model_dir = resolve_model_dir(model)
-    radar_files = radar_source.files([reference_period, current_period], list(shape.bounds),
-                              remote=source.remote)
+    radar_files = radar_source.files([reference_period, current_period],
+                                     list(shape.bounds), remote=source.remote)
     items = source.items([reference_period, current_period], list(shape.bounds))
     for name, period in (("reference", reference_period), ("current", current_period)):
         if not in_period(items, period):

@@ -13,6 +13,9 @@ DEFAULT_BANDS: tuple[str, ...] = (
     "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12",
 )
 
+#: The true-colour bands, red, green, blue: a scene's or a composite's picture.
+TRUE_COLOUR: tuple[str, str, str] = ("B04", "B03", "B02")
+
 #: Digital numbers per unit of surface reflectance (DN = reflectance x 10000) at every
 #: processing baseline once the BOA offset of 04.00+ is removed.
 REFLECTANCE_SCALE: float = 10000.0

@@ -26,13 +26,14 @@ from rasterio.io import DatasetReader
 from rasterio.transform import Affine, array_bounds
 from rasterio.warp import calculate_default_transform, reproject, transform_bounds
 
+from serving.bands import TRUE_COLOUR
 from serving.classes import ClassSchema
 from serving.inference.validity import observed
 
 WEB_MERCATOR = CRS.from_epsg(3857)
 #: Longest side of a browser image, in pixels.
 DEFAULT_MAX_SIDE = 2048
-RGB_BANDS = ("B04", "B03", "B02")
+RGB_BANDS = TRUE_COLOUR
 #: A radar-only scene's picture: red VV, green VH, blue VH/VV (all dB).
 RADAR_PICTURE = ("VV_mean_db", "VH_mean_db", "VHVV_ratio_db")
 

@@ -18,6 +18,7 @@ import numpy as np
 import rasterio
 from numpy.typing import NDArray
 
+from serving.bands import TRUE_COLOUR
 from serving.plots.geolocation import Plot
 from serving.references.layers import ReferenceLayer, masks_on_grid
 from serving.store.grid import from_lonlat
@@ -26,7 +27,7 @@ from serving.store.reader import MapSource, ZoneMaps
 #: Context around a plot, as a share of its size (and at least this many pixels).
 CONTEXT_SHARE = 0.75
 MIN_CONTEXT_PX = 24
-RGB = ("B04", "B03", "B02")
+RGB = TRUE_COLOUR
 
 
 def _rgb_bands(zone: ZoneMaps) -> list[int] | None:

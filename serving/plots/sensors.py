@@ -18,8 +18,7 @@ import rasterio
 from numpy.typing import NDArray
 from rasterio.windows import Window
 
-from serving.imagery.composite import COUNT_BAND
-from serving.radar.statistics import RADAR_COUNT_BAND
+from serving.radar.sensors_map import count_band_indexes
 from serving.store.reader import PERIODS, ZoneMaps, ZoneReader
 
 
@@ -27,10 +26,7 @@ from serving.store.reader import PERIODS, ZoneMaps, ZoneReader
 def _count_bands(path: Path) -> tuple[int, int] | None:
     """1-based indexes of (clear_count, radar_count) in a composite, None without radar."""
     with rasterio.open(path) as src:
-        names = list(src.descriptions or ())
-    if COUNT_BAND in names and RADAR_COUNT_BAND in names:
-        return names.index(COUNT_BAND) + 1, names.index(RADAR_COUNT_BAND) + 1
-    return None
+        return count_band_indexes(src.descriptions or ())
 
 
 def count_bands(zone: ZoneMaps) -> tuple[int, int] | None:

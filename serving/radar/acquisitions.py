@@ -158,7 +158,7 @@ def read_onto(pair: tuple[Path | str, int], units: Literal["linear", "db"],
     linear = to_linear(values) if units == "db" else values
     linear = speckle.apply(np.where(np.isfinite(linear) & (linear > NOISE_FLOOR), linear,
                                     np.nan).astype(np.float32))
-    reproject(linear.astype(np.float32), out, src_transform=src_transform, src_crs=src_crs,
+    reproject(linear, out, src_transform=src_transform, src_crs=src_crs,
               src_nodata=np.nan, dst_transform=transform, dst_crs=crs, dst_nodata=np.nan,
               resampling=Resampling.average if finer else Resampling.bilinear)
     return out
@@ -198,11 +198,10 @@ def files_from_items(items: list[Any], units: Units = "auto", remote: bool = Fal
             raise RadarInputError(
                 f"item {item.id}: a GRD product (not radiometrically terrain corrected): "
                 "calibrate and terrain-correct it first, or use sentinel-1-rtc")
-        hrefs = {}
-        for pol, keys in STAC_ASSETS.items():
-            key = next((k for k in keys if k in item.assets), None)
-            if key is not None:
-                hrefs[pol] = check_href(item.assets[key].href, remote)
+        first = {pol: next((k for k in keys if k in item.assets), None)
+                 for pol, keys in STAC_ASSETS.items()}
+        found = {pol: key for pol, key in first.items() if key is not None}
+        hrefs = {pol: check_href(item.assets[key].href, remote) for pol, key in found.items()}
         if "vv" not in hrefs:
             raise RadarInputError(f"item {item.id}: no vv asset")
         said = None if units == "auto" else units
@@ -210,8 +209,7 @@ def files_from_items(items: list[Any], units: Units = "auto", remote: bool = Fal
         if sample or said is None:
             with rasterio.open(hrefs["vv"]) as src:
                 values = _sample(src, 1)
-            nodata = _asset_nodata(item.assets[next(k for k in STAC_ASSETS["vv"]
-                                                    if k in item.assets)])
+            nodata = _asset_nodata(item.assets[found["vv"]])
             if nodata is not None:
                 values = values[values != np.float32(nodata)]
         resolved = resolve_units(values, units, "linear", item.id) if values.size else (

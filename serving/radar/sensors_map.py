@@ -16,6 +16,7 @@ cell and period (asset ``sensors`` of its STAC items); ``cacaomap maps classify`
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +42,20 @@ def sensors_path(classes: str | Path) -> Path:
     return path.with_name("sensors.tif" if stem == "classes" else f"{stem}.sensors.tif")
 
 
+def count_band_indexes(descriptions: Sequence[str | None]) -> tuple[int, int] | None:
+    """1-based indexes of (clear_count, radar_count) among a raster's band descriptions.
+
+    None unless it is a stacked optical + radar composite (it carries both counts).
+    """
+    names = list(descriptions)
+    if COUNT_BAND in names and RADAR_COUNT_BAND in names:
+        return names.index(COUNT_BAND) + 1, names.index(RADAR_COUNT_BAND) + 1
+    return None
+
+
 def has_radar(composite: rasterio.DatasetReader) -> bool:
     """Whether a raster is a stacked composite (it carries both counts)."""
-    names = list(composite.descriptions or ())
-    return COUNT_BAND in names and RADAR_COUNT_BAND in names
+    return count_band_indexes(composite.descriptions or ()) is not None
 
 
 def sensors_block(clear_count: NDArray[np.integer], radar_count: NDArray[np.integer],
@@ -65,12 +76,11 @@ def write_sensors_map(composite: str | Path, classes: str | Path, out: str | Pat
         ValueError: The composite carries no radar count, or the grids differ.
     """
     with rasterio.open(composite) as comp, rasterio.open(classes) as cls:
-        if not has_radar(comp):
+        bands = count_band_indexes(comp.descriptions or ())
+        if bands is None:
             raise ValueError(f"{composite} is not a stacked optical + radar composite")
         if (comp.crs, comp.transform, comp.shape) != (cls.crs, cls.transform, cls.shape):
             raise ValueError(f"{classes} is not on the grid of {composite}")
-        names = list(comp.descriptions)
-        bands = [names.index(COUNT_BAND) + 1, names.index(RADAR_COUNT_BAND) + 1]
         nodata = int(cls.nodata or 0)
         counts = dict.fromkeys(SENSOR_CODES, 0)
         profile = {"driver": "GTiff", "width": comp.width, "height": comp.height,
@@ -90,7 +100,7 @@ def write_sensors_map(composite: str | Path, classes: str | Path, out: str | Pat
                     for col in range(0, comp.width, BLOCK):
                         window = Window(col, row, min(BLOCK, comp.width - col),
                                         min(BLOCK, comp.height - row))
-                        clear, radar = comp.read(bands, window=window)
+                        clear, radar = comp.read(list(bands), window=window)
                         block = sensors_block(clear, radar, cls.read(1, window=window),
                                               nodata)
                         dst.write(block, 1, window=window)

@@ -32,6 +32,7 @@ import shapely
 from shapely.geometry import box, mapping
 from shapely.geometry.base import BaseGeometry
 
+from serving.bands import TRUE_COLOUR
 from serving.baseline.change import Thresholds
 from serving.baseline.forest_patches import DEFAULT_MIN_FOREST_HA
 from serving.files import write_bytes_atomic
@@ -214,7 +215,7 @@ def optical_bands(model_bands: Sequence[str], mask: str) -> list[str]:
     wanted = [b for b in model_bands if b not in RADAR_BANDS]
     if wanted:
         return wanted
-    return list(CSMASK_BANDS) if mask == "csmask" else ["B02", "B03", "B04"]
+    return list(CSMASK_BANDS) if mask == "csmask" else sorted(TRUE_COLOUR)
 
 
 def _remove_leftovers(folder: Path) -> None:
